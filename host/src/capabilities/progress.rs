@@ -1,0 +1,74 @@
+//! `sluice:plugin/progress`: how far a long phase has come.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::runtime::bindings::sluice::plugin::progress as wit;
+
+/// One progress report of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressEvent {
+    /// Units done.
+    pub done: u64,
+    /// Units in all, when known.
+    pub total: Option<u64>,
+    /// What is being worked on.
+    pub message: String,
+}
+
+/// Receives progress reports (a progress bar, a log).
+pub type ProgressSink = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
+
+/// Longest progress message kept; the rest is cut.
+const MAX_MESSAGE: usize = 200;
+
+/// State of the `progress` capability in one store.
+pub struct ProgressCapability {
+    sink: Option<ProgressSink>,
+    reports: u64,
+}
+
+impl ProgressCapability {
+    /// Reports go to `sink` (or only to the trace log).
+    pub fn new(sink: Option<ProgressSink>) -> Self {
+        ProgressCapability { sink, reports: 0 }
+    }
+
+    /// Reports received so far.
+    pub fn reports(&self) -> u64 {
+        self.reports
+    }
+}
+
+struct Progress;
+
+impl HasData for Progress {
+    type Data<'a> = &'a mut ProgressCapability;
+}
+
+/// Adds `progress` to a linker.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut ProgressCapability,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, Progress>(linker, get)
+}
+
+impl wit::Host for ProgressCapability {
+    async fn report(&mut self, done: u64, total: Option<u64>, mut message: String) -> wasmtime::Result<()> {
+        self.reports += 1;
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        tracing::trace!(done, total, %message, "progress");
+        if let Some(sink) = &self.sink {
+            sink(&ProgressEvent { done, total, message });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Command-line definitions (clap). Parsing only: `main` maps them to work.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// sluice runs datastore changes as plans of sandboxed plugin steps: a
+/// verified backup before every change, validation against thresholds, and
+/// automatic, proven rollback.
+///
+/// Exit codes: 0 ok · 1 a step failed and was rolled back · 2 plan or usage
+/// error, nothing ran · 3 refused (drift or an interrupted step) · 4 a
+/// rollback failed: the target needs attention · 70 internal error.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More log detail (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every pending step of a plan.
+    Run {
+        /// The plan file.
+        plan: PathBuf,
+    },
+    /// Show each step's state from the journal.
+    Status {
+        /// The plan file.
+        plan: PathBuf,
+    },
+    /// Roll back completed steps in reverse order.
+    Rollback {
+        /// The plan file.
+        plan: PathBuf,
+        /// Keep this step and the ones before it applied.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Check a plan without running anything.
+    Check {
+        /// The plan file.
+        plan: PathBuf,
+    },
+}

@@ -1,0 +1,502 @@
+//! SQLite: connection sessions served by a worker thread, and fingerprints.
+//!
+//! rusqlite is blocking and a statement borrows its connection, so each
+//! session is a thread that owns its connection and serves requests sent over
+//! a channel. That lets a cursor stay open across host calls (its statement
+//! lives on the worker's stack) and keeps the async runtime free while SQLite
+//! works. An `InterruptHandle` stops a long statement when a phase runs out
+//! of time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, InterruptHandle, OpenFlags};
+use sluice_sdk::checksum::{Cell, TableChecksum};
+use tokio::sync::oneshot;
+
+use super::{DatastoreError, Rows, SqlValue};
+use crate::plan::Access;
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Reply<T> = oneshot::Sender<Result<T, DatastoreError>>;
+
+enum Request {
+    Query {
+        sql: String,
+        params: Vec<SqlValue>,
+        max_rows: usize,
+        reply: Reply<Rows>,
+    },
+    OpenCursor {
+        sql: String,
+        params: Vec<SqlValue>,
+        reply: Reply<Vec<String>>,
+    },
+    NextBatch {
+        max_rows: usize,
+        max_bytes: usize,
+        reply: Reply<Rows>,
+    },
+    CloseCursor,
+    Execute {
+        sql: String,
+        params: Vec<SqlValue>,
+        reply: Reply<u64>,
+    },
+    ExecuteBatch {
+        sql: String,
+        width: usize,
+        values: Vec<SqlValue>,
+        reply: Reply<u64>,
+    },
+    Script {
+        sql: String,
+        reply: Reply<()>,
+    },
+}
+
+/// An open connection, served by its own thread.
+pub struct Session {
+    requests: mpsc::Sender<Request>,
+    interrupt: Arc<InterruptHandle>,
+}
+
+/// Stops the statement a session is running, from any thread.
+#[derive(Clone)]
+pub struct Interrupter(Arc<InterruptHandle>);
+
+impl Interrupter {
+    /// Interrupts the running statement, if any.
+    pub fn interrupt(&self) {
+        self.0.interrupt();
+    }
+}
+
+impl Session {
+    /// Opens `path` with `access`. Read-only is enforced by SQLite itself:
+    /// the file is opened read-only and `query_only` is set.
+    pub fn open(path: &Path, access: Access) -> Result<Session, DatastoreError> {
+        if !path.is_file() {
+            return Err(DatastoreError::host(
+                "SQLITE_CANTOPEN",
+                format!("database file {} does not exist", path.display()),
+            ));
+        }
+        let flags = match access {
+            Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+        if access == Access::ReadOnly {
+            conn.pragma_update(None, "query_only", true).map_err(error)?;
+        }
+        let interrupt = Arc::new(conn.get_interrupt_handle());
+        let (requests, inbox) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sluice-sqlite".into())
+            .spawn(move || serve(conn, inbox))
+            .map_err(|e| DatastoreError::host("SLUICE_THREAD", e.to_string()))?;
+        Ok(Session { requests, interrupt })
+    }
+
+    /// A handle that interrupts this session's running statement.
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter(self.interrupt.clone())
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, DatastoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .map_err(|_| DatastoreError::host("SLUICE_CLOSED", "the connection is closed"))?;
+        answer
+            .await
+            .map_err(|_| DatastoreError::host("SLUICE_CLOSED", "the connection closed during the call"))?
+    }
+
+    /// Runs a query; fails if it yields more than `max_rows` rows.
+    pub async fn query(&self, sql: String, params: Vec<SqlValue>, max_rows: usize) -> Result<Rows, DatastoreError> {
+        self.ask(|reply| Request::Query {
+            sql,
+            params,
+            max_rows,
+            reply,
+        })
+        .await
+    }
+
+    /// Opens the session's cursor; returns its column names.
+    pub async fn open_cursor(&self, sql: String, params: Vec<SqlValue>) -> Result<Vec<String>, DatastoreError> {
+        self.ask(|reply| Request::OpenCursor { sql, params, reply }).await
+    }
+
+    /// The cursor's next rows, bounded by count and bytes; empty at the end.
+    pub async fn next_batch(&self, max_rows: usize, max_bytes: usize) -> Result<Rows, DatastoreError> {
+        self.ask(|reply| Request::NextBatch {
+            max_rows,
+            max_bytes,
+            reply,
+        })
+        .await
+    }
+
+    /// Closes the cursor, if one is open.
+    pub fn close_cursor(&self) {
+        let _ = self.requests.send(Request::CloseCursor);
+    }
+
+    /// Runs one statement; returns rows changed.
+    pub async fn execute(&self, sql: String, params: Vec<SqlValue>) -> Result<u64, DatastoreError> {
+        self.ask(|reply| Request::Execute { sql, params, reply }).await
+    }
+
+    /// Runs one statement per parameter row; returns rows changed.
+    pub async fn execute_batch(&self, sql: String, width: usize, values: Vec<SqlValue>) -> Result<u64, DatastoreError> {
+        self.ask(|reply| Request::ExecuteBatch {
+            sql,
+            width,
+            values,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs a `;`-separated script.
+    pub async fn script(&self, sql: String) -> Result<(), DatastoreError> {
+        self.ask(|reply| Request::Script { sql, reply }).await
+    }
+}
+
+/// The worker loop: plain requests, and a nested loop while a cursor is open.
+fn serve(conn: Connection, inbox: mpsc::Receiver<Request>) {
+    while let Ok(request) = inbox.recv() {
+        match request {
+            Request::OpenCursor { sql, params, reply } => serve_cursor(&conn, &inbox, sql, params, reply),
+            Request::NextBatch { reply, .. } => {
+                let _ = reply.send(Err(DatastoreError::host("SLUICE_NO_CURSOR", "no cursor is open")));
+            }
+            Request::CloseCursor => {}
+            other => serve_plain(&conn, other),
+        }
+    }
+}
+
+fn serve_cursor(conn: &Connection, inbox: &mpsc::Receiver<Request>, sql: String, params: Vec<SqlValue>, reply: Reply<Vec<String>>) {
+    let mut stmt = match conn.prepare(&sql) {
+        Ok(stmt) => stmt,
+        Err(e) => {
+            let _ = reply.send(Err(error(e)));
+            return;
+        }
+    };
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let width = columns.len();
+    let mut rows = match stmt.query(rusqlite::params_from_iter(params.iter())) {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = reply.send(Err(error(e)));
+            return;
+        }
+    };
+    let _ = reply.send(Ok(columns));
+    let mut finished = false;
+    while let Ok(request) = inbox.recv() {
+        match request {
+            Request::NextBatch {
+                max_rows,
+                max_bytes,
+                reply,
+            } => {
+                let mut batch = Rows {
+                    columns: Vec::new(),
+                    width,
+                    values: Vec::with_capacity(max_rows.min(4096) * width),
+                };
+                let mut bytes = 0;
+                let mut result = Ok(());
+                while !finished && batch.values.len() < max_rows * width && bytes < max_bytes {
+                    match rows.next() {
+                        Ok(Some(row)) => {
+                            for i in 0..width {
+                                let value = row.get_ref(i).map(to_value).unwrap_or(SqlValue::Null);
+                                bytes += value.weight();
+                                batch.values.push(value);
+                            }
+                        }
+                        Ok(None) => finished = true,
+                        Err(e) => {
+                            result = Err(error(e));
+                            break;
+                        }
+                    }
+                }
+                let _ = reply.send(result.map(|()| batch));
+            }
+            Request::CloseCursor => return,
+            Request::OpenCursor { reply, .. } => {
+                let _ = reply.send(Err(DatastoreError::host(
+                    "SLUICE_CURSOR_OPEN",
+                    "a cursor is already open on this connection; finish or drop it first",
+                )));
+            }
+            other => serve_plain(conn, other),
+        }
+    }
+}
+
+fn serve_plain(conn: &Connection, request: Request) {
+    match request {
+        Request::Query {
+            sql,
+            params,
+            max_rows,
+            reply,
+        } => {
+            let _ = reply.send(query(conn, &sql, &params, max_rows));
+        }
+        Request::Execute { sql, params, reply } => {
+            let result = conn
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params.iter())))
+                .map(|n| n as u64)
+                .map_err(error);
+            let _ = reply.send(result);
+        }
+        Request::ExecuteBatch {
+            sql,
+            width,
+            values,
+            reply,
+        } => {
+            let _ = reply.send(execute_batch(conn, &sql, width, &values));
+        }
+        Request::Script { sql, reply } => {
+            let _ = reply.send(conn.execute_batch(&sql).map_err(error));
+        }
+        Request::OpenCursor { .. } | Request::NextBatch { .. } | Request::CloseCursor => {
+            unreachable!("cursor requests are served by serve/serve_cursor")
+        }
+    }
+}
+
+fn query(conn: &Connection, sql: &str, params: &[SqlValue], max_rows: usize) -> Result<Rows, DatastoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(error)?;
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let width = columns.len();
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter())).map_err(error)?;
+    let mut values = Vec::new();
+    let mut count = 0;
+    while let Some(row) = rows.next().map_err(error)? {
+        count += 1;
+        if count > max_rows {
+            return Err(DatastoreError::host(
+                "SLUICE_TOO_MANY_ROWS",
+                format!("the query returned more than {max_rows} rows; read it with a cursor"),
+            ));
+        }
+        for i in 0..width {
+            values.push(row.get_ref(i).map(to_value).map_err(error)?);
+        }
+    }
+    Ok(Rows { columns, width, values })
+}
+
+fn execute_batch(conn: &Connection, sql: &str, width: usize, values: &[SqlValue]) -> Result<u64, DatastoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(error)?;
+    if stmt.parameter_count() != width {
+        return Err(DatastoreError::host(
+            "SLUICE_BAD_BATCH",
+            format!("the statement takes {} parameters but the rows have {width} values", stmt.parameter_count()),
+        ));
+    }
+    if width == 0 || values.len() % width != 0 {
+        return Err(DatastoreError::host(
+            "SLUICE_BAD_BATCH",
+            format!("{} values do not make whole rows of {width}", values.len()),
+        ));
+    }
+    let mut changed = 0u64;
+    for row in values.chunks(width) {
+        changed += stmt.execute(rusqlite::params_from_iter(row.iter())).map_err(error)? as u64;
+    }
+    Ok(changed)
+}
+
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput::Borrowed;
+        Ok(Borrowed(match self {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Integer(i) => ValueRef::Integer(*i),
+            SqlValue::Real(r) => ValueRef::Real(*r),
+            SqlValue::Text(t) => ValueRef::Text(t.as_bytes()),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn to_value(v: ValueRef<'_>) -> SqlValue {
+    match v {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Real(r) => SqlValue::Real(r),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+    }
+}
+
+fn cell(v: ValueRef<'_>) -> Cell<'_> {
+    match v {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(i) => Cell::Integer(i),
+        ValueRef::Real(r) => Cell::Real(r),
+        ValueRef::Text(t) => Cell::Text(t),
+        ValueRef::Blob(b) => Cell::Blob(b),
+    }
+}
+
+/// Turns a rusqlite error into a datastore error with SQLite's code name.
+pub fn error(e: rusqlite::Error) -> DatastoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, message) => DatastoreError {
+            code: code_name(failure.extended_code),
+            message: message.clone().unwrap_or_else(|| failure.to_string()),
+        },
+        other => DatastoreError::host("SQLITE_MISUSE", other.to_string()),
+    }
+}
+
+fn code_name(extended: i32) -> String {
+    use rusqlite::ffi;
+    let name = match extended {
+        ffi::SQLITE_CONSTRAINT_UNIQUE => "SQLITE_CONSTRAINT_UNIQUE",
+        ffi::SQLITE_CONSTRAINT_PRIMARYKEY => "SQLITE_CONSTRAINT_PRIMARYKEY",
+        ffi::SQLITE_CONSTRAINT_NOTNULL => "SQLITE_CONSTRAINT_NOTNULL",
+        ffi::SQLITE_CONSTRAINT_FOREIGNKEY => "SQLITE_CONSTRAINT_FOREIGNKEY",
+        ffi::SQLITE_CONSTRAINT_CHECK => "SQLITE_CONSTRAINT_CHECK",
+        ffi::SQLITE_READONLY => "SQLITE_READONLY",
+        ffi::SQLITE_READONLY_DBMOVED => "SQLITE_READONLY_DBMOVED",
+        ffi::SQLITE_INTERRUPT => "SQLITE_INTERRUPT",
+        ffi::SQLITE_BUSY => "SQLITE_BUSY",
+        ffi::SQLITE_LOCKED => "SQLITE_LOCKED",
+        ffi::SQLITE_FULL => "SQLITE_FULL",
+        ffi::SQLITE_IOERR => "SQLITE_IOERR",
+        ffi::SQLITE_CORRUPT => "SQLITE_CORRUPT",
+        ffi::SQLITE_CANTOPEN => "SQLITE_CANTOPEN",
+        ffi::SQLITE_ERROR => "SQLITE_ERROR",
+        ffi::SQLITE_MISMATCH => "SQLITE_MISMATCH",
+        ffi::SQLITE_TOOBIG => "SQLITE_TOOBIG",
+        ffi::SQLITE_RANGE => "SQLITE_RANGE",
+        ffi::SQLITE_AUTH => "SQLITE_AUTH",
+        _ => return format!("SQLITE_{}", extended),
+    };
+    name.to_string()
+}
+
+/// Row count and checksum of one table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableFingerprint {
+    /// Rows.
+    pub rows: u64,
+    /// Order-independent checksum of the rows (see `sluice_sdk::checksum`).
+    pub checksum: String,
+}
+
+/// The state of a whole database: schema and every table's content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    /// sha256 over every schema object (type, name, sql), sorted by name.
+    pub schema: String,
+    /// Every user table.
+    pub tables: BTreeMap<String, TableFingerprint>,
+}
+
+impl Fingerprint {
+    /// What differs from `other`, one line per difference.
+    pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.schema != other.schema {
+            out.push("schema differs".to_string());
+        }
+        for (name, t) in &self.tables {
+            match other.tables.get(name) {
+                None => out.push(format!("table `{name}` is missing")),
+                Some(o) if o != t => out.push(format!(
+                    "table `{name}`: {} rows (checksum {}) instead of {} rows (checksum {})",
+                    o.rows, o.checksum, t.rows, t.checksum
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in other.tables.keys().filter(|n| !self.tables.contains_key(*n)) {
+            out.push(format!("table `{name}` exists but did not before"));
+        }
+        out
+    }
+}
+
+/// Fingerprints a database: the host's own, plugin-independent measurement,
+/// used to check a backup's claims and to prove a rollback restored the
+/// pre-step state. The schema (every object's name and SQL) is always
+/// covered; table contents for `tables` only (all tables when `None`).
+pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint, DatastoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    // One read transaction: a consistent view of all tables.
+    conn.execute_batch("BEGIN").map_err(error)?;
+    let mut schema = sha2::Sha256::default();
+    let mut measured = Vec::new();
+    {
+        use sha2::Digest;
+        let mut stmt = conn
+            .prepare("SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+            .map_err(error)?;
+        let mut rows = stmt.query([]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let (kind, name, sql): (String, String, String) =
+                (row.get(0).map_err(error)?, row.get(1).map_err(error)?, row.get(2).map_err(error)?);
+            for part in [&kind, &name, &sql] {
+                schema.update((part.len() as u64).to_le_bytes());
+                schema.update(part.as_bytes());
+            }
+            if kind == "table" && tables.is_none_or(|only| only.contains(&name)) {
+                measured.push(name);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for table in measured {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{}\"", table.replace('"', "\"\"")))
+            .map_err(error)?;
+        let width = stmt.column_count();
+        let mut rows = stmt.query([]).map_err(error)?;
+        let mut checksum = TableChecksum::new();
+        while let Some(row) = rows.next().map_err(error)? {
+            let mut cells = Vec::with_capacity(width);
+            for i in 0..width {
+                cells.push(cell(row.get_ref(i).map_err(error)?));
+            }
+            checksum.add_row(cells);
+        }
+        out.insert(
+            table,
+            TableFingerprint {
+                rows: checksum.rows(),
+                checksum: checksum.hex(),
+            },
+        );
+    }
+    use sha2::Digest;
+    Ok(Fingerprint {
+        schema: hex::encode(schema.finalize()),
+        tables: out,
+    })
+}

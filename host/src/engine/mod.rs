@@ -1,0 +1,672 @@
+//! The algorithm: each pending step goes backup → verify → migrate →
+//! validate → thresholds; any failure rolls the step back from its own
+//! verified backup and the host proves the target equals its pre-step state.
+//! Plugins supply datastore knowledge; ordering, journaling, verification and
+//! rollback decisions live here, once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backup::{BackupError, BackupStore};
+use crate::capabilities::backup_store::BackupAccess;
+use crate::capabilities::sql::SqlGrant;
+use crate::datastores::sqlite::{self, Fingerprint};
+use crate::datastores::DatastoreError;
+use crate::journal::{Journal, JournalError, StepRecord, StepState, StoredBackup};
+use crate::plan::{Access, Plan, Step};
+use crate::runtime::{
+    BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput, PhaseOutput,
+    Runtime, StepContext,
+};
+
+/// Failures that stop the engine before or outside a step's own outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The backup store failed.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    /// `--to` names no step of the plan.
+    #[error("step `{0}` is not in the plan")]
+    UnknownStep(String),
+}
+
+/// The phase a step was in when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Backup or its verification.
+    Backup,
+    /// Migrate.
+    Migrate,
+    /// Validate.
+    Validate,
+    /// Threshold evaluation.
+    Thresholds,
+    /// Rollback.
+    Rollback,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Backup => "backup",
+            Phase::Migrate => "migrate",
+            Phase::Validate => "validate",
+            Phase::Thresholds => "thresholds",
+            Phase::Rollback => "rollback",
+        }
+    }
+}
+
+/// How one threshold came out.
+#[derive(Debug, Clone)]
+pub struct ThresholdResult {
+    /// As written.
+    pub source: String,
+    /// Whether it held; `None` when it could not be evaluated.
+    pub held: Option<bool>,
+    /// Why it could not be evaluated.
+    pub error: Option<String>,
+}
+
+/// What happened to one step in this invocation.
+#[derive(Debug, Clone)]
+pub enum StepOutcome {
+    /// Applied and validated.
+    Applied,
+    /// Already completed with the same plugin and params.
+    AlreadyApplied,
+    /// Completed earlier with another plugin digest or other params.
+    Drift {
+        /// What changed.
+        what: String,
+    },
+    /// Left in an unfinished state by an earlier run.
+    Interrupted {
+        /// The state found.
+        state: StepState,
+    },
+    /// Failed before changing anything.
+    FailedUnchanged {
+        /// Phase.
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
+    /// Failed, rolled back and proven restored.
+    RolledBack {
+        /// Phase that failed (for `sluice rollback`: `Rollback`).
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
+    /// Failed and could not be rolled back: needs attention.
+    RollbackFailed {
+        /// Phase that failed first.
+        phase: Phase,
+        /// Why it failed.
+        reason: String,
+        /// Why the rollback failed or was refused.
+        rollback_error: String,
+    },
+    /// Not reached because an earlier step stopped the run.
+    NotRun,
+}
+
+/// One step's part of the summary.
+#[derive(Debug, Clone)]
+pub struct StepSummary {
+    /// Step id.
+    pub id: String,
+    /// Outcome.
+    pub outcome: StepOutcome,
+    /// Wall time of each phase run.
+    pub phases: Vec<(Phase, Duration)>,
+    /// Metrics reported by validate.
+    pub metrics: Vec<Metric>,
+    /// Threshold results.
+    pub thresholds: Vec<ThresholdResult>,
+    /// Artifacts and bytes of the verified backup.
+    pub backup: Option<(usize, u64)>,
+}
+
+impl StepSummary {
+    fn new(id: &str, outcome: StepOutcome) -> Self {
+        StepSummary {
+            id: id.to_string(),
+            outcome,
+            phases: Vec::new(),
+            metrics: Vec::new(),
+            thresholds: Vec::new(),
+            backup: None,
+        }
+    }
+}
+
+/// The result of `run` or `rollback`.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Command (`run`, `rollback`).
+    pub command: String,
+    /// Plan name.
+    pub plan: String,
+    /// Run id in the journal.
+    pub run_id: String,
+    /// Per step, in plan order.
+    pub steps: Vec<StepSummary>,
+}
+
+/// Documented exit codes of the `sluice` binary.
+pub mod exit {
+    /// Every step completed (or was already applied).
+    pub const OK: i32 = 0;
+    /// A step failed and was rolled back; the target is in its pre-step state.
+    pub const STEP_FAILED: i32 = 1;
+    /// The plan or the command line is wrong; nothing ran.
+    pub const PLAN_ERROR: i32 = 2;
+    /// The journal and the plan disagree (drift, interrupted step); nothing ran.
+    pub const REFUSED: i32 = 3;
+    /// A rollback failed or was refused: the target needs attention.
+    pub const NEEDS_ATTENTION: i32 = 4;
+    /// sluice itself failed (journal, backup store, engine).
+    pub const INTERNAL: i32 = 70;
+}
+
+impl RunSummary {
+    /// The exit code this summary maps to.
+    pub fn exit_code(&self) -> i32 {
+        let mut code = exit::OK;
+        for s in &self.steps {
+            let c = match s.outcome {
+                StepOutcome::RollbackFailed { .. } => exit::NEEDS_ATTENTION,
+                StepOutcome::Drift { .. } | StepOutcome::Interrupted { .. } => exit::REFUSED,
+                StepOutcome::FailedUnchanged { .. } => exit::STEP_FAILED,
+                StepOutcome::RolledBack { phase, .. } if phase != Phase::Rollback => exit::STEP_FAILED,
+                _ => exit::OK,
+            };
+            code = code.max(c);
+        }
+        code
+    }
+
+    fn outcome_word(&self) -> &'static str {
+        match self.exit_code() {
+            exit::OK => "ok",
+            exit::STEP_FAILED => "step-failed",
+            exit::REFUSED => "refused",
+            _ => "needs-attention",
+        }
+    }
+}
+
+/// Options of the engine.
+#[derive(Clone, Default)]
+pub struct EngineOptions {
+    /// Where progress reports go.
+    pub progress: Option<crate::capabilities::progress::ProgressSink>,
+}
+
+/// The engine for one plan.
+pub struct Engine {
+    plan: Plan,
+    runtime: Arc<Runtime>,
+    plugins: BTreeMap<String, LoadedPlugin>,
+    journal: Journal,
+    backups: Arc<BackupStore>,
+    options: EngineOptions,
+}
+
+impl Engine {
+    /// Loads every plugin of the plan and opens the journal and backup store.
+    /// Nothing runs yet.
+    pub async fn open(plan: Plan, options: EngineOptions) -> Result<Self, EngineError> {
+        let runtime = Arc::new(Runtime::new(ComponentCache::new(ComponentCache::default_dir()))?);
+        Self::with_runtime(plan, runtime, options).await
+    }
+
+    /// Like [`Engine::open`] with a given runtime.
+    pub async fn with_runtime(plan: Plan, runtime: Arc<Runtime>, options: EngineOptions) -> Result<Self, EngineError> {
+        let mut plugins = BTreeMap::new();
+        for (name, plugin) in &plan.plugins {
+            let loaded = runtime.load(plugin).await?;
+            tracing::debug!(plugin = %name, version = %loaded.info.version, cache = ?loaded.cache, "plugin loaded");
+            plugins.insert(name.clone(), loaded);
+        }
+        let state = plan.state_dir();
+        let journal = Journal::open(&state)?;
+        let backups = Arc::new(BackupStore::open(&state.join("backups"))?);
+        Ok(Engine {
+            plan,
+            runtime,
+            plugins,
+            journal,
+            backups,
+            options,
+        })
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Runs every pending step in order; stops at the first failure.
+    pub async fn run(&mut self) -> Result<RunSummary, EngineError> {
+        let run_id = self.journal.begin_run("run", &self.plan.path, &self.plan.hash)?;
+        let mut summary = RunSummary {
+            command: "run".into(),
+            plan: self.plan.name.clone(),
+            run_id: run_id.clone(),
+            steps: Vec::new(),
+        };
+        let steps = self.plan.steps.clone();
+        let mut stopped = false;
+        for step in &steps {
+            if stopped {
+                summary.steps.push(StepSummary::new(&step.id, StepOutcome::NotRun));
+                continue;
+            }
+            let plugin = self.plugins[&step.plugin].clone();
+            let record = self.journal.step(&step.id)?;
+            let step_summary = match record.as_ref().map(|r| r.state) {
+                Some(StepState::Completed) => {
+                    let record = record.as_ref().expect("matched Some");
+                    match drift(record, &plugin, step) {
+                        Some(what) => StepSummary::new(&step.id, StepOutcome::Drift { what }),
+                        None => {
+                            let mut s = StepSummary::new(&step.id, StepOutcome::AlreadyApplied);
+                            s.metrics = record.metrics.clone();
+                            s
+                        }
+                    }
+                }
+                Some(state) if state.is_in_flight() || state == StepState::RollbackFailed => {
+                    StepSummary::new(&step.id, StepOutcome::Interrupted { state })
+                }
+                _ => self.execute(&run_id, step, &plugin).await?,
+            };
+            stopped = !matches!(step_summary.outcome, StepOutcome::Applied | StepOutcome::AlreadyApplied);
+            summary.steps.push(step_summary);
+        }
+        self.journal.finish_run(&run_id, summary.outcome_word())?;
+        Ok(summary)
+    }
+
+    /// Rolls back completed (or stranded) steps in reverse order; with `to`,
+    /// stops after the step following `to`, which stays applied.
+    pub async fn rollback(&mut self, to: Option<&str>) -> Result<RunSummary, EngineError> {
+        if let Some(to) = to {
+            if self.plan.step(to).is_none() {
+                return Err(EngineError::UnknownStep(to.to_string()));
+            }
+        }
+        let run_id = self.journal.begin_run("rollback", &self.plan.path, &self.plan.hash)?;
+        let mut summary = RunSummary {
+            command: "rollback".into(),
+            plan: self.plan.name.clone(),
+            run_id: run_id.clone(),
+            steps: Vec::new(),
+        };
+        let steps = self.plan.steps.clone();
+        for step in steps.iter().rev() {
+            if Some(step.id.as_str()) == to {
+                break;
+            }
+            let Some(record) = self.journal.step(&step.id)? else { continue };
+            let reversible = matches!(
+                record.state,
+                StepState::Completed
+                    | StepState::BackedUp
+                    | StepState::Migrating
+                    | StepState::Validating
+                    | StepState::RollingBack
+                    | StepState::RollbackFailed
+            );
+            if !reversible {
+                continue;
+            }
+            let plugin = self.plugins[&step.plugin].clone();
+            let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+            let reason = format!("operator rollback (step was {})", record.state);
+            s.outcome = self.roll_back(&run_id, step, &plugin, &record, Phase::Rollback, reason, &mut s).await?;
+            let failed = matches!(s.outcome, StepOutcome::RollbackFailed { .. });
+            summary.steps.push(s);
+            if failed {
+                break;
+            }
+        }
+        self.journal.finish_run(&run_id, summary.outcome_word())?;
+        Ok(summary)
+    }
+
+    fn grants(&self, step: &Step, access: Option<Access>, backup: BackupAccess) -> CallGrants {
+        let target = &self.plan.targets[&step.target];
+        CallGrants {
+            step_id: step.id.clone(),
+            sql: access.map(|access| SqlGrant {
+                target: target.name.clone(),
+                kind: target.kind,
+                path: target.path.clone(),
+                access,
+            }),
+            backup,
+            limits: step.limits,
+            progress: self.options.progress.clone(),
+        }
+    }
+
+    fn context(&self, step: &Step) -> StepContext {
+        let target = &self.plan.targets[&step.target];
+        StepContext {
+            step_id: step.id.clone(),
+            target: target.name.clone(),
+            target_kind: target.kind.as_str().to_string(),
+            params: step.params_json.clone(),
+        }
+    }
+
+    async fn execute(&mut self, run_id: &str, step: &Step, plugin: &LoadedPlugin) -> Result<StepSummary, EngineError> {
+        let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+        let identity = Some((plugin.digest.as_str(), step.params_hash.as_str()));
+        self.journal
+            .transition(run_id, &step.id, StepState::BackingUp, "backup started", identity)?;
+
+        // Backup, read-only, then verify it before anything may change.
+        let grants = self.grants(
+            step,
+            Some(Access::ReadOnly),
+            BackupAccess::Write {
+                store: self.backups.clone(),
+                max_bytes: step.limits.backup_mib << 20,
+            },
+        );
+        let (result, report) = self.runtime.call(plugin, grants, PhaseInput::Backup(self.context(step))).await;
+        s.phases.push((Phase::Backup, report.elapsed));
+        let verified = match result {
+            Ok(PhaseOutput::Backup(manifest)) => self.verify_backup(step, manifest, &report.written).await,
+            Ok(_) => unreachable!("backup returns a manifest"),
+            Err(e) => Err(format!("backup failed: {e}")),
+        };
+        let backup = match verified {
+            Ok(backup) => backup,
+            Err(reason) => {
+                self.journal.transition(run_id, &step.id, StepState::Failed, &reason, None)?;
+                s.outcome = StepOutcome::FailedUnchanged {
+                    phase: Phase::Backup,
+                    reason,
+                };
+                return Ok(s);
+            }
+        };
+        s.backup = Some((backup.artifacts.len(), backup.artifacts.iter().map(|a| a.size).sum()));
+        self.journal.record_backup(run_id, &step.id, &backup)?;
+        let detail = format!(
+            "backup verified: {} artifacts, {} bytes",
+            backup.artifacts.len(),
+            backup.artifacts.iter().map(|a| a.size).sum::<u64>()
+        );
+        self.journal.transition(run_id, &step.id, StepState::BackedUp, &detail, None)?;
+        let record = self.journal.step(&step.id)?.expect("just written");
+
+        // Migrate, with the step's access.
+        self.journal
+            .transition(run_id, &step.id, StepState::Migrating, "migrate started", None)?;
+        let grants = self.grants(step, Some(step.access), BackupAccess::None);
+        let (result, report) = self.runtime.call(plugin, grants, PhaseInput::Migrate(self.context(step))).await;
+        s.phases.push((Phase::Migrate, report.elapsed));
+        if let Err(e) = result {
+            let reason = format!("migrate failed: {e}");
+            s.outcome = self.roll_back(run_id, step, plugin, &record, Phase::Migrate, reason, &mut s).await?;
+            return Ok(s);
+        }
+
+        // Validate, read-only whatever the step's access.
+        self.journal
+            .transition(run_id, &step.id, StepState::Validating, "migrate done; validate started", None)?;
+        let grants = self.grants(step, Some(Access::ReadOnly), BackupAccess::None);
+        let (result, report) = self.runtime.call(plugin, grants, PhaseInput::Validate(self.context(step))).await;
+        s.phases.push((Phase::Validate, report.elapsed));
+        let metrics = match result {
+            Ok(PhaseOutput::Validate(metrics)) => metrics,
+            Ok(_) => unreachable!("validate returns metrics"),
+            Err(e) => {
+                let reason = format!("validate failed: {e}");
+                s.outcome = self.roll_back(run_id, step, plugin, &record, Phase::Validate, reason, &mut s).await?;
+                return Ok(s);
+            }
+        };
+        self.journal.record_metrics(&step.id, &metrics)?;
+        s.metrics = metrics.clone();
+
+        // Thresholds: every one must hold.
+        let values: BTreeMap<String, f64> = metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
+        s.thresholds = step
+            .thresholds
+            .iter()
+            .map(|t| match t.expr.holds(&values) {
+                Ok(held) => ThresholdResult {
+                    source: t.source.clone(),
+                    held: Some(held),
+                    error: None,
+                },
+                Err(e) => ThresholdResult {
+                    source: t.source.clone(),
+                    held: None,
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect();
+        let failed: Vec<String> = s
+            .thresholds
+            .iter()
+            .zip(&step.thresholds)
+            .filter(|(result, _)| result.held != Some(true))
+            .map(|(result, threshold)| match &result.error {
+                Some(e) => format!("threshold `{}` cannot be evaluated: {e}", result.source),
+                None => format!(
+                    "threshold `{}` not met ({})",
+                    result.source,
+                    metrics_used(&threshold.expr.metrics(), &values)
+                ),
+            })
+            .collect();
+        if !failed.is_empty() {
+            let reason = failed.join("; ");
+            s.outcome = self.roll_back(run_id, step, plugin, &record, Phase::Thresholds, reason, &mut s).await?;
+            return Ok(s);
+        }
+        let detail = if values.is_empty() {
+            "validated".to_string()
+        } else {
+            let all: Vec<&str> = values.keys().map(String::as_str).collect();
+            format!("validated: {}", metrics_used(&all, &values))
+        };
+        self.journal.transition(run_id, &step.id, StepState::Completed, &detail, None)?;
+        s.outcome = StepOutcome::Applied;
+        Ok(s)
+    }
+
+    /// Checks a backup before the step may change anything: every artifact
+    /// the manifest names was written by this backup, each one's digest is
+    /// recomputed from the stored bytes, and the tables the plugin says it
+    /// saved match the host's own checksums of the target.
+    async fn verify_backup(
+        &self,
+        step: &Step,
+        manifest: BackupManifest,
+        written: &[crate::backup::ArtifactRef],
+    ) -> Result<StoredBackup, String> {
+        if manifest.artifacts.is_empty() {
+            return Err("backup not verified: the manifest names no artifacts".into());
+        }
+        let mut artifacts = Vec::new();
+        let mut seen = HashSet::new();
+        for name in &manifest.artifacts {
+            if !seen.insert(name) {
+                return Err(format!("backup not verified: the manifest names artifact `{name}` twice"));
+            }
+            let Some(artifact) = written.iter().find(|a| &a.name == name) else {
+                return Err(format!(
+                    "backup not verified: the manifest names artifact `{name}`, which this backup never wrote"
+                ));
+            };
+            self.backups
+                .verify(artifact)
+                .map_err(|e| format!("backup not verified: {e}"))?;
+            artifacts.push(artifact.clone());
+        }
+        if artifacts.iter().all(|a| a.size == 0) {
+            return Err("backup not verified: every artifact is empty".into());
+        }
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = manifest.tables.iter().map(|t| t.name.clone()).collect();
+        let fingerprint = fingerprint(&target.path, tables.clone())
+            .await
+            .map_err(|e| format!("backup not verified: cannot fingerprint target `{}`: {e}", target.name))?;
+        for table in &manifest.tables {
+            match fingerprint.tables.get(&table.name) {
+                Some(host) if host.rows == table.rows && host.checksum == table.checksum => {}
+                Some(host) => {
+                    return Err(format!(
+                        "backup not verified: the plugin saved `{}` as {} rows (checksum {}) but the host counts {} rows (checksum {})",
+                        table.name, table.rows, table.checksum, host.rows, host.checksum
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "backup not verified: the manifest names table `{}`, which the target does not have",
+                        table.name
+                    ))
+                }
+            }
+        }
+        Ok(StoredBackup {
+            manifest,
+            artifacts,
+            fingerprint,
+        })
+    }
+
+    /// Rolls a step back from its verified backup and proves the result.
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_back(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        record: &StepRecord,
+        phase: Phase,
+        reason: String,
+        s: &mut StepSummary,
+    ) -> Result<StepOutcome, EngineError> {
+        self.journal.transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
+        let fail = |journal: &mut Journal, rollback_error: String| -> Result<StepOutcome, EngineError> {
+            journal.transition(run_id, &step.id, StepState::RollbackFailed, &rollback_error, None)?;
+            Ok(StepOutcome::RollbackFailed {
+                phase,
+                reason: reason.clone(),
+                rollback_error,
+            })
+        };
+        let Some(backup) = record.backup.clone() else {
+            return fail(&mut self.journal, "no verified backup is recorded for this step".into());
+        };
+        // The backup must still be exactly what was verified.
+        for artifact in &backup.artifacts {
+            if let Err(e) = self.backups.verify(artifact) {
+                return fail(&mut self.journal, format!("rollback refused: {e}"));
+            }
+        }
+        let artifacts = backup.artifacts.iter().map(|a| (a.name.clone(), a.clone())).collect();
+        let grants = self.grants(
+            step,
+            Some(Access::ReadWrite),
+            BackupAccess::Read {
+                store: self.backups.clone(),
+                artifacts,
+            },
+        );
+        let input = PhaseInput::Rollback(self.context(step), backup.manifest.clone());
+        let (result, report) = self.runtime.call(plugin, grants, input).await;
+        s.phases.push((Phase::Rollback, report.elapsed));
+        if let Err(e) = result {
+            return fail(&mut self.journal, format!("rollback failed: {e}"));
+        }
+        // The host's own proof: schema and backed-up tables equal the pre-step state.
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
+        let after = match fingerprint(&target.path, tables).await {
+            Ok(f) => f,
+            Err(e) => return fail(&mut self.journal, format!("cannot verify the rollback: {e}")),
+        };
+        let differences = backup.fingerprint.differences(&after);
+        if !differences.is_empty() {
+            return fail(
+                &mut self.journal,
+                format!("rollback did not restore the pre-step state: {}", differences.join("; ")),
+            );
+        }
+        let detail = format!(
+            "restored and verified: schema and {} table checksums equal the pre-step state",
+            backup.fingerprint.tables.len()
+        );
+        self.journal.transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
+        Ok(StepOutcome::RolledBack { phase, reason })
+    }
+}
+
+fn drift(record: &StepRecord, plugin: &LoadedPlugin, step: &Step) -> Option<String> {
+    let mut what = Vec::new();
+    if record.plugin_digest != plugin.digest {
+        what.push(format!(
+            "plugin `{}` was {} and is now {}",
+            step.plugin,
+            short(&record.plugin_digest),
+            short(&plugin.digest)
+        ));
+    }
+    if record.params_hash != step.params_hash {
+        what.push("its params changed".to_string());
+    }
+    (!what.is_empty()).then(|| what.join("; "))
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+fn metrics_used(names: &[&str], values: &BTreeMap<String, f64>) -> String {
+    names
+        .iter()
+        .filter_map(|k| values.get(*k).map(|v| format!("{k} = {}", crate::report::number(*v))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn fingerprint(path: &std::path::Path, tables: Vec<String>) -> Result<Fingerprint, DatastoreError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || sqlite::fingerprint(&path, Some(&tables)))
+        .await
+        .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
+}
+
+/// The state of every step of a plan, from the journal.
+pub fn status(plan: &Plan) -> Result<Vec<(String, Option<StepRecord>)>, EngineError> {
+    let journal = Journal::open(&plan.state_dir())?;
+    plan.steps
+        .iter()
+        .map(|s| Ok((s.id.clone(), journal.step(&s.id)?)))
+        .collect()
+}

@@ -1,0 +1,436 @@
+//! The journal: an SQLite file under `.sluice/` recording runs, each step's
+//! current state, every state transition with its time, and each backup's
+//! manifest, artifact digests and pre-step fingerprint.
+//!
+//! Writes are durable (`synchronous = FULL`) before the engine goes on, so the
+//! journal always knows at least as much as the datastores show.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::backup::ArtifactRef;
+use crate::datastores::sqlite::Fingerprint;
+use crate::runtime::{BackupManifest, Metric};
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite failed.
+    #[error("journal {path}: {source}")]
+    Sqlite {
+        /// The journal file.
+        path: PathBuf,
+        /// The error.
+        source: rusqlite::Error,
+    },
+    /// The state directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A record could not be decoded.
+    #[error("journal {path}: corrupt record for step `{step}`: {reason}")]
+    Corrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// The step.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where a step is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Never run, or rolled back and ready to run again.
+    Pending,
+    /// Backup running.
+    BackingUp,
+    /// Backup written and verified; nothing changed yet.
+    BackedUp,
+    /// Migrate running.
+    Migrating,
+    /// Validate running.
+    Validating,
+    /// Applied, validated, thresholds met.
+    Completed,
+    /// Rollback running.
+    RollingBack,
+    /// Rolled back and proven equal to the pre-step state.
+    RolledBack,
+    /// Failed before changing anything (backup failed).
+    Failed,
+    /// Rollback failed or was refused: the target needs attention.
+    RollbackFailed,
+}
+
+impl StepState {
+    /// The journal spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::BackingUp => "backing-up",
+            StepState::BackedUp => "backed-up",
+            StepState::Migrating => "migrating",
+            StepState::Validating => "validating",
+            StepState::Completed => "completed",
+            StepState::RollingBack => "rolling-back",
+            StepState::RolledBack => "rolled-back",
+            StepState::Failed => "failed",
+            StepState::RollbackFailed => "rollback-failed",
+        }
+    }
+
+    /// States a run may pass through without finishing (a crash leaves them).
+    pub fn is_in_flight(self) -> bool {
+        matches!(
+            self,
+            StepState::BackingUp | StepState::BackedUp | StepState::Migrating | StepState::Validating | StepState::RollingBack
+        )
+    }
+}
+
+impl fmt::Display for StepState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending" => StepState::Pending,
+            "backing-up" => StepState::BackingUp,
+            "backed-up" => StepState::BackedUp,
+            "migrating" => StepState::Migrating,
+            "validating" => StepState::Validating,
+            "completed" => StepState::Completed,
+            "rolling-back" => StepState::RollingBack,
+            "rolled-back" => StepState::RolledBack,
+            "failed" => StepState::Failed,
+            "rollback-failed" => StepState::RollbackFailed,
+            other => return Err(format!("unknown step state `{other}`")),
+        })
+    }
+}
+
+/// A verified backup, as recorded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredBackup {
+    /// The plugin's manifest.
+    pub manifest: BackupManifest,
+    /// The artifacts with their digests and sizes.
+    pub artifacts: Vec<ArtifactRef>,
+    /// The host's fingerprint of the target right after backup.
+    pub fingerprint: Fingerprint,
+}
+
+/// What the journal knows of a step.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// Step id.
+    pub step_id: String,
+    /// Current state.
+    pub state: StepState,
+    /// Run that last changed it.
+    pub run_id: String,
+    /// Digest of the plugin that ran it.
+    pub plugin_digest: String,
+    /// Hash of the params it ran with.
+    pub params_hash: String,
+    /// Its backup, once verified.
+    pub backup: Option<StoredBackup>,
+    /// Metrics of the last validate.
+    pub metrics: Vec<Metric>,
+    /// Last failure, in words.
+    pub error: Option<String>,
+    /// When the state last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// One recorded transition.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// Run.
+    pub run_id: String,
+    /// Step.
+    pub step_id: String,
+    /// State entered.
+    pub state: StepState,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why, in words.
+    pub detail: String,
+}
+
+/// The journal of one plan.
+pub struct Journal {
+    path: PathBuf,
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id          TEXT PRIMARY KEY,
+    command     TEXT NOT NULL,
+    plan_path   TEXT NOT NULL,
+    plan_hash   TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    step_id       TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    plugin_digest TEXT NOT NULL,
+    params_hash   TEXT NOT NULL,
+    backup        TEXT,
+    metrics       TEXT,
+    error         TEXT,
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id  TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id  TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    digest  TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_id, name)
+);
+";
+
+/// The current time, RFC 3339 with milliseconds.
+pub fn now() -> String {
+    let t = OffsetDateTime::now_utc();
+    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        let path = state_dir.join("journal.db");
+        let err = |source| JournalError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(|source| JournalError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Journal { path, conn })
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl FnOnce(rusqlite::Error) -> JournalError + '_ {
+        move |source| JournalError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records the start of a run; returns its id.
+    pub fn begin_run(&self, command: &str, plan_path: &Path, plan_hash: &str) -> Result<String, JournalError> {
+        let id = format!("{}-{}", OffsetDateTime::now_utc().unix_timestamp(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        self.conn
+            .execute(
+                "INSERT INTO runs (id, command, plan_path, plan_hash, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, command, plan_path.display().to_string(), plan_hash, now()],
+            )
+            .map_err(self.err())?;
+        Ok(id)
+    }
+
+    /// Records how a run ended.
+    pub fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
+                params![run_id, now(), outcome],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Moves a step to `state`, recording the transition, in one transaction.
+    /// `identity` (plugin digest, params hash) is set when a step (re)starts.
+    pub fn transition(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        state: StepState,
+        detail: &str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<(), JournalError> {
+        let at = now();
+        let path = self.path.clone();
+        let err = |source| JournalError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        let error = matches!(state, StepState::Failed | StepState::RollbackFailed | StepState::RollingBack).then_some(detail);
+        match identity {
+            Some((digest, params_hash)) => {
+                tx.execute(
+                    "INSERT INTO steps (step_id, state, run_id, plugin_digest, params_hash, error, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (step_id) DO UPDATE SET state = ?2, run_id = ?3, plugin_digest = ?4,
+                        params_hash = ?5, error = ?6, updated_at = ?7, backup = NULL, metrics = NULL",
+                    params![step_id, state.as_str(), run_id, digest, params_hash, error, at],
+                )
+                .map_err(err)?;
+            }
+            None => {
+                tx.execute(
+                    "UPDATE steps SET state = ?2, run_id = ?3, error = coalesce(?4, error), updated_at = ?5 WHERE step_id = ?1",
+                    params![step_id, state.as_str(), run_id, error, at],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO transitions (run_id, step_id, state, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, step_id, state.as_str(), at, detail],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Records a verified backup of a step.
+    pub fn record_backup(&mut self, run_id: &str, step_id: &str, backup: &StoredBackup) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let err = |source| JournalError::Sqlite { path: path.clone(), source };
+        let json = serde_json::to_string(backup).expect("backups serialize");
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("UPDATE steps SET backup = ?2 WHERE step_id = ?1", params![step_id, json])
+            .map_err(err)?;
+        for a in &backup.artifacts {
+            tx.execute(
+                "INSERT OR REPLACE INTO artifacts (run_id, step_id, name, digest, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, step_id, a.name, a.digest, a.size as i64],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Records the metrics of a step's validate.
+    pub fn record_metrics(&self, step_id: &str, metrics: &[Metric]) -> Result<(), JournalError> {
+        let json = serde_json::to_string(metrics).expect("metrics serialize");
+        self.conn
+            .execute("UPDATE steps SET metrics = ?2 WHERE step_id = ?1", params![step_id, json])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// What the journal knows of a step.
+    pub fn step(&self, step_id: &str) -> Result<Option<StepRecord>, JournalError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT step_id, state, run_id, plugin_digest, params_hash, backup, metrics, error, updated_at
+                 FROM steps WHERE step_id = ?1",
+                params![step_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, String>(8)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some((step_id, state, run_id, plugin_digest, params_hash, backup, metrics, error, updated_at)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| JournalError::Corrupt {
+            path: self.path.clone(),
+            step: step_id.clone(),
+            reason,
+        };
+        let state = state.parse().map_err(corrupt)?;
+        let backup = backup
+            .map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(|e| corrupt(format!("backup: {e}")))?;
+        let metrics = metrics
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .map_err(|e| corrupt(format!("metrics: {e}")))?
+            .unwrap_or_default();
+        Ok(Some(StepRecord {
+            step_id,
+            state,
+            run_id,
+            plugin_digest,
+            params_hash,
+            backup,
+            metrics,
+            error,
+            updated_at,
+        }))
+    }
+
+    /// Every transition of a step, oldest first.
+    pub fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT run_id, step_id, state, at, detail FROM transitions WHERE step_id = ?1 ORDER BY seq")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![step_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (run_id, step_id, state, at, detail) = row.map_err(self.err())?;
+            let state = state.parse().map_err(|reason| JournalError::Corrupt {
+                path: self.path.clone(),
+                step: step_id.clone(),
+                reason,
+            })?;
+            out.push(Transition {
+                run_id,
+                step_id,
+                state,
+                at,
+                detail,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,581 @@
+//! The plan file (`sluice.toml`): parsed with locations, validated as a whole
+//! before anything runs, and resolved into a [`Plan`].
+//!
+//! ```toml
+//! [plan]
+//! name = "quickstart"
+//!
+//! [targets.shop]
+//! kind = "sqlite"
+//! path = "shop.db"                     # relative to this file
+//!
+//! [plugins.sqlite]
+//! path = "../../target/plugins/sqlite.wasm"
+//! sha256 = "…"                         # optional pin
+//!
+//! [[steps]]
+//! id = "copy-customers"
+//! plugin = "sqlite"
+//! target = "shop"
+//! access = "read-write"                # or "read-only"
+//! thresholds = ["match_rate >= 0.95", "duplicates == 0"]
+//! limits = { memory_mib = 256, phase_seconds = 300 }
+//! [steps.params]                       # handed to the plugin as JSON
+//! migrate = { file = "copy.sql" }      # `{ file = … }` inlines a file next to the plan
+//! ```
+
+pub mod threshold;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+pub use threshold::Expr;
+
+/// A place in a plan file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The plan file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// Why a plan cannot run. Nothing has been executed when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The plan file could not be read.
+    #[error("cannot read plan {path}: {source}")]
+    Read {
+        /// The plan file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Something in the plan is wrong, at a location.
+    #[error("{location}: {message}")]
+    Invalid {
+        /// Where.
+        location: Location,
+        /// What is wrong and how to fix it.
+        message: String,
+        /// The offending line of the plan, for display.
+        source_line: String,
+    },
+}
+
+impl PlanError {
+    /// The offending plan line with a caret under the column, when known.
+    pub fn snippet(&self) -> Option<String> {
+        match self {
+            PlanError::Invalid {
+                location, source_line, ..
+            } => Some(format!(
+                "{:>5} | {}\n      | {}^",
+                location.line,
+                source_line,
+                " ".repeat(location.column.saturating_sub(1))
+            )),
+            PlanError::Read { .. } => None,
+        }
+    }
+}
+
+/// Kinds of datastore a target can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A SQLite database file.
+    Sqlite,
+}
+
+impl TargetKind {
+    /// The name used in plan files and passed to plugins.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A datastore a plan changes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Name in the plan.
+    pub name: String,
+    /// Its kind.
+    pub kind: TargetKind,
+    /// Database file (absolute).
+    pub path: PathBuf,
+}
+
+/// A plugin the plan uses, read and digested.
+#[derive(Debug, Clone)]
+pub struct PluginRef {
+    /// Name in the plan.
+    pub name: String,
+    /// Component file (absolute).
+    pub path: PathBuf,
+    /// sha256 of the file (hex).
+    pub digest: String,
+    /// The component bytes.
+    pub bytes: Arc<[u8]>,
+}
+
+/// What a step may do to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Reads only; enforced by the datastore.
+    ReadOnly,
+    /// Reads and writes.
+    ReadWrite,
+}
+
+impl Access {
+    /// The plan spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::ReadOnly => "read-only",
+            Access::ReadWrite => "read-write",
+        }
+    }
+}
+
+/// Limits on one plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to, in MiB.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u64,
+    /// Wall-clock time one phase may take, in seconds.
+    #[serde(default = "Limits::default_phase_seconds")]
+    pub phase_seconds: u64,
+    /// Total bytes one backup may write, in MiB.
+    #[serde(default = "Limits::default_backup_mib")]
+    pub backup_mib: u64,
+}
+
+impl Limits {
+    fn default_memory_mib() -> u64 {
+        256
+    }
+    fn default_phase_seconds() -> u64 {
+        600
+    }
+    fn default_backup_mib() -> u64 {
+        64 * 1024
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: Self::default_memory_mib(),
+            phase_seconds: Self::default_phase_seconds(),
+            backup_mib: Self::default_backup_mib(),
+        }
+    }
+}
+
+/// A GO/NO-GO condition on the metrics of a step.
+#[derive(Debug, Clone)]
+pub struct Threshold {
+    /// As written in the plan.
+    pub source: String,
+    /// Parsed.
+    pub expr: Expr,
+    /// Where it is written.
+    pub location: Location,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Unique id.
+    pub id: String,
+    /// Name of the plugin that runs it.
+    pub plugin: String,
+    /// Name of the target it changes.
+    pub target: String,
+    /// Access granted to migrate and rollback.
+    pub access: Access,
+    /// Params handed to the plugin, as a JSON object text.
+    pub params_json: String,
+    /// sha256 of the params (files inlined), for drift detection.
+    pub params_hash: String,
+    /// GO/NO-GO conditions, all of which must hold.
+    pub thresholds: Vec<Threshold>,
+    /// Limits for each plugin call.
+    pub limits: Limits,
+    /// Where the step starts in the plan.
+    pub location: Location,
+}
+
+/// A validated plan, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The plan file (absolute).
+    pub path: PathBuf,
+    /// Its directory: relative paths start here, state lives in `.sluice/`.
+    pub dir: PathBuf,
+    /// Plan name.
+    pub name: String,
+    /// sha256 of the plan file.
+    pub hash: String,
+    /// Targets by name.
+    pub targets: BTreeMap<String, Target>,
+    /// Plugins by name.
+    pub plugins: BTreeMap<String, PluginRef>,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Directory of the plan's journal and backups.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(".sluice")
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+// ---- the file as written ----------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    plan: Option<PlanHeader>,
+    #[serde(default)]
+    targets: BTreeMap<String, Spanned<TargetFile>>,
+    #[serde(default)]
+    plugins: BTreeMap<String, Spanned<PluginFile>>,
+    #[serde(default)]
+    steps: Vec<Spanned<StepFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanHeader {
+    name: Option<String>,
+    #[allow(dead_code)] // shown by `sluice plan` in a later change; accepted now
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    kind: Spanned<String>,
+    path: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginFile {
+    path: Spanned<String>,
+    sha256: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    id: Spanned<String>,
+    plugin: Spanned<String>,
+    target: Spanned<String>,
+    access: Spanned<Access>,
+    #[allow(dead_code)] // free text for readers of the plan
+    description: Option<String>,
+    params: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    thresholds: Vec<Spanned<String>>,
+    limits: Option<Spanned<Limits>>,
+}
+
+// ---- loading ------------------------------------------------------------------
+
+/// Reads, parses and validates a plan: every reference resolved, every plugin
+/// file read and its digest checked, every threshold parsed.
+pub fn load(path: &Path) -> Result<Plan, PlanError> {
+    let path = std::path::absolute(path).map_err(|source| PlanError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| PlanError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let src = Source { path: &path, text: &text };
+
+    let file: PlanFile = toml::from_str(&text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        src.error(offset, e.message().trim_end().to_string())
+    })?;
+
+    let mut targets = BTreeMap::new();
+    for (name, target) in &file.targets {
+        src.check_name(name, target.span().start, "target")?;
+        let t = target.get_ref();
+        let kind = match t.kind.get_ref().as_str() {
+            "sqlite" => TargetKind::Sqlite,
+            other => {
+                return Err(src.error(
+                    t.kind.span().start,
+                    format!("target `{name}` has unknown kind `{other}`; supported kinds: sqlite"),
+                ))
+            }
+        };
+        targets.insert(
+            name.clone(),
+            Target {
+                name: name.clone(),
+                kind,
+                path: dir.join(t.path.get_ref()),
+            },
+        );
+    }
+
+    let mut plugins = BTreeMap::new();
+    for (name, plugin) in &file.plugins {
+        src.check_name(name, plugin.span().start, "plugin")?;
+        let p = plugin.get_ref();
+        let plugin_path = dir.join(p.path.get_ref());
+        let bytes: Arc<[u8]> = std::fs::read(&plugin_path)
+            .map_err(|e| {
+                src.error(
+                    p.path.span().start,
+                    format!("plugin `{name}`: cannot read {}: {e}", plugin_path.display()),
+                )
+            })?
+            .into();
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if let Some(pinned) = &p.sha256 {
+            let want = pinned.get_ref().trim().to_ascii_lowercase();
+            if want != digest {
+                return Err(src.error(
+                    pinned.span().start,
+                    format!(
+                        "plugin `{name}`: {} has sha256 {digest}, but the plan pins {want}",
+                        plugin_path.display()
+                    ),
+                ));
+            }
+        }
+        plugins.insert(
+            name.clone(),
+            PluginRef {
+                name: name.clone(),
+                path: plugin_path,
+                digest,
+                bytes,
+            },
+        );
+    }
+
+    if file.steps.is_empty() {
+        return Err(src.error(0, "the plan has no steps; add a [[steps]] table".into()));
+    }
+    let mut steps = Vec::new();
+    let mut ids = HashSet::new();
+    for step in &file.steps {
+        let s = step.get_ref();
+        let id = s.id.get_ref().clone();
+        src.check_name(&id, s.id.span().start, "step id")?;
+        if !ids.insert(id.clone()) {
+            return Err(src.error(s.id.span().start, format!("step id `{id}` is used twice")));
+        }
+        if !plugins.contains_key(s.plugin.get_ref()) {
+            return Err(src.error(
+                s.plugin.span().start,
+                format!(
+                    "step `{id}` uses plugin `{}`, which is not declared; declared plugins: {}",
+                    s.plugin.get_ref(),
+                    list(plugins.keys())
+                ),
+            ));
+        }
+        if !targets.contains_key(s.target.get_ref()) {
+            return Err(src.error(
+                s.target.span().start,
+                format!(
+                    "step `{id}` uses target `{}`, which is not declared; declared targets: {}",
+                    s.target.get_ref(),
+                    list(targets.keys())
+                ),
+            ));
+        }
+        let params = match &s.params {
+            Some(params) => inline_files(&src, &dir, params.span().start, params.get_ref())?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        let params_json = params.to_string();
+        let thresholds = s
+            .thresholds
+            .iter()
+            .map(|t| {
+                // +1: the expression starts after the opening quote.
+                let start = t.span().start + 1;
+                Expr::parse(t.get_ref())
+                    .map(|expr| Threshold {
+                        source: t.get_ref().clone(),
+                        expr,
+                        location: src.location(start),
+                    })
+                    .map_err(|e| {
+                        src.error(
+                            start + e.offset,
+                            format!("threshold `{}` of step `{id}`: {}", t.get_ref(), e.message),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let limits = s.limits.as_ref().map(|l| *l.get_ref()).unwrap_or_default();
+        if let Some(l) = &s.limits {
+            if limits.memory_mib == 0 || limits.phase_seconds == 0 || limits.backup_mib == 0 {
+                return Err(src.error(l.span().start, format!("step `{id}`: limits must be greater than 0")));
+            }
+        }
+        steps.push(Step {
+            id,
+            plugin: s.plugin.get_ref().clone(),
+            target: s.target.get_ref().clone(),
+            access: *s.access.get_ref(),
+            params_hash: hex::encode(Sha256::digest(params_json.as_bytes())),
+            params_json,
+            thresholds,
+            limits,
+            location: src.location(step.span().start),
+        });
+    }
+
+    let name = file
+        .plan
+        .and_then(|p| p.name)
+        .unwrap_or_else(|| dir.file_name().map_or("plan".into(), |n| n.to_string_lossy().into_owned()));
+    Ok(Plan {
+        hash: hex::encode(Sha256::digest(text.as_bytes())),
+        path,
+        dir,
+        name,
+        targets,
+        plugins,
+        steps,
+    })
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Converts step params to JSON, replacing each `{ file = "…" }` table with the
+/// contents of that file (relative to the plan), so the plugin gets the text
+/// and drift detection covers the file.
+fn inline_files(
+    src: &Source<'_>,
+    dir: &Path,
+    offset: usize,
+    table: &toml::Table,
+) -> Result<serde_json::Value, PlanError> {
+    fn convert(
+        src: &Source<'_>,
+        dir: &Path,
+        offset: usize,
+        key: &str,
+        value: &toml::Value,
+    ) -> Result<serde_json::Value, PlanError> {
+        Ok(match value {
+            toml::Value::Table(t) if t.len() == 1 && t.contains_key("file") => {
+                let Some(toml::Value::String(rel)) = t.get("file") else {
+                    return Err(src.error(offset, format!("params.{key}: `file` must be a path string")));
+                };
+                let path = dir.join(rel);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    src.error(offset, format!("params.{key}: cannot read {}: {e}", path.display()))
+                })?;
+                serde_json::Value::String(text)
+            }
+            toml::Value::Table(t) => serde_json::Value::Object(
+                t.iter()
+                    .map(|(k, v)| Ok((k.clone(), convert(src, dir, offset, &format!("{key}.{k}"), v)?)))
+                    .collect::<Result<_, PlanError>>()?,
+            ),
+            toml::Value::Array(a) => serde_json::Value::Array(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| convert(src, dir, offset, &format!("{key}[{i}]"), v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::String(s) => serde_json::Value::String(s.clone()),
+            toml::Value::Integer(i) => serde_json::Value::from(*i),
+            toml::Value::Float(f) => serde_json::Value::from(*f),
+            toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
+            toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        })
+    }
+    let value = toml::Value::Table(table.clone());
+    convert(src, dir, offset, "", &value)
+}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn location(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: self.path.to_path_buf(),
+            line,
+            column: self.text[line_start..offset].chars().count() + 1,
+        }
+    }
+
+    fn error(&self, offset: usize, message: String) -> PlanError {
+        let location = self.location(offset);
+        let source_line = self.text.lines().nth(location.line - 1).unwrap_or("").to_string();
+        PlanError::Invalid {
+            location,
+            message,
+            source_line,
+        }
+    }
+
+    fn check_name(&self, name: &str, offset: usize, what: &str) -> Result<(), PlanError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            Err(self.error(
+                offset,
+                format!("{what} `{name}` must be 1–64 characters of letters, digits, `-` and `_`"),
+            ))
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! What operators read: the one-screen run summary and `sluice status`.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::engine::{Phase, RunSummary, StepOutcome, StepSummary};
+use crate::journal::{StepRecord, StepState};
+use crate::plan::PlanError;
+
+/// A number as operators read it: integers plainly, others with 4 decimals.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn duration(d: Duration) -> String {
+    if d.as_secs() >= 10 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// The one-screen summary printed at the end of `run` and `rollback`.
+pub fn summary(s: &RunSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "sluice {} · plan {} · run {}", s.command, s.plan, s.run_id);
+    for step in &s.steps {
+        step_lines(&mut out, step);
+    }
+    let _ = writeln!(out, "{}", verdict(s));
+    out
+}
+
+fn step_lines(out: &mut String, step: &StepSummary) {
+    let (mark, word) = match &step.outcome {
+        StepOutcome::Applied => ("✓", "applied"),
+        StepOutcome::AlreadyApplied => ("=", "already applied"),
+        StepOutcome::Drift { .. } => ("!", "drift"),
+        StepOutcome::Interrupted { .. } => ("!", "interrupted"),
+        StepOutcome::FailedUnchanged { .. } => ("✗", "failed, unchanged"),
+        StepOutcome::RolledBack { phase: Phase::Rollback, .. } => ("↩", "rolled back"),
+        StepOutcome::RolledBack { .. } => ("↩", "failed, rolled back"),
+        StepOutcome::RollbackFailed { .. } => ("✗", "ROLLBACK FAILED"),
+        StepOutcome::NotRun => ("·", "not run"),
+    };
+    let phases: Vec<String> = step
+        .phases
+        .iter()
+        .map(|(p, d)| format!("{} {}", p.as_str(), duration(*d)))
+        .collect();
+    let _ = write!(out, "  {mark} {:<24} {word}", step.id);
+    if !phases.is_empty() {
+        let _ = write!(out, "  [{}]", phases.join(", "));
+    }
+    let _ = writeln!(out);
+    if let Some((n, size)) = step.backup {
+        let _ = writeln!(out, "      backup: {n} artifacts, {}, digests verified", bytes(size));
+    }
+    for m in &step.metrics {
+        let _ = writeln!(out, "      metric {} = {}  ({})", m.name, number(m.value), m.detail);
+    }
+    for t in &step.thresholds {
+        let verdict = match t.held {
+            Some(true) => "met".to_string(),
+            Some(false) => "NOT MET".to_string(),
+            None => format!("not evaluated: {}", t.error.as_deref().unwrap_or("")),
+        };
+        let _ = writeln!(out, "      threshold {}: {verdict}", t.source);
+    }
+    match &step.outcome {
+        StepOutcome::Drift { what } => {
+            let _ = writeln!(
+                out,
+                "      completed earlier, but {what}; not re-applied. Restore the plan, or `sluice rollback --to <previous step>` and run again."
+            );
+        }
+        StepOutcome::Interrupted { state } => {
+            let _ = writeln!(
+                out,
+                "      an earlier run left this step `{state}`; `sluice rollback` restores it from its verified backup."
+            );
+        }
+        StepOutcome::FailedUnchanged { reason, .. } => {
+            let _ = writeln!(out, "      {reason}");
+        }
+        StepOutcome::RolledBack { reason, .. } => {
+            let _ = writeln!(out, "      {reason}");
+            let _ = writeln!(out, "      rollback: restored; schema and table checksums equal the pre-step state");
+        }
+        StepOutcome::RollbackFailed {
+            reason, rollback_error, ..
+        } => {
+            let _ = writeln!(out, "      {reason}");
+            let _ = writeln!(out, "      {rollback_error}");
+        }
+        _ => {}
+    }
+}
+
+fn verdict(s: &RunSummary) -> String {
+    let failing = s.steps.iter().find(|st| {
+        !matches!(
+            st.outcome,
+            StepOutcome::Applied | StepOutcome::AlreadyApplied | StepOutcome::NotRun
+        ) && !(s.command == "rollback" && matches!(st.outcome, StepOutcome::RolledBack { .. }))
+    });
+    let Some(step) = failing else {
+        let n = s.steps.len();
+        return match s.command.as_str() {
+            "rollback" if n == 0 => "result: OK — nothing to roll back".into(),
+            "rollback" => format!("result: OK — {n} step(s) rolled back and verified"),
+            _ => format!("result: OK — {n} step(s) applied or already applied"),
+        };
+    };
+    match &step.outcome {
+        StepOutcome::FailedUnchanged { phase, reason } => format!(
+            "result: FAILED at step `{}` ({}): {reason}. Nothing was changed.",
+            step.id,
+            phase.as_str()
+        ),
+        StepOutcome::RolledBack { phase, reason } => format!(
+            "result: FAILED at step `{}` ({}): {reason}. Rolled back; the target equals its pre-step state.",
+            step.id,
+            phase.as_str()
+        ),
+        StepOutcome::RollbackFailed {
+            phase, rollback_error, ..
+        } => format!(
+            "result: NEEDS ATTENTION at step `{}` ({} failed, then {rollback_error}). The target may be in its post-migrate state.",
+            step.id,
+            phase.as_str()
+        ),
+        StepOutcome::Drift { what } => format!("result: REFUSED at step `{}`: {what}", step.id),
+        StepOutcome::Interrupted { state } => {
+            format!("result: REFUSED at step `{}`: left `{state}` by an earlier run", step.id)
+        }
+        _ => "result: ?".into(),
+    }
+}
+
+/// `sluice status`: each step's state, when it got there and why.
+pub fn status(plan_name: &str, steps: &[(String, Option<StepRecord>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "plan {plan_name}");
+    let _ = writeln!(out, "  {:<24} {:<16} {:<26} detail", "step", "state", "since");
+    for (id, record) in steps {
+        match record {
+            None => {
+                let _ = writeln!(out, "  {id:<24} {:<16} {:<26}", StepState::Pending.as_str(), "-");
+            }
+            Some(r) => {
+                let detail = match r.state {
+                    StepState::Completed => r
+                        .metrics
+                        .iter()
+                        .map(|m| format!("{}={}", m.name, number(m.value)))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    _ => r.error.clone().unwrap_or_default(),
+                };
+                let _ = writeln!(out, "  {id:<24} {:<16} {:<26} {detail}", r.state.as_str(), r.updated_at);
+            }
+        }
+    }
+    out
+}
+
+/// A plan error with its source line and caret.
+pub fn plan_error(e: &PlanError) -> String {
+    match e.snippet() {
+        Some(snippet) => format!("error: {e}\n{snippet}"),
+        None => format!("error: {e}"),
+    }
+}
