@@ -75,6 +75,17 @@ impl StepContext {
             .map_err(|e| Error::InvalidParams(format!("step `{}`: {e}", self.step_id)))
     }
 
+    /// A context built by hand: for tests run natively, and for plugins that
+    /// wrap another plugin's logic with adjusted params.
+    pub fn new(step_id: &str, target: &str, target_kind: &str, params_json: &str) -> Self {
+        StepContext {
+            step_id: step_id.to_string(),
+            target: target.to_string(),
+            target_kind: target_kind.to_string(),
+            params_json: params_json.to_string(),
+        }
+    }
+
     /// The params as raw JSON text.
     pub fn params_json(&self) -> &str {
         &self.params_json
