@@ -7,8 +7,8 @@
 //! store; [`report`] reads the journal.
 
 pub mod backup;
-pub mod cli;
 pub mod capabilities;
+pub mod cli;
 pub mod datastores;
 pub mod engine;
 pub mod journal;

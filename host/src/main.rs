@@ -10,7 +10,10 @@ use sluice::{engine, plan, report};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -23,7 +26,10 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> i32 {
     let plan_path = match &command {
-        Command::Run { plan } | Command::Status { plan } | Command::Rollback { plan, .. } | Command::Check { plan } => plan.clone(),
+        Command::Run { plan }
+        | Command::Status { plan }
+        | Command::Rollback { plan, .. }
+        | Command::Check { plan } => plan.clone(),
     };
     let plan = match plan::load(&plan_path) {
         Ok(plan) => plan,
@@ -34,7 +40,13 @@ async fn run(command: Command) -> i32 {
     };
     match command {
         Command::Check { .. } => {
-            println!("plan {} is valid: {} steps, {} plugins, {} targets", plan.name, plan.steps.len(), plan.plugins.len(), plan.targets.len());
+            println!(
+                "plan {} is valid: {} steps, {} plugins, {} targets",
+                plan.name,
+                plan.steps.len(),
+                plan.plugins.len(),
+                plan.targets.len()
+            );
             exit::OK
         }
         Command::Status { .. } => match engine::status(&plan) {
@@ -89,8 +101,11 @@ fn init_logging(cli: &Cli) {
         1 => "debug,cranelift=info,wasmtime=info",
         _ => "trace,cranelift=info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder

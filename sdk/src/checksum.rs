@@ -53,12 +53,14 @@ impl TableChecksum {
                 }
                 Cell::Text(t) => {
                     self.scratch.push(3);
-                    self.scratch.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                    self.scratch
+                        .extend_from_slice(&(t.len() as u64).to_le_bytes());
                     self.scratch.extend_from_slice(t);
                 }
                 Cell::Blob(b) => {
                     self.scratch.push(4);
-                    self.scratch.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                    self.scratch
+                        .extend_from_slice(&(b.len() as u64).to_le_bytes());
                     self.scratch.extend_from_slice(b);
                 }
             }
@@ -106,8 +108,14 @@ mod tests {
 
     #[test]
     fn cell_types_are_distinguished() {
-        assert_ne!(checksum(&[&[Cell::Integer(1)]]), checksum(&[&[Cell::Real(1.0)]]));
-        assert_ne!(checksum(&[&[Cell::Text(b"x")]]), checksum(&[&[Cell::Blob(b"x")]]));
+        assert_ne!(
+            checksum(&[&[Cell::Integer(1)]]),
+            checksum(&[&[Cell::Real(1.0)]])
+        );
+        assert_ne!(
+            checksum(&[&[Cell::Text(b"x")]]),
+            checksum(&[&[Cell::Blob(b"x")]])
+        );
         assert_ne!(checksum(&[&[Cell::Null]]), checksum(&[&[]]));
         assert_ne!(
             checksum(&[&[Cell::Text(b"ab"), Cell::Text(b"c")]]),

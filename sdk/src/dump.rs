@@ -22,7 +22,9 @@ pub fn write_batch(out: &mut impl Write, batch: &RowBatch) -> Result<(), Error> 
     let len = u32::try_from(bytes.len())
         .ok()
         .filter(|len| *len <= MAX_FRAME_BYTES)
-        .ok_or_else(|| Error::Internal(format!("row batch of {} bytes is too large", bytes.len())))?;
+        .ok_or_else(|| {
+            Error::Internal(format!("row batch of {} bytes is too large", bytes.len()))
+        })?;
     out.write_all(&len.to_le_bytes()).map_err(io_error)?;
     out.write_all(&bytes).map_err(io_error)
 }
@@ -37,7 +39,9 @@ pub fn read_batch(input: &mut impl Read) -> Result<Option<RowBatch>, Error> {
     }
     let len = u32::from_le_bytes(len);
     if len > MAX_FRAME_BYTES {
-        return Err(Error::BackupInvalid(format!("frame of {len} bytes exceeds the limit")));
+        return Err(Error::BackupInvalid(format!(
+            "frame of {len} bytes exceeds the limit"
+        )));
     }
     let mut bytes = vec![0u8; len as usize];
     input.read_exact(&mut bytes).map_err(|e| {

@@ -39,11 +39,9 @@ impl Connection {
     /// Runs a query expected to return one row with one column.
     pub fn query_value(&self, statement: &str, params: &[Value]) -> Result<Value, Error> {
         let rows = self.query(statement, params)?;
-        rows.batch
-            .values
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::PreconditionFailed(format!("query returned no rows: {statement}")))
+        rows.batch.values.into_iter().next().ok_or_else(|| {
+            Error::PreconditionFailed(format!("query returned no rows: {statement}"))
+        })
     }
 
     /// Runs a query returning one integer (for example `SELECT count(*) …`).
@@ -178,7 +176,11 @@ impl Cursor {
     /// The next batch, or `None` at the end.
     pub fn next_batch(&mut self) -> Result<Option<RowBatch>, Error> {
         let batch = self.inner.next_batch(self.batch_rows)?;
-        Ok(if batch.values.is_empty() { None } else { Some(batch) })
+        Ok(if batch.values.is_empty() {
+            None
+        } else {
+            Some(batch)
+        })
     }
 }
 

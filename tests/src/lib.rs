@@ -1,1 +1,225 @@
+//! Harness for the end-to-end tests and benchmarks: scenario folders in a
+//! temporary directory, the real `sluice` binary, real plugin components,
+//! and an independent view of SQLite databases.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `sluice` binary built by `cargo xtask`.
+pub fn sluice_bin() -> PathBuf {
+    let bin = std::env::var_os("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/sluice"));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// A built plugin component, such as `sqlite.wasm` or `fixtures/panics.wasm`.
+pub fn plugin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SLUICE_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/plugins"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// What a `sluice` invocation did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Everything printed, for assertions on messages.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A scenario folder: a plan, its SQL files and a database, in a temp dir.
+pub struct Scenario {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scenario {
+    /// An empty scenario folder.
+    pub fn new() -> Self {
+        Scenario {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The quickstart example (plan, SQL, a fresh shop.db from seed.sql), with
+    /// its plugin path pointing at the built plugin.
+    pub fn quickstart() -> Self {
+        let s = Self::new();
+        let example = root().join("examples/quickstart");
+        for entry in std::fs::read_dir(&example).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "sql" || e == "toml") {
+                std::fs::copy(&path, s.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let plan = s.read("sluice.toml").replace(
+            "../../target/plugins/sqlite.wasm",
+            &plugin("sqlite.wasm").display().to_string(),
+        );
+        s.write("sluice.toml", &plan);
+        s.seed("shop.db", &s.read("seed.sql"));
+        s
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Reads a file of the scenario.
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(name)).unwrap()
+    }
+
+    /// Writes a file of the scenario.
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join(name), text).unwrap();
+    }
+
+    /// Creates a database from SQL.
+    pub fn seed(&self, db: &str, sql: &str) {
+        rusqlite::Connection::open(self.path().join(db))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    }
+
+    /// Runs `sluice <args…>` in the scenario folder.
+    pub fn sluice(&self, args: &[&str]) -> Outcome {
+        let out = Command::new(sluice_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("SLUICE_CACHE_DIR", self.path().join(".cache"))
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("running sluice");
+        let outcome = Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        // Shown when a test fails.
+        println!(
+            "$ sluice {}\n[exit {}]\n{}\n{}",
+            args.join(" "),
+            outcome.code,
+            outcome.stdout,
+            outcome.stderr
+        );
+        outcome
+    }
+
+    /// The state of a database as the tests see it.
+    pub fn state(&self, db: &str) -> DbState {
+        DbState::of(&self.path().join(db))
+    }
+
+    /// Rows of the journal's transitions for a step: (state, detail).
+    pub fn transitions(&self, step: &str) -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(self.path().join(".sluice/journal.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT state, detail FROM transitions WHERE step_id = ?1 ORDER BY seq")
+            .unwrap();
+        stmt.query_map([step], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+/// Schema and per-table content digests of a SQLite database, computed here
+/// independently of the host's own fingerprint code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbState {
+    /// (type, name, sql) of every object.
+    pub schema: Vec<(String, String, String)>,
+    /// Per table: rows and a digest of the sorted rows.
+    pub tables: BTreeMap<String, (usize, String)>,
+}
+
+impl DbState {
+    /// Reads a database.
+    pub fn of(path: &Path) -> DbState {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+            .unwrap();
+        let schema: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut tables = BTreeMap::new();
+        for (kind, name, _) in &schema {
+            if kind != "table" {
+                continue;
+            }
+            let mut stmt = conn.prepare(&format!("SELECT * FROM \"{name}\"")).unwrap();
+            let width = stmt.column_count();
+            let mut rows: Vec<String> = stmt
+                .query_map([], |r| {
+                    let mut line = String::new();
+                    for i in 0..width {
+                        let v: rusqlite::types::Value = r.get(i)?;
+                        line.push_str(&format!("{v:?}\u{1f}"));
+                    }
+                    Ok(line)
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows.sort();
+            let mut h = Sha256::new();
+            for row in &rows {
+                h.update(row.as_bytes());
+                h.update(b"\x1e");
+            }
+            tables.insert(name.clone(), (rows.len(), hex::encode(h.finalize())));
+        }
+        DbState { schema, tables }
+    }
+
+    /// Rows of a table.
+    pub fn rows(&self, table: &str) -> usize {
+        self.tables.get(table).map_or(0, |t| t.0)
+    }
+}

@@ -28,7 +28,8 @@ impl Guest {
     pub fn cargo(&self, root: &Path) -> Command {
         match self {
             Guest::Rustup => {
-                let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                let mut cmd =
+                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
                 cmd.current_dir(root);
                 cmd
             }
@@ -37,14 +38,21 @@ impl Guest {
                 let sysroot = prefix.join("sysroot");
                 cmd.current_dir(root)
                     .arg("--config")
-                    .arg(format!("target.{TARGET}.rustflags=['--sysroot={}']", sysroot.display()))
+                    .arg(format!(
+                        "target.{TARGET}.rustflags=['--sysroot={}']",
+                        sysroot.display()
+                    ))
                     .env("RUSTC", "/usr/bin/rustc")
                     .env("RUSTDOC", "/usr/bin/rustdoc")
                     .env_remove("RUSTFLAGS")
                     .env_remove("CARGO")
                     .env(
                         "PATH",
-                        format!("{}:/usr/bin:{}", prefix.join("bin").display(), std::env::var("PATH").unwrap_or_default()),
+                        format!(
+                            "{}:/usr/bin:{}",
+                            prefix.join("bin").display(),
+                            std::env::var("PATH").unwrap_or_default()
+                        ),
                     );
                 cmd
             }
@@ -56,13 +64,23 @@ fn rustup_has_target() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
         .unwrap_or(false)
 }
 
 fn rustup_add_target() -> bool {
-    eprintln!("xtask: rustup target add {TARGET} (at most {}s)", RUSTUP_TIMEOUT.as_secs());
-    let Ok(mut child) = Command::new("rustup").args(["target", "add", TARGET]).spawn() else {
+    eprintln!(
+        "xtask: rustup target add {TARGET} (at most {}s)",
+        RUSTUP_TIMEOUT.as_secs()
+    );
+    let Ok(mut child) = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .spawn()
+    else {
         return false;
     };
     let started = std::time::Instant::now();
@@ -87,9 +105,14 @@ pub fn ensure(root: &Path) -> Result<Guest> {
     if forced != "debian" && (rustup_has_target() || rustup_add_target()) {
         return Ok(Guest::Rustup);
     }
-    let prefix = PathBuf::from(std::env::var("WASM_TOOLCHAIN_HOME").unwrap_or_else(|_| "/opt/wasm-toolchain".into()));
+    let prefix = PathBuf::from(
+        std::env::var("WASM_TOOLCHAIN_HOME").unwrap_or_else(|_| "/opt/wasm-toolchain".into()),
+    );
     let script = root.join("xtask/toolchain/setup-wasm-toolchain.sh");
-    eprintln!("xtask: setting up the offline Debian wasm toolchain in {}", prefix.display());
+    eprintln!(
+        "xtask: setting up the offline Debian wasm toolchain in {}",
+        prefix.display()
+    );
     let status = Command::new("bash")
         .arg(&script)
         .env("WASM_TOOLCHAIN_HOME", &prefix)
@@ -98,7 +121,10 @@ pub fn ensure(root: &Path) -> Result<Guest> {
         .status()
         .with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
-        bail!("{} failed ({status}); see its output above", script.display());
+        bail!(
+            "{} failed ({status}); see its output above",
+            script.display()
+        );
     }
     Ok(Guest::Debian { prefix })
 }

@@ -69,12 +69,17 @@ impl BackupStore {
         let io_err = |action: &str| {
             let root = root.to_path_buf();
             let action = action.to_string();
-            move |source| BackupError::Io { root, action, source }
+            move |source| BackupError::Io {
+                root,
+                action,
+                source,
+            }
         };
         std::fs::create_dir_all(root).map_err(io_err("creating the directory"))?;
         let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(io_err("opening"))?;
         dir.create_dir_all("tmp").map_err(io_err("creating tmp/"))?;
-        dir.create_dir_all("sha256").map_err(io_err("creating sha256/"))?;
+        dir.create_dir_all("sha256")
+            .map_err(io_err("creating sha256/"))?;
         Ok(BackupStore {
             root: root.to_path_buf(),
             dir,
@@ -93,12 +98,18 @@ impl BackupStore {
     /// Starts writing a new artifact.
     pub fn create(&self, name: &str) -> Result<ArtifactWriter, BackupError> {
         let tmp = format!("tmp/{}", uuid::Uuid::new_v4());
-        let file = self.dir.create(&tmp).map_err(self.io(format!("creating {tmp}")))?;
+        let file = self
+            .dir
+            .create(&tmp)
+            .map_err(self.io(format!("creating {tmp}")))?;
         Ok(ArtifactWriter {
             name: name.to_string(),
             tmp,
             file: Some(file),
-            dir: self.dir.try_clone().map_err(self.io("cloning the store handle"))?,
+            dir: self
+                .dir
+                .try_clone()
+                .map_err(self.io("cloning the store handle"))?,
             hasher: Sha256::new(),
             size: 0,
         })
@@ -109,7 +120,8 @@ impl BackupStore {
         let file = writer.file.take().expect("an artifact is finished once");
         // An fsync failure means the bytes may not be on disk: the artifact is
         // invalid and is not retried as if it were fine.
-        file.sync_all().map_err(self.io(format!("fsync of artifact `{}`", writer.name)))?;
+        file.sync_all()
+            .map_err(self.io(format!("fsync of artifact `{}`", writer.name)))?;
         drop(file);
         let digest = hex::encode(std::mem::take(&mut writer.hasher).finalize());
         let path = format!("sha256/{digest}");
@@ -125,7 +137,10 @@ impl BackupStore {
     }
 
     fn sync_dir(&self, sub: &str) -> Result<(), BackupError> {
-        let dir = self.dir.open_dir(sub).map_err(self.io(format!("opening {sub}/")))?;
+        let dir = self
+            .dir
+            .open_dir(sub)
+            .map_err(self.io(format!("opening {sub}/")))?;
         dir.open(".")
             .and_then(|d| d.sync_all())
             .map_err(self.io(format!("fsync of {sub}/")))
@@ -216,11 +231,17 @@ impl ArtifactReader {
             reason,
         };
         if self.size > self.artifact.size {
-            return Err(altered(format!("it is longer than the recorded {} bytes", self.artifact.size)));
+            return Err(altered(format!(
+                "it is longer than the recorded {} bytes",
+                self.artifact.size
+            )));
         }
         if n == 0 {
             if self.size != self.artifact.size {
-                return Err(altered(format!("{} bytes instead of {}", self.size, self.artifact.size)));
+                return Err(altered(format!(
+                    "{} bytes instead of {}",
+                    self.size, self.artifact.size
+                )));
             }
             let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
             if digest != self.artifact.digest {

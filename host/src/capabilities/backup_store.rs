@@ -90,7 +90,9 @@ pub fn add_to_linker<T: Send + 'static>(
 fn store_error(e: BackupError) -> Error {
     match e {
         BackupError::Io { .. } => Error::Internal(format!("host backup store: {e}")),
-        BackupError::Altered { .. } | BackupError::Missing { .. } => Error::BackupInvalid(e.to_string()),
+        BackupError::Altered { .. } | BackupError::Missing { .. } => {
+            Error::BackupInvalid(e.to_string())
+        }
     }
 }
 
@@ -99,7 +101,10 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl wit::Host for BackupCapability {
-    async fn create(&mut self, name: String) -> wasmtime::Result<Result<Resource<WriterHandle>, Error>> {
+    async fn create(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<WriterHandle>, Error>> {
         let BackupAccess::Write { store, .. } = &self.access else {
             return Ok(Err(Error::AccessDenied(
                 "backup artifacts can only be written during the backup phase".into(),
@@ -116,12 +121,17 @@ impl wit::Host for BackupCapability {
             ))));
         }
         match store.create(&name) {
-            Ok(writer) => Ok(Ok(self.table.push(WriterHandle { writer: Some(writer) })?)),
+            Ok(writer) => Ok(Ok(self.table.push(WriterHandle {
+                writer: Some(writer),
+            })?)),
             Err(e) => Ok(Err(store_error(e))),
         }
     }
 
-    async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<ReaderHandle>, Error>> {
+    async fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<ReaderHandle>, Error>> {
         let BackupAccess::Read { store, artifacts } = &self.access else {
             return Ok(Err(Error::AccessDenied(
                 "backup artifacts can only be read during rollback".into(),
@@ -141,7 +151,11 @@ impl wit::Host for BackupCapability {
 }
 
 impl wit::HostArtifactWriter for BackupCapability {
-    async fn write(&mut self, writer: Resource<WriterHandle>, bytes: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+    async fn write(
+        &mut self,
+        writer: Resource<WriterHandle>,
+        bytes: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let max = match &self.access {
             BackupAccess::Write { max_bytes, .. } => *max_bytes,
             _ => 0,
@@ -154,22 +168,32 @@ impl wit::HostArtifactWriter for BackupCapability {
         }
         let handle = self.table.get_mut(&writer)?;
         let Some(w) = handle.writer.as_mut() else {
-            return Ok(Err(Error::PreconditionFailed("the artifact is already finished".into())));
+            return Ok(Err(Error::PreconditionFailed(
+                "the artifact is already finished".into(),
+            )));
         };
         if let Err(e) = w.write(&bytes) {
-            return Ok(Err(Error::Internal(format!("writing artifact `{}`: {e}", w.name()))));
+            return Ok(Err(Error::Internal(format!(
+                "writing artifact `{}`: {e}",
+                w.name()
+            ))));
         }
         self.bytes += bytes.len() as u64;
         Ok(Ok(()))
     }
 
-    async fn finish(&mut self, writer: Resource<WriterHandle>) -> wasmtime::Result<Result<String, Error>> {
+    async fn finish(
+        &mut self,
+        writer: Resource<WriterHandle>,
+    ) -> wasmtime::Result<Result<String, Error>> {
         let BackupAccess::Write { store, .. } = &self.access else {
             return Ok(Err(Error::AccessDenied("not in the backup phase".into())));
         };
         let store = store.clone();
         let Some(w) = self.table.get_mut(&writer)?.writer.take() else {
-            return Ok(Err(Error::PreconditionFailed("the artifact is already finished".into())));
+            return Ok(Err(Error::PreconditionFailed(
+                "the artifact is already finished".into(),
+            )));
         };
         match store.finish(w) {
             Ok(artifact) => {
@@ -188,7 +212,11 @@ impl wit::HostArtifactWriter for BackupCapability {
 }
 
 impl wit::HostArtifactReader for BackupCapability {
-    async fn read(&mut self, reader: Resource<ReaderHandle>, max_bytes: u32) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+    async fn read(
+        &mut self,
+        reader: Resource<ReaderHandle>,
+        max_bytes: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         let handle = self.table.get_mut(&reader)?;
         let mut buf = vec![0u8; (max_bytes as usize).clamp(1, MAX_READ_BYTES)];
         match handle.reader.read_chunk(&mut buf) {

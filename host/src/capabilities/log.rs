@@ -40,7 +40,10 @@ impl HasData for Log {
 }
 
 /// Adds `log` to a linker.
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut LogCapability) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut LogCapability,
+) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, Log>(linker, get)
 }
 
@@ -56,7 +59,12 @@ fn cut(s: &str) -> &str {
 }
 
 impl wit::Host for LogCapability {
-    async fn log(&mut self, level: Level, message: String, fields: Vec<Field>) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: Level,
+        message: String,
+        fields: Vec<Field>,
+    ) -> wasmtime::Result<()> {
         self.records += 1;
         if self.records > MAX_RECORDS_PER_CALL {
             return Ok(());

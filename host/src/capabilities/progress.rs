@@ -56,7 +56,12 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 impl wit::Host for ProgressCapability {
-    async fn report(&mut self, done: u64, total: Option<u64>, mut message: String) -> wasmtime::Result<()> {
+    async fn report(
+        &mut self,
+        done: u64,
+        total: Option<u64>,
+        mut message: String,
+    ) -> wasmtime::Result<()> {
         self.reports += 1;
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
@@ -67,7 +72,11 @@ impl wit::Host for ProgressCapability {
         }
         tracing::trace!(done, total, %message, "progress");
         if let Some(sink) = &self.sink {
-            sink(&ProgressEvent { done, total, message });
+            sink(&ProgressEvent {
+                done,
+                total,
+                message,
+            });
         }
         Ok(())
     }

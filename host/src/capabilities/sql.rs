@@ -143,7 +143,10 @@ fn batch(rows: Rows) -> RowBatch {
 }
 
 impl wit::Host for SqlCapability {
-    async fn open(&mut self, target: String) -> wasmtime::Result<Result<Resource<ConnectionHandle>, Error>> {
+    async fn open(
+        &mut self,
+        target: String,
+    ) -> wasmtime::Result<Result<Resource<ConnectionHandle>, Error>> {
         let Some(grant) = self.grant.as_ref().filter(|g| g.allows(&target)) else {
             return Ok(Err(Error::AccessDenied(format!(
                 "this step is not granted target `{target}`{}",
@@ -226,12 +229,19 @@ impl wit::HostConnection for SqlCapability {
             .map_err(datastore))
     }
 
-    async fn execute_script(&mut self, conn: Resource<ConnectionHandle>, script: String) -> wasmtime::Result<Result<(), Error>> {
+    async fn execute_script(
+        &mut self,
+        conn: Resource<ConnectionHandle>,
+        script: String,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let session = self.table.get(&conn)?.session.clone();
         Ok(session.script(script).await.map_err(datastore))
     }
 
-    async fn begin(&mut self, conn: Resource<ConnectionHandle>) -> wasmtime::Result<Result<(), Error>> {
+    async fn begin(
+        &mut self,
+        conn: Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let handle = self.table.get(&conn)?;
         // Writers take the write lock up front, so a transaction never fails
         // half-way because another connection wrote first.
@@ -243,12 +253,18 @@ impl wit::HostConnection for SqlCapability {
         Ok(session.script(sql.into()).await.map_err(datastore))
     }
 
-    async fn commit(&mut self, conn: Resource<ConnectionHandle>) -> wasmtime::Result<Result<(), Error>> {
+    async fn commit(
+        &mut self,
+        conn: Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let session = self.table.get(&conn)?.session.clone();
         Ok(session.script("COMMIT".into()).await.map_err(datastore))
     }
 
-    async fn rollback(&mut self, conn: Resource<ConnectionHandle>) -> wasmtime::Result<Result<(), Error>> {
+    async fn rollback(
+        &mut self,
+        conn: Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let session = self.table.get(&conn)?.session.clone();
         Ok(session.script("ROLLBACK".into()).await.map_err(datastore))
     }
@@ -264,7 +280,11 @@ impl wit::HostCursor for SqlCapability {
         Ok(self.table.get(&cursor)?.columns.clone())
     }
 
-    async fn next_batch(&mut self, cursor: Resource<CursorHandle>, max_rows: u32) -> wasmtime::Result<Result<RowBatch, Error>> {
+    async fn next_batch(
+        &mut self,
+        cursor: Resource<CursorHandle>,
+        max_rows: u32,
+    ) -> wasmtime::Result<Result<RowBatch, Error>> {
         let session = self.table.get(&cursor)?.session.clone();
         let max_rows = (max_rows as usize).clamp(1, BATCH_MAX_ROWS);
         Ok(session
@@ -292,7 +312,12 @@ mod tests {
             path: "/tmp/shop.db".into(),
             access: Access::ReadOnly,
         };
-        let cases = [("shop", true), ("Shop", false), ("shop2", false), ("", false)];
+        let cases = [
+            ("shop", true),
+            ("Shop", false),
+            ("shop2", false),
+            ("", false),
+        ];
         for (target, want) in cases {
             assert_eq!(grant.allows(target), want, "{target}");
         }

@@ -94,7 +94,8 @@ impl Session {
         let conn = Connection::open_with_flags(path, flags).map_err(error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
         if access == Access::ReadOnly {
-            conn.pragma_update(None, "query_only", true).map_err(error)?;
+            conn.pragma_update(None, "query_only", true)
+                .map_err(error)?;
         }
         let interrupt = Arc::new(conn.get_interrupt_handle());
         let (requests, inbox) = mpsc::channel();
@@ -102,7 +103,10 @@ impl Session {
             .name("sluice-sqlite".into())
             .spawn(move || serve(conn, inbox))
             .map_err(|e| DatastoreError::host("SLUICE_THREAD", e.to_string()))?;
-        Ok(Session { requests, interrupt })
+        Ok(Session {
+            requests,
+            interrupt,
+        })
     }
 
     /// A handle that interrupts this session's running statement.
@@ -115,13 +119,18 @@ impl Session {
         self.requests
             .send(make(reply))
             .map_err(|_| DatastoreError::host("SLUICE_CLOSED", "the connection is closed"))?;
-        answer
-            .await
-            .map_err(|_| DatastoreError::host("SLUICE_CLOSED", "the connection closed during the call"))?
+        answer.await.map_err(|_| {
+            DatastoreError::host("SLUICE_CLOSED", "the connection closed during the call")
+        })?
     }
 
     /// Runs a query; fails if it yields more than `max_rows` rows.
-    pub async fn query(&self, sql: String, params: Vec<SqlValue>, max_rows: usize) -> Result<Rows, DatastoreError> {
+    pub async fn query(
+        &self,
+        sql: String,
+        params: Vec<SqlValue>,
+        max_rows: usize,
+    ) -> Result<Rows, DatastoreError> {
         self.ask(|reply| Request::Query {
             sql,
             params,
@@ -132,12 +141,21 @@ impl Session {
     }
 
     /// Opens the session's cursor; returns its column names.
-    pub async fn open_cursor(&self, sql: String, params: Vec<SqlValue>) -> Result<Vec<String>, DatastoreError> {
-        self.ask(|reply| Request::OpenCursor { sql, params, reply }).await
+    pub async fn open_cursor(
+        &self,
+        sql: String,
+        params: Vec<SqlValue>,
+    ) -> Result<Vec<String>, DatastoreError> {
+        self.ask(|reply| Request::OpenCursor { sql, params, reply })
+            .await
     }
 
     /// The cursor's next rows, bounded by count and bytes; empty at the end.
-    pub async fn next_batch(&self, max_rows: usize, max_bytes: usize) -> Result<Rows, DatastoreError> {
+    pub async fn next_batch(
+        &self,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Rows, DatastoreError> {
         self.ask(|reply| Request::NextBatch {
             max_rows,
             max_bytes,
@@ -153,11 +171,17 @@ impl Session {
 
     /// Runs one statement; returns rows changed.
     pub async fn execute(&self, sql: String, params: Vec<SqlValue>) -> Result<u64, DatastoreError> {
-        self.ask(|reply| Request::Execute { sql, params, reply }).await
+        self.ask(|reply| Request::Execute { sql, params, reply })
+            .await
     }
 
     /// Runs one statement per parameter row; returns rows changed.
-    pub async fn execute_batch(&self, sql: String, width: usize, values: Vec<SqlValue>) -> Result<u64, DatastoreError> {
+    pub async fn execute_batch(
+        &self,
+        sql: String,
+        width: usize,
+        values: Vec<SqlValue>,
+    ) -> Result<u64, DatastoreError> {
         self.ask(|reply| Request::ExecuteBatch {
             sql,
             width,
@@ -177,9 +201,14 @@ impl Session {
 fn serve(conn: Connection, inbox: mpsc::Receiver<Request>) {
     while let Ok(request) = inbox.recv() {
         match request {
-            Request::OpenCursor { sql, params, reply } => serve_cursor(&conn, &inbox, sql, params, reply),
+            Request::OpenCursor { sql, params, reply } => {
+                serve_cursor(&conn, &inbox, sql, params, reply)
+            }
             Request::NextBatch { reply, .. } => {
-                let _ = reply.send(Err(DatastoreError::host("SLUICE_NO_CURSOR", "no cursor is open")));
+                let _ = reply.send(Err(DatastoreError::host(
+                    "SLUICE_NO_CURSOR",
+                    "no cursor is open",
+                )));
             }
             Request::CloseCursor => {}
             other => serve_plain(&conn, other),
@@ -187,7 +216,13 @@ fn serve(conn: Connection, inbox: mpsc::Receiver<Request>) {
     }
 }
 
-fn serve_cursor(conn: &Connection, inbox: &mpsc::Receiver<Request>, sql: String, params: Vec<SqlValue>, reply: Reply<Vec<String>>) {
+fn serve_cursor(
+    conn: &Connection,
+    inbox: &mpsc::Receiver<Request>,
+    sql: String,
+    params: Vec<SqlValue>,
+    reply: Reply<Vec<String>>,
+) {
     let mut stmt = match conn.prepare(&sql) {
         Ok(stmt) => stmt,
         Err(e) => {
@@ -285,11 +320,18 @@ fn serve_plain(conn: &Connection, request: Request) {
     }
 }
 
-fn query(conn: &Connection, sql: &str, params: &[SqlValue], max_rows: usize) -> Result<Rows, DatastoreError> {
+fn query(
+    conn: &Connection,
+    sql: &str,
+    params: &[SqlValue],
+    max_rows: usize,
+) -> Result<Rows, DatastoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(error)?;
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
     let width = columns.len();
-    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter())).map_err(error)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params.iter()))
+        .map_err(error)?;
     let mut values = Vec::new();
     let mut count = 0;
     while let Some(row) = rows.next().map_err(error)? {
@@ -304,18 +346,30 @@ fn query(conn: &Connection, sql: &str, params: &[SqlValue], max_rows: usize) -> 
             values.push(row.get_ref(i).map(to_value).map_err(error)?);
         }
     }
-    Ok(Rows { columns, width, values })
+    Ok(Rows {
+        columns,
+        width,
+        values,
+    })
 }
 
-fn execute_batch(conn: &Connection, sql: &str, width: usize, values: &[SqlValue]) -> Result<u64, DatastoreError> {
+fn execute_batch(
+    conn: &Connection,
+    sql: &str,
+    width: usize,
+    values: &[SqlValue],
+) -> Result<u64, DatastoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(error)?;
     if stmt.parameter_count() != width {
         return Err(DatastoreError::host(
             "SLUICE_BAD_BATCH",
-            format!("the statement takes {} parameters but the rows have {width} values", stmt.parameter_count()),
+            format!(
+                "the statement takes {} parameters but the rows have {width} values",
+                stmt.parameter_count()
+            ),
         ));
     }
-    if width == 0 || values.len() % width != 0 {
+    if width == 0 || !values.len().is_multiple_of(width) {
         return Err(DatastoreError::host(
             "SLUICE_BAD_BATCH",
             format!("{} values do not make whole rows of {width}", values.len()),
@@ -323,7 +377,9 @@ fn execute_batch(conn: &Connection, sql: &str, width: usize, values: &[SqlValue]
     }
     let mut changed = 0u64;
     for row in values.chunks(width) {
-        changed += stmt.execute(rusqlite::params_from_iter(row.iter())).map_err(error)? as u64;
+        changed += stmt
+            .execute(rusqlite::params_from_iter(row.iter()))
+            .map_err(error)? as u64;
     }
     Ok(changed)
 }
@@ -434,7 +490,11 @@ impl Fingerprint {
                 Some(_) => {}
             }
         }
-        for name in other.tables.keys().filter(|n| !self.tables.contains_key(*n)) {
+        for name in other
+            .tables
+            .keys()
+            .filter(|n| !self.tables.contains_key(*n))
+        {
             out.push(format!("table `{name}` exists but did not before"));
         }
         out
@@ -446,8 +506,11 @@ impl Fingerprint {
 /// pre-step state. The schema (every object's name and SQL) is always
 /// covered; table contents for `tables` only (all tables when `None`).
 pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint, DatastoreError> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(error)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(error)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
     // One read transaction: a consistent view of all tables.
     conn.execute_batch("BEGIN").map_err(error)?;
@@ -460,8 +523,11 @@ pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint
             .map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
-            let (kind, name, sql): (String, String, String) =
-                (row.get(0).map_err(error)?, row.get(1).map_err(error)?, row.get(2).map_err(error)?);
+            let (kind, name, sql): (String, String, String) = (
+                row.get(0).map_err(error)?,
+                row.get(1).map_err(error)?,
+                row.get(2).map_err(error)?,
+            );
             for part in [&kind, &name, &sql] {
                 schema.update((part.len() as u64).to_le_bytes());
                 schema.update(part.as_bytes());

@@ -16,8 +16,8 @@ use crate::datastores::DatastoreError;
 use crate::journal::{Journal, JournalError, StepRecord, StepState, StoredBackup};
 use crate::plan::{Access, Plan, Step};
 use crate::runtime::{
-    BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput, PhaseOutput,
-    Runtime, StepContext,
+    BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
+    PhaseOutput, Runtime, StepContext,
 };
 
 /// Failures that stop the engine before or outside a step's own outcome.
@@ -188,7 +188,9 @@ impl RunSummary {
                 StepOutcome::RollbackFailed { .. } => exit::NEEDS_ATTENTION,
                 StepOutcome::Drift { .. } | StepOutcome::Interrupted { .. } => exit::REFUSED,
                 StepOutcome::FailedUnchanged { .. } => exit::STEP_FAILED,
-                StepOutcome::RolledBack { phase, .. } if phase != Phase::Rollback => exit::STEP_FAILED,
+                StepOutcome::RolledBack { phase, .. } if phase != Phase::Rollback => {
+                    exit::STEP_FAILED
+                }
                 _ => exit::OK,
             };
             code = code.max(c);
@@ -227,12 +229,18 @@ impl Engine {
     /// Loads every plugin of the plan and opens the journal and backup store.
     /// Nothing runs yet.
     pub async fn open(plan: Plan, options: EngineOptions) -> Result<Self, EngineError> {
-        let runtime = Arc::new(Runtime::new(ComponentCache::new(ComponentCache::default_dir()))?);
+        let runtime = Arc::new(Runtime::new(ComponentCache::new(
+            ComponentCache::default_dir(),
+        ))?);
         Self::with_runtime(plan, runtime, options).await
     }
 
     /// Like [`Engine::open`] with a given runtime.
-    pub async fn with_runtime(plan: Plan, runtime: Arc<Runtime>, options: EngineOptions) -> Result<Self, EngineError> {
+    pub async fn with_runtime(
+        plan: Plan,
+        runtime: Arc<Runtime>,
+        options: EngineOptions,
+    ) -> Result<Self, EngineError> {
         let mut plugins = BTreeMap::new();
         for (name, plugin) in &plan.plugins {
             let loaded = runtime.load(plugin).await?;
@@ -264,7 +272,9 @@ impl Engine {
 
     /// Runs every pending step in order; stops at the first failure.
     pub async fn run(&mut self) -> Result<RunSummary, EngineError> {
-        let run_id = self.journal.begin_run("run", &self.plan.path, &self.plan.hash)?;
+        let run_id = self
+            .journal
+            .begin_run("run", &self.plan.path, &self.plan.hash)?;
         let mut summary = RunSummary {
             command: "run".into(),
             plan: self.plan.name.clone(),
@@ -275,7 +285,9 @@ impl Engine {
         let mut stopped = false;
         for step in &steps {
             if stopped {
-                summary.steps.push(StepSummary::new(&step.id, StepOutcome::NotRun));
+                summary
+                    .steps
+                    .push(StepSummary::new(&step.id, StepOutcome::NotRun));
                 continue;
             }
             let plugin = self.plugins[&step.plugin].clone();
@@ -297,7 +309,10 @@ impl Engine {
                 }
                 _ => self.execute(&run_id, step, &plugin).await?,
             };
-            stopped = !matches!(step_summary.outcome, StepOutcome::Applied | StepOutcome::AlreadyApplied);
+            stopped = !matches!(
+                step_summary.outcome,
+                StepOutcome::Applied | StepOutcome::AlreadyApplied
+            );
             summary.steps.push(step_summary);
         }
         self.journal.finish_run(&run_id, summary.outcome_word())?;
@@ -312,7 +327,9 @@ impl Engine {
                 return Err(EngineError::UnknownStep(to.to_string()));
             }
         }
-        let run_id = self.journal.begin_run("rollback", &self.plan.path, &self.plan.hash)?;
+        let run_id = self
+            .journal
+            .begin_run("rollback", &self.plan.path, &self.plan.hash)?;
         let mut summary = RunSummary {
             command: "rollback".into(),
             plan: self.plan.name.clone(),
@@ -324,7 +341,9 @@ impl Engine {
             if Some(step.id.as_str()) == to {
                 break;
             }
-            let Some(record) = self.journal.step(&step.id)? else { continue };
+            let Some(record) = self.journal.step(&step.id)? else {
+                continue;
+            };
             let reversible = matches!(
                 record.state,
                 StepState::Completed
@@ -340,7 +359,17 @@ impl Engine {
             let plugin = self.plugins[&step.plugin].clone();
             let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
             let reason = format!("operator rollback (step was {})", record.state);
-            s.outcome = self.roll_back(&run_id, step, &plugin, &record, Phase::Rollback, reason, &mut s).await?;
+            s.outcome = self
+                .roll_back(
+                    &run_id,
+                    step,
+                    &plugin,
+                    &record,
+                    Phase::Rollback,
+                    reason,
+                    &mut s,
+                )
+                .await?;
             let failed = matches!(s.outcome, StepOutcome::RollbackFailed { .. });
             summary.steps.push(s);
             if failed {
@@ -377,11 +406,21 @@ impl Engine {
         }
     }
 
-    async fn execute(&mut self, run_id: &str, step: &Step, plugin: &LoadedPlugin) -> Result<StepSummary, EngineError> {
+    async fn execute(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+    ) -> Result<StepSummary, EngineError> {
         let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
         let identity = Some((plugin.digest.as_str(), step.params_hash.as_str()));
-        self.journal
-            .transition(run_id, &step.id, StepState::BackingUp, "backup started", identity)?;
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::BackingUp,
+            "backup started",
+            identity,
+        )?;
 
         // Backup, read-only, then verify it before anything may change.
         let grants = self.grants(
@@ -392,17 +431,23 @@ impl Engine {
                 max_bytes: step.limits.backup_mib << 20,
             },
         );
-        let (result, report) = self.runtime.call(plugin, grants, PhaseInput::Backup(self.context(step))).await;
+        let (result, report) = self
+            .runtime
+            .call(plugin, grants, PhaseInput::Backup(self.context(step)))
+            .await;
         s.phases.push((Phase::Backup, report.elapsed));
         let verified = match result {
-            Ok(PhaseOutput::Backup(manifest)) => self.verify_backup(step, manifest, &report.written).await,
+            Ok(PhaseOutput::Backup(manifest)) => {
+                self.verify_backup(step, manifest, &report.written).await
+            }
             Ok(_) => unreachable!("backup returns a manifest"),
             Err(e) => Err(format!("backup failed: {e}")),
         };
         let backup = match verified {
             Ok(backup) => backup,
             Err(reason) => {
-                self.journal.transition(run_id, &step.id, StepState::Failed, &reason, None)?;
+                self.journal
+                    .transition(run_id, &step.id, StepState::Failed, &reason, None)?;
                 s.outcome = StepOutcome::FailedUnchanged {
                     phase: Phase::Backup,
                     reason,
@@ -410,40 +455,80 @@ impl Engine {
                 return Ok(s);
             }
         };
-        s.backup = Some((backup.artifacts.len(), backup.artifacts.iter().map(|a| a.size).sum()));
+        s.backup = Some((
+            backup.artifacts.len(),
+            backup.artifacts.iter().map(|a| a.size).sum(),
+        ));
         self.journal.record_backup(run_id, &step.id, &backup)?;
         let detail = format!(
             "backup verified: {} artifacts, {} bytes",
             backup.artifacts.len(),
             backup.artifacts.iter().map(|a| a.size).sum::<u64>()
         );
-        self.journal.transition(run_id, &step.id, StepState::BackedUp, &detail, None)?;
+        self.journal
+            .transition(run_id, &step.id, StepState::BackedUp, &detail, None)?;
         let record = self.journal.step(&step.id)?.expect("just written");
 
         // Migrate, with the step's access.
-        self.journal
-            .transition(run_id, &step.id, StepState::Migrating, "migrate started", None)?;
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::Migrating,
+            "migrate started",
+            None,
+        )?;
         let grants = self.grants(step, Some(step.access), BackupAccess::None);
-        let (result, report) = self.runtime.call(plugin, grants, PhaseInput::Migrate(self.context(step))).await;
+        let (result, report) = self
+            .runtime
+            .call(plugin, grants, PhaseInput::Migrate(self.context(step)))
+            .await;
         s.phases.push((Phase::Migrate, report.elapsed));
         if let Err(e) = result {
             let reason = format!("migrate failed: {e}");
-            s.outcome = self.roll_back(run_id, step, plugin, &record, Phase::Migrate, reason, &mut s).await?;
+            s.outcome = self
+                .roll_back(
+                    run_id,
+                    step,
+                    plugin,
+                    &record,
+                    Phase::Migrate,
+                    reason,
+                    &mut s,
+                )
+                .await?;
             return Ok(s);
         }
 
         // Validate, read-only whatever the step's access.
-        self.journal
-            .transition(run_id, &step.id, StepState::Validating, "migrate done; validate started", None)?;
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::Validating,
+            "migrate done; validate started",
+            None,
+        )?;
         let grants = self.grants(step, Some(Access::ReadOnly), BackupAccess::None);
-        let (result, report) = self.runtime.call(plugin, grants, PhaseInput::Validate(self.context(step))).await;
+        let (result, report) = self
+            .runtime
+            .call(plugin, grants, PhaseInput::Validate(self.context(step)))
+            .await;
         s.phases.push((Phase::Validate, report.elapsed));
         let metrics = match result {
             Ok(PhaseOutput::Validate(metrics)) => metrics,
             Ok(_) => unreachable!("validate returns metrics"),
             Err(e) => {
                 let reason = format!("validate failed: {e}");
-                s.outcome = self.roll_back(run_id, step, plugin, &record, Phase::Validate, reason, &mut s).await?;
+                s.outcome = self
+                    .roll_back(
+                        run_id,
+                        step,
+                        plugin,
+                        &record,
+                        Phase::Validate,
+                        reason,
+                        &mut s,
+                    )
+                    .await?;
                 return Ok(s);
             }
         };
@@ -451,7 +536,8 @@ impl Engine {
         s.metrics = metrics.clone();
 
         // Thresholds: every one must hold.
-        let values: BTreeMap<String, f64> = metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
+        let values: BTreeMap<String, f64> =
+            metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
         s.thresholds = step
             .thresholds
             .iter()
@@ -484,7 +570,17 @@ impl Engine {
             .collect();
         if !failed.is_empty() {
             let reason = failed.join("; ");
-            s.outcome = self.roll_back(run_id, step, plugin, &record, Phase::Thresholds, reason, &mut s).await?;
+            s.outcome = self
+                .roll_back(
+                    run_id,
+                    step,
+                    plugin,
+                    &record,
+                    Phase::Thresholds,
+                    reason,
+                    &mut s,
+                )
+                .await?;
             return Ok(s);
         }
         let detail = if values.is_empty() {
@@ -493,7 +589,8 @@ impl Engine {
             let all: Vec<&str> = values.keys().map(String::as_str).collect();
             format!("validated: {}", metrics_used(&all, &values))
         };
-        self.journal.transition(run_id, &step.id, StepState::Completed, &detail, None)?;
+        self.journal
+            .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
         s.outcome = StepOutcome::Applied;
         Ok(s)
     }
@@ -515,7 +612,9 @@ impl Engine {
         let mut seen = HashSet::new();
         for name in &manifest.artifacts {
             if !seen.insert(name) {
-                return Err(format!("backup not verified: the manifest names artifact `{name}` twice"));
+                return Err(format!(
+                    "backup not verified: the manifest names artifact `{name}` twice"
+                ));
             }
             let Some(artifact) = written.iter().find(|a| &a.name == name) else {
                 return Err(format!(
@@ -534,7 +633,12 @@ impl Engine {
         let tables: Vec<String> = manifest.tables.iter().map(|t| t.name.clone()).collect();
         let fingerprint = fingerprint(&target.path, tables.clone())
             .await
-            .map_err(|e| format!("backup not verified: cannot fingerprint target `{}`: {e}", target.name))?;
+            .map_err(|e| {
+                format!(
+                    "backup not verified: cannot fingerprint target `{}`: {e}",
+                    target.name
+                )
+            })?;
         for table in &manifest.tables {
             match fingerprint.tables.get(&table.name) {
                 Some(host) if host.rows == table.rows && host.checksum == table.checksum => {}
@@ -571,28 +675,71 @@ impl Engine {
         reason: String,
         s: &mut StepSummary,
     ) -> Result<StepOutcome, EngineError> {
-        self.journal.transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
-        let fail = |journal: &mut Journal, rollback_error: String| -> Result<StepOutcome, EngineError> {
-            journal.transition(run_id, &step.id, StepState::RollbackFailed, &rollback_error, None)?;
-            Ok(StepOutcome::RollbackFailed {
-                phase,
-                reason: reason.clone(),
-                rollback_error,
-            })
-        };
+        self.journal
+            .transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
+        let fail =
+            |journal: &mut Journal, rollback_error: String| -> Result<StepOutcome, EngineError> {
+                journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::RollbackFailed,
+                    &rollback_error,
+                    None,
+                )?;
+                Ok(StepOutcome::RollbackFailed {
+                    phase,
+                    reason: reason.clone(),
+                    rollback_error,
+                })
+            };
         let Some(backup) = record.backup.clone() else {
-            return fail(&mut self.journal, "no verified backup is recorded for this step".into());
+            return fail(
+                &mut self.journal,
+                "no verified backup is recorded for this step".into(),
+            );
         };
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
+        if step.access == Access::ReadOnly {
+            // The datastore refused every write: prove nothing changed instead
+            // of asking the plugin to undo what it could not do.
+            let after = match fingerprint(&target.path, tables).await {
+                Ok(f) => f,
+                Err(e) => return fail(&mut self.journal, format!("cannot verify the target: {e}")),
+            };
+            let differences = backup.fingerprint.differences(&after);
+            if !differences.is_empty() {
+                return fail(
+                    &mut self.journal,
+                    format!(
+                        "read-only step changed the target: {}",
+                        differences.join("; ")
+                    ),
+                );
+            }
+            self.journal.transition(
+                run_id,
+                &step.id,
+                StepState::Failed,
+                &format!("{reason} (read-only step: target verified unchanged)"),
+                None,
+            )?;
+            return Ok(StepOutcome::FailedUnchanged { phase, reason });
+        }
         // The backup must still be exactly what was verified.
         for artifact in &backup.artifacts {
             if let Err(e) = self.backups.verify(artifact) {
                 return fail(&mut self.journal, format!("rollback refused: {e}"));
             }
         }
-        let artifacts = backup.artifacts.iter().map(|a| (a.name.clone(), a.clone())).collect();
+        let artifacts = backup
+            .artifacts
+            .iter()
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
         let grants = self.grants(
             step,
-            Some(Access::ReadWrite),
+            Some(step.access),
             BackupAccess::Read {
                 store: self.backups.clone(),
                 artifacts,
@@ -605,24 +752,31 @@ impl Engine {
             return fail(&mut self.journal, format!("rollback failed: {e}"));
         }
         // The host's own proof: schema and backed-up tables equal the pre-step state.
-        let target = &self.plan.targets[&step.target];
-        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
         let after = match fingerprint(&target.path, tables).await {
             Ok(f) => f,
-            Err(e) => return fail(&mut self.journal, format!("cannot verify the rollback: {e}")),
+            Err(e) => {
+                return fail(
+                    &mut self.journal,
+                    format!("cannot verify the rollback: {e}"),
+                )
+            }
         };
         let differences = backup.fingerprint.differences(&after);
         if !differences.is_empty() {
             return fail(
                 &mut self.journal,
-                format!("rollback did not restore the pre-step state: {}", differences.join("; ")),
+                format!(
+                    "rollback did not restore the pre-step state: {}",
+                    differences.join("; ")
+                ),
             );
         }
         let detail = format!(
             "restored and verified: schema and {} table checksums equal the pre-step state",
             backup.fingerprint.tables.len()
         );
-        self.journal.transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
+        self.journal
+            .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
         Ok(StepOutcome::RolledBack { phase, reason })
     }
 }
@@ -650,12 +804,19 @@ fn short(digest: &str) -> &str {
 fn metrics_used(names: &[&str], values: &BTreeMap<String, f64>) -> String {
     names
         .iter()
-        .filter_map(|k| values.get(*k).map(|v| format!("{k} = {}", crate::report::number(*v))))
+        .filter_map(|k| {
+            values
+                .get(*k)
+                .map(|v| format!("{k} = {}", crate::report::number(*v)))
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-async fn fingerprint(path: &std::path::Path, tables: Vec<String>) -> Result<Fingerprint, DatastoreError> {
+async fn fingerprint(
+    path: &std::path::Path,
+    tables: Vec<String>,
+) -> Result<Fingerprint, DatastoreError> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || sqlite::fingerprint(&path, Some(&tables)))
         .await

@@ -94,7 +94,11 @@ impl StepState {
     pub fn is_in_flight(self) -> bool {
         matches!(
             self,
-            StepState::BackingUp | StepState::BackedUp | StepState::Migrating | StepState::Validating | StepState::RollingBack
+            StepState::BackingUp
+                | StepState::BackedUp
+                | StepState::Migrating
+                | StepState::Validating
+                | StepState::RollingBack
         )
     }
 }
@@ -221,7 +225,9 @@ CREATE TABLE IF NOT EXISTS artifacts (
 /// The current time, RFC 3339 with milliseconds.
 pub fn now() -> String {
     let t = OffsetDateTime::now_utc();
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_default()
 }
 
@@ -238,9 +244,12 @@ impl Journal {
             source,
         })?;
         let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Journal { path, conn })
     }
@@ -258,8 +267,17 @@ impl Journal {
     }
 
     /// Records the start of a run; returns its id.
-    pub fn begin_run(&self, command: &str, plan_path: &Path, plan_hash: &str) -> Result<String, JournalError> {
-        let id = format!("{}-{}", OffsetDateTime::now_utc().unix_timestamp(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    pub fn begin_run(
+        &self,
+        command: &str,
+        plan_path: &Path,
+        plan_hash: &str,
+    ) -> Result<String, JournalError> {
+        let id = format!(
+            "{}-{}",
+            OffsetDateTime::now_utc().unix_timestamp(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         self.conn
             .execute(
                 "INSERT INTO runs (id, command, plan_path, plan_hash, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -292,9 +310,16 @@ impl Journal {
     ) -> Result<(), JournalError> {
         let at = now();
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite { path: path.clone(), source };
+        let err = |source| JournalError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
-        let error = matches!(state, StepState::Failed | StepState::RollbackFailed | StepState::RollingBack).then_some(detail);
+        let error = matches!(
+            state,
+            StepState::Failed | StepState::RollbackFailed | StepState::RollingBack
+        )
+        .then_some(detail);
         match identity {
             Some((digest, params_hash)) => {
                 tx.execute(
@@ -323,13 +348,24 @@ impl Journal {
     }
 
     /// Records a verified backup of a step.
-    pub fn record_backup(&mut self, run_id: &str, step_id: &str, backup: &StoredBackup) -> Result<(), JournalError> {
+    pub fn record_backup(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        backup: &StoredBackup,
+    ) -> Result<(), JournalError> {
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite { path: path.clone(), source };
+        let err = |source| JournalError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let json = serde_json::to_string(backup).expect("backups serialize");
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("UPDATE steps SET backup = ?2 WHERE step_id = ?1", params![step_id, json])
-            .map_err(err)?;
+        tx.execute(
+            "UPDATE steps SET backup = ?2 WHERE step_id = ?1",
+            params![step_id, json],
+        )
+        .map_err(err)?;
         for a in &backup.artifacts {
             tx.execute(
                 "INSERT OR REPLACE INTO artifacts (run_id, step_id, name, digest, size) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -344,7 +380,10 @@ impl Journal {
     pub fn record_metrics(&self, step_id: &str, metrics: &[Metric]) -> Result<(), JournalError> {
         let json = serde_json::to_string(metrics).expect("metrics serialize");
         self.conn
-            .execute("UPDATE steps SET metrics = ?2 WHERE step_id = ?1", params![step_id, json])
+            .execute(
+                "UPDATE steps SET metrics = ?2 WHERE step_id = ?1",
+                params![step_id, json],
+            )
             .map_err(self.err())?;
         Ok(())
     }
@@ -373,7 +412,18 @@ impl Journal {
             )
             .optional()
             .map_err(self.err())?;
-        let Some((step_id, state, run_id, plugin_digest, params_hash, backup, metrics, error, updated_at)) = row else {
+        let Some((
+            step_id,
+            state,
+            run_id,
+            plugin_digest,
+            params_hash,
+            backup,
+            metrics,
+            error,
+            updated_at,
+        )) = row
+        else {
             return Ok(None);
         };
         let corrupt = |reason: String| JournalError::Corrupt {
@@ -412,7 +462,13 @@ impl Journal {
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![step_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();

@@ -82,7 +82,9 @@ impl PlanError {
     pub fn snippet(&self) -> Option<String> {
         match self {
             PlanError::Invalid {
-                location, source_line, ..
+                location,
+                source_line,
+                ..
             } => Some(format!(
                 "{:>5} | {}\n      | {}^",
                 location.line,
@@ -321,7 +323,10 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         source,
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let src = Source { path: &path, text: &text };
+    let src = Source {
+        path: &path,
+        text: &text,
+    };
 
     let file: PlanFile = toml::from_str(&text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
@@ -360,7 +365,10 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             .map_err(|e| {
                 src.error(
                     p.path.span().start,
-                    format!("plugin `{name}`: cannot read {}: {e}", plugin_path.display()),
+                    format!(
+                        "plugin `{name}`: cannot read {}: {e}",
+                        plugin_path.display()
+                    ),
                 )
             })?
             .into();
@@ -448,7 +456,10 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         let limits = s.limits.as_ref().map(|l| *l.get_ref()).unwrap_or_default();
         if let Some(l) = &s.limits {
             if limits.memory_mib == 0 || limits.phase_seconds == 0 || limits.backup_mib == 0 {
-                return Err(src.error(l.span().start, format!("step `{id}`: limits must be greater than 0")));
+                return Err(src.error(
+                    l.span().start,
+                    format!("step `{id}`: limits must be greater than 0"),
+                ));
             }
         }
         steps.push(Step {
@@ -464,10 +475,10 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         });
     }
 
-    let name = file
-        .plan
-        .and_then(|p| p.name)
-        .unwrap_or_else(|| dir.file_name().map_or("plan".into(), |n| n.to_string_lossy().into_owned()));
+    let name = file.plan.and_then(|p| p.name).unwrap_or_else(|| {
+        dir.file_name()
+            .map_or("plan".into(), |n| n.to_string_lossy().into_owned())
+    });
     Ok(Plan {
         hash: hex::encode(Sha256::digest(text.as_bytes())),
         path,
@@ -507,17 +518,30 @@ fn inline_files(
         Ok(match value {
             toml::Value::Table(t) if t.len() == 1 && t.contains_key("file") => {
                 let Some(toml::Value::String(rel)) = t.get("file") else {
-                    return Err(src.error(offset, format!("params.{key}: `file` must be a path string")));
+                    return Err(src.error(
+                        offset,
+                        format!("params.{key}: `file` must be a path string"),
+                    ));
                 };
                 let path = dir.join(rel);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    src.error(offset, format!("params.{key}: cannot read {}: {e}", path.display()))
+                    src.error(
+                        offset,
+                        format!("params.{key}: cannot read {}: {e}", path.display()),
+                    )
                 })?;
                 serde_json::Value::String(text)
             }
             toml::Value::Table(t) => serde_json::Value::Object(
                 t.iter()
-                    .map(|(k, v)| Ok((k.clone(), convert(src, dir, offset, &format!("{key}.{k}"), v)?)))
+                    .map(|(k, v)| {
+                        let path = if key.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{key}.{k}")
+                        };
+                        Ok((k.clone(), convert(src, dir, offset, &path, v)?))
+                    })
                     .collect::<Result<_, PlanError>>()?,
             ),
             toml::Value::Array(a) => serde_json::Value::Array(
@@ -557,7 +581,12 @@ impl Source<'_> {
 
     fn error(&self, offset: usize, message: String) -> PlanError {
         let location = self.location(offset);
-        let source_line = self.text.lines().nth(location.line - 1).unwrap_or("").to_string();
+        let source_line = self
+            .text
+            .lines()
+            .nth(location.line - 1)
+            .unwrap_or("")
+            .to_string();
         PlanError::Invalid {
             location,
             message,
@@ -568,7 +597,9 @@ impl Source<'_> {
     fn check_name(&self, name: &str, offset: usize, what: &str) -> Result<(), PlanError> {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if ok {
             Ok(())
         } else {

@@ -278,7 +278,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
             continue;
         }
         if c.is_ascii_digit() || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
-            while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_') {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_')
+            {
                 i += 1;
             }
             // exponent: 1e-3
@@ -299,14 +301,24 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
                 i += 1;
             }
         } else if c.is_ascii_alphabetic() || c == b'_' {
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.') {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+            {
                 i += 1;
             }
         } else {
             let two = text.get(i..i + 2).unwrap_or("");
-            i += if ["<=", ">=", "==", "!="].contains(&two) { 2 } else { 1 };
+            i += if ["<=", ">=", "==", "!="].contains(&two) {
+                2
+            } else {
+                1
+            };
             let op = &text[start..i];
-            if !["<=", ">=", "==", "!=", "<", ">", "+", "-", "*", "/", "(", ")"].contains(&op) {
+            if ![
+                "<=", ">=", "==", "!=", "<", ">", "+", "-", "*", "/", "(", ")",
+            ]
+            .contains(&op)
+            {
                 return Err(ParseError {
                     offset: start,
                     message: if op == "=" {
@@ -357,7 +369,11 @@ impl Parser {
     ) -> Result<Expr, ParseError> {
         let mut left = next(self)?;
         loop {
-            let Some(op) = ops.iter().find(|(t, _)| self.peek() == Some(*t)).map(|(_, op)| *op) else {
+            let Some(op) = ops
+                .iter()
+                .find(|(t, _)| self.peek() == Some(*t))
+                .map(|(_, op)| *op)
+            else {
                 return Ok(left);
             };
             self.pos += 1;
@@ -488,7 +504,12 @@ mod tests {
 
     #[test]
     fn evaluates_conditions() {
-        let m = metrics(&[("match_rate", 0.97), ("duplicates", 0.0), ("latency_p95", 30.0), ("baseline.latency_p95", 20.0)]);
+        let m = metrics(&[
+            ("match_rate", 0.97),
+            ("duplicates", 0.0),
+            ("latency_p95", 30.0),
+            ("baseline.latency_p95", 20.0),
+        ]);
         let cases = [
             ("match_rate >= 0.95", true),
             ("match_rate >= 95%", true),
@@ -500,7 +521,10 @@ mod tests {
             ("not duplicates > 0", true),
             ("latency_p95 <= 2 * baseline.latency_p95", true),
             ("latency_p95 <= 1.2 * baseline.latency_p95", false),
-            ("(latency_p95 - baseline.latency_p95) / baseline.latency_p95 < 0.6", true),
+            (
+                "(latency_p95 - baseline.latency_p95) / baseline.latency_p95 < 0.6",
+                true,
+            ),
             ("-duplicates <= 0", true),
         ];
         for (text, want) in cases {

@@ -36,7 +36,11 @@ fn bytes(n: u64) -> String {
 /// The one-screen summary printed at the end of `run` and `rollback`.
 pub fn summary(s: &RunSummary) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "sluice {} · plan {} · run {}", s.command, s.plan, s.run_id);
+    let _ = writeln!(
+        out,
+        "sluice {} · plan {} · run {}",
+        s.command, s.plan, s.run_id
+    );
     for step in &s.steps {
         step_lines(&mut out, step);
     }
@@ -51,7 +55,10 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         StepOutcome::Drift { .. } => ("!", "drift"),
         StepOutcome::Interrupted { .. } => ("!", "interrupted"),
         StepOutcome::FailedUnchanged { .. } => ("✗", "failed, unchanged"),
-        StepOutcome::RolledBack { phase: Phase::Rollback, .. } => ("↩", "rolled back"),
+        StepOutcome::RolledBack {
+            phase: Phase::Rollback,
+            ..
+        } => ("↩", "rolled back"),
         StepOutcome::RolledBack { .. } => ("↩", "failed, rolled back"),
         StepOutcome::RollbackFailed { .. } => ("✗", "ROLLBACK FAILED"),
         StepOutcome::NotRun => ("·", "not run"),
@@ -67,10 +74,20 @@ fn step_lines(out: &mut String, step: &StepSummary) {
     }
     let _ = writeln!(out);
     if let Some((n, size)) = step.backup {
-        let _ = writeln!(out, "      backup: {n} artifacts, {}, digests verified", bytes(size));
+        let _ = writeln!(
+            out,
+            "      backup: {n} artifacts, {}, digests verified",
+            bytes(size)
+        );
     }
     for m in &step.metrics {
-        let _ = writeln!(out, "      metric {} = {}  ({})", m.name, number(m.value), m.detail);
+        let _ = writeln!(
+            out,
+            "      metric {} = {}  ({})",
+            m.name,
+            number(m.value),
+            m.detail
+        );
     }
     for t in &step.thresholds {
         let verdict = match t.held {
@@ -98,10 +115,15 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         }
         StepOutcome::RolledBack { reason, .. } => {
             let _ = writeln!(out, "      {reason}");
-            let _ = writeln!(out, "      rollback: restored; schema and table checksums equal the pre-step state");
+            let _ = writeln!(
+                out,
+                "      rollback: restored; schema and table checksums equal the pre-step state"
+            );
         }
         StepOutcome::RollbackFailed {
-            reason, rollback_error, ..
+            reason,
+            rollback_error,
+            ..
         } => {
             let _ = writeln!(out, "      {reason}");
             let _ = writeln!(out, "      {rollback_error}");
@@ -111,11 +133,11 @@ fn step_lines(out: &mut String, step: &StepSummary) {
 }
 
 fn verdict(s: &RunSummary) -> String {
-    let failing = s.steps.iter().find(|st| {
-        !matches!(
-            st.outcome,
-            StepOutcome::Applied | StepOutcome::AlreadyApplied | StepOutcome::NotRun
-        ) && !(s.command == "rollback" && matches!(st.outcome, StepOutcome::RolledBack { .. }))
+    let failing = s.steps.iter().find(|st| match st.outcome {
+        StepOutcome::Applied | StepOutcome::AlreadyApplied | StepOutcome::NotRun => false,
+        // For `sluice rollback`, a rolled-back step is the goal, not a failure.
+        StepOutcome::RolledBack { .. } => s.command != "rollback",
+        _ => true,
     });
     let Some(step) = failing else {
         let n = s.steps.len();
@@ -155,11 +177,20 @@ fn verdict(s: &RunSummary) -> String {
 pub fn status(plan_name: &str, steps: &[(String, Option<StepRecord>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "plan {plan_name}");
-    let _ = writeln!(out, "  {:<24} {:<16} {:<26} detail", "step", "state", "since");
+    let _ = writeln!(
+        out,
+        "  {:<24} {:<16} {:<26} detail",
+        "step", "state", "since"
+    );
     for (id, record) in steps {
         match record {
             None => {
-                let _ = writeln!(out, "  {id:<24} {:<16} {:<26}", StepState::Pending.as_str(), "-");
+                let _ = writeln!(
+                    out,
+                    "  {id:<24} {:<16} {:<26}",
+                    StepState::Pending.as_str(),
+                    "-"
+                );
             }
             Some(r) => {
                 let detail = match r.state {
@@ -171,7 +202,12 @@ pub fn status(plan_name: &str, steps: &[(String, Option<StepRecord>)]) -> String
                         .join(" "),
                     _ => r.error.clone().unwrap_or_default(),
                 };
-                let _ = writeln!(out, "  {id:<24} {:<16} {:<26} {detail}", r.state.as_str(), r.updated_at);
+                let _ = writeln!(
+                    out,
+                    "  {id:<24} {:<16} {:<26} {detail}",
+                    r.state.as_str(),
+                    r.updated_at
+                );
             }
         }
     }

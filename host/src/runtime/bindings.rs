@@ -16,4 +16,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::sluice::plugin::describe::PluginInfo;
-pub use sluice::plugin::types::{BackupManifest, Error as PluginError, Metric, StepContext, TableState};
+pub use sluice::plugin::types::{
+    BackupManifest, Error as PluginError, Metric, StepContext, TableState,
+};

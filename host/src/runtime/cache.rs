@@ -50,7 +50,12 @@ impl ComponentCache {
     }
 
     /// Loads the component with `digest` from the cache or compiles `bytes`.
-    pub fn load(&self, engine: &Engine, digest: &str, bytes: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.path(engine, digest);
         if let Some(path) = path.as_ref().filter(|p| p.is_file()) {
             // SAFETY: wasmtime requires that deserialized bytes come from
@@ -60,7 +65,9 @@ impl ComponentCache {
             // checks the header and refuses an incompatible file.
             match unsafe { Component::deserialize_file(engine, path) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e}")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;

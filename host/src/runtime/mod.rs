@@ -204,11 +204,24 @@ impl Runtime {
         let mut linker = Linker::<StoreState>::new(&engine);
         let link = |r: wasmtime::Result<()>| r.map_err(|e| LoadError::Engine(e.to_string()));
         link(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
-        link(capabilities::sql::add_to_linker(&mut linker, |s| &mut s.sql))?;
-        link(capabilities::backup_store::add_to_linker(&mut linker, |s| &mut s.backup))?;
-        link(capabilities::progress::add_to_linker(&mut linker, |s| &mut s.progress))?;
-        link(capabilities::log::add_to_linker(&mut linker, |s| &mut s.log))?;
-        Ok(Runtime { engine, linker, cache })
+        link(capabilities::sql::add_to_linker(&mut linker, |s| {
+            &mut s.sql
+        }))?;
+        link(capabilities::backup_store::add_to_linker(
+            &mut linker,
+            |s| &mut s.backup,
+        ))?;
+        link(capabilities::progress::add_to_linker(&mut linker, |s| {
+            &mut s.progress
+        }))?;
+        link(capabilities::log::add_to_linker(&mut linker, |s| {
+            &mut s.log
+        }))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+        })
     }
 
     /// Compiles (or maps from the cache) a plugin, links it and asks it to
@@ -219,7 +232,9 @@ impl Runtime {
             path: plugin.path.display().to_string(),
             reason,
         };
-        let (component, cache) = self.compile(&plugin.digest, &plugin.bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let (component, cache) = self
+            .compile(&plugin.digest, &plugin.bytes)
+            .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -238,12 +253,19 @@ impl Runtime {
             cache,
             pre,
         };
-        loaded.info = self.describe(&loaded).await.map_err(|e| invalid(format!("describe failed: {e}")))?;
+        loaded.info = self
+            .describe(&loaded)
+            .await
+            .map_err(|e| invalid(format!("describe failed: {e}")))?;
         Ok(loaded)
     }
 
     /// Compiles a component, or maps it from the cache.
-    pub fn compile(&self, digest: &str, bytes: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
+    pub fn compile(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
         self.cache.load(&self.engine, digest, bytes)
     }
 
@@ -252,7 +274,12 @@ impl Runtime {
         &self.engine
     }
 
-    fn new_store(&self, plugin: &LoadedPlugin, grants: CallGrants, interrupters: SessionInterrupters) -> (Store<StoreState>, Captured) {
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        grants: CallGrants,
+        interrupters: SessionInterrupters,
+    ) -> (Store<StoreState>, Captured) {
         let stdout = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
         let stderr = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
         // Deny by default: no environment, no arguments, no preopened
@@ -297,22 +324,39 @@ impl Runtime {
         set_deadline(&mut store, DESCRIBE_DEADLINE);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance.sluice_plugin_describe().call_describe(&mut store).await
+            instance
+                .sluice_plugin_describe()
+                .call_describe(&mut store)
+                .await
         };
         match tokio::time::timeout(DESCRIBE_DEADLINE + HOST_GRACE, call).await {
             Ok(Ok(info)) => Ok(info),
             Ok(Err(e)) => Err(trap_error(e, DESCRIBE_DEADLINE, &captured)),
-            Err(_) => Err(PhaseError::Timeout { limit: DESCRIBE_DEADLINE }),
+            Err(_) => Err(PhaseError::Timeout {
+                limit: DESCRIBE_DEADLINE,
+            }),
         }
     }
 
     /// Calls one phase of a plugin in a fresh store with `grants`.
-    pub async fn call(&self, plugin: &LoadedPlugin, grants: CallGrants, input: PhaseInput) -> (Result<PhaseOutput, PhaseError>, CallReport) {
+    pub async fn call(
+        &self,
+        plugin: &LoadedPlugin,
+        grants: CallGrants,
+        input: PhaseInput,
+    ) -> (Result<PhaseOutput, PhaseError>, CallReport) {
         let span = tracing::info_span!("phase", plugin = %plugin.name, step = %grants.step_id, phase = input.name());
-        self.call_in_store(plugin, grants, input).instrument(span).await
+        self.call_in_store(plugin, grants, input)
+            .instrument(span)
+            .await
     }
 
-    async fn call_in_store(&self, plugin: &LoadedPlugin, grants: CallGrants, input: PhaseInput) -> (Result<PhaseOutput, PhaseError>, CallReport) {
+    async fn call_in_store(
+        &self,
+        plugin: &LoadedPlugin,
+        grants: CallGrants,
+        input: PhaseInput,
+    ) -> (Result<PhaseOutput, PhaseError>, CallReport) {
         let limit = Duration::from_secs(grants.limits.phase_seconds);
         let interrupters = SessionInterrupters::default();
         let (mut store, captured) = self.new_store(plugin, grants, interrupters.clone());
@@ -379,7 +423,10 @@ impl Captured {
     fn log(&self, plugin: &str) {
         for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()) {
+            for line in String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
                 tracing::info!(target: "plugin", plugin, stream, "{line}");
             }
         }

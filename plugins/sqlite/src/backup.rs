@@ -78,7 +78,10 @@ fn snapshot(conn: &Connection, params: &Params) -> Result<BackupManifest, Error>
 
 fn dump_table(conn: &Connection, layout: &TableLayout) -> Result<TableState, Error> {
     let total = conn.query_i64(
-        &format!("SELECT count(*) FROM {}", sluice_sdk::sql::quote_ident(&layout.name)),
+        &format!(
+            "SELECT count(*) FROM {}",
+            sluice_sdk::sql::quote_ident(&layout.name)
+        ),
         &[],
     )? as u64;
     let mut writer = backup_store::create(&layout.artifact)?;

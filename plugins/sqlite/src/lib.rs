@@ -33,8 +33,14 @@ impl sluice_sdk::Plugin for SqlitePlugin {
             version: env!("CARGO_PKG_VERSION").to_string(),
             kinds: vec!["sqlite".to_string()],
             needs: vec![
-                need("sql", "reads the tables to back up and validate; migrate and rollback write them"),
-                need("backup-store", "stores table snapshots and the schema, reads them back in rollback"),
+                need(
+                    "sql",
+                    "reads the tables to back up and validate; migrate and rollback write them",
+                ),
+                need(
+                    "backup-store",
+                    "stores table snapshots and the schema, reads them back in rollback",
+                ),
                 need("progress", "reports rows copied during backup and restore"),
                 need("log", "records what each phase did"),
             ],

@@ -29,8 +29,9 @@ fn read_snapshot() -> Result<SchemaSnapshot, Error> {
     backup_store::open(SCHEMA_ARTIFACT)?
         .read_to_end(&mut bytes)
         .map_err(|e| Error::BackupInvalid(format!("{SCHEMA_ARTIFACT}: {e}")))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::BackupInvalid(format!("{SCHEMA_ARTIFACT} is not a schema snapshot: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::BackupInvalid(format!("{SCHEMA_ARTIFACT} is not a schema snapshot: {e}"))
+    })
 }
 
 fn restore(
@@ -45,7 +46,10 @@ fn restore(
     // A table the step changed but the backup did not save cannot be put back.
     for object in &now {
         if object.kind == "table" && !restored.contains(object.name.as_str()) {
-            if let Some(old) = before.iter().find(|o| o.kind == "table" && o.name == object.name) {
+            if let Some(old) = before
+                .iter()
+                .find(|o| o.kind == "table" && o.name == object.name)
+            {
                 if old.sql != object.sql {
                     return Err(Error::PreconditionFailed(format!(
                         "table `{}` changed shape but was not backed up; add it to params.tables",
@@ -63,7 +67,11 @@ fn restore(
             let is_restored_table = kind == "table" && restored.contains(object.name.as_str());
             if (!unchanged || is_restored_table) && object.sql.is_some() {
                 conn.execute(
-                    &format!("DROP {} IF EXISTS {}", kind.to_uppercase(), quote_ident(&object.name)),
+                    &format!(
+                        "DROP {} IF EXISTS {}",
+                        kind.to_uppercase(),
+                        quote_ident(&object.name)
+                    ),
                     &[],
                 )?;
             }
@@ -77,7 +85,9 @@ fn restore(
             .iter()
             .find(|o| o.kind == "table" && o.name == layout.name)
             .and_then(|o| o.sql.clone())
-            .ok_or_else(|| Error::BackupInvalid(format!("no schema saved for `{}`", layout.name)))?;
+            .ok_or_else(|| {
+                Error::BackupInvalid(format!("no schema saved for `{}`", layout.name))
+            })?;
         conn.execute_script(&create)?;
         states.push(load_table(conn, layout)?);
     }
@@ -99,9 +109,13 @@ fn restore(
 
     // Prove it before committing.
     for state in &states {
-        let expected = manifest.tables.iter().find(|t| t.name == state.name).ok_or_else(|| {
-            Error::BackupInvalid(format!("manifest has no state for table `{}`", state.name))
-        })?;
+        let expected = manifest
+            .tables
+            .iter()
+            .find(|t| t.name == state.name)
+            .ok_or_else(|| {
+                Error::BackupInvalid(format!("manifest has no state for table `{}`", state.name))
+            })?;
         if expected.rows != state.rows || expected.checksum != state.checksum {
             return Err(Error::BackupInvalid(format!(
                 "restored `{}` has {} rows (checksum {}), backup had {} rows (checksum {})",

@@ -83,7 +83,10 @@ pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, Error> {
 /// PRIMARY KEY` is the rowid under another name).
 pub fn needs_rowid(conn: &Connection, table: &str) -> Result<bool, Error> {
     if conn
-        .query(&format!("SELECT rowid FROM {} LIMIT 0", quote_ident(table)), &[])
+        .query(
+            &format!("SELECT rowid FROM {} LIMIT 0", quote_ident(table)),
+            &[],
+        )
         .is_err()
     {
         return Ok(false);
@@ -103,7 +106,11 @@ pub fn select_rows(layout: &TableLayout) -> String {
     if layout.with_rowid {
         cols.insert(0, "rowid".to_string());
     }
-    format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&layout.name))
+    format!(
+        "SELECT {} FROM {}",
+        cols.join(", "),
+        quote_ident(&layout.name)
+    )
 }
 
 /// The `INSERT` that restores a table from its artifact.

@@ -10,7 +10,11 @@ impl sluice_sdk::Validate for SqlitePlugin {
     fn validate(ctx: &StepContext) -> Result<Vec<Metric>, Error> {
         let params = Params::of(ctx)?;
         let conn = Connection::open(&ctx.target)?;
-        params.metrics.iter().map(|spec| measure(&conn, spec)).collect()
+        params
+            .metrics
+            .iter()
+            .map(|spec| measure(&conn, spec))
+            .collect()
     }
 }
 
@@ -19,7 +23,10 @@ fn measure(conn: &Connection, spec: &MetricSpec) -> Result<Metric, Error> {
         let n = conn.query_i64(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])?;
         (n as f64, format!("rows in {table}"))
     } else if let Some(query) = &spec.query {
-        (conn.query_f64(trim(query), &[])?, format!("value of: {}", trim(query)))
+        (
+            conn.query_f64(trim(query), &[])?,
+            format!("value of: {}", trim(query)),
+        )
     } else if let Some(dup) = &spec.duplicates {
         duplicates(conn, dup)?
     } else if let Some(rate) = &spec.match_rate {
@@ -50,20 +57,37 @@ fn duplicates(conn: &Connection, dup: &Duplicates) -> Result<(f64, String), Erro
         key.join(", ")
     );
     let n = conn.query_i64(&sql, &[])?;
-    Ok((n as f64, format!("surplus rows in {} sharing ({})", dup.table, dup.key.join(", "))))
+    Ok((
+        n as f64,
+        format!(
+            "surplus rows in {} sharing ({})",
+            dup.table,
+            dup.key.join(", ")
+        ),
+    ))
 }
 
 /// Fraction of distinct source rows that appear in the target (1.0 when the
 /// source is empty: nothing is missing).
 fn match_rate(conn: &Connection, rate: &MatchRate) -> Result<(f64, String), Error> {
     let (source, target) = (trim(&rate.source), trim(&rate.target));
-    let total = conn.query_i64(&format!("SELECT count(*) FROM (SELECT DISTINCT * FROM ({source}))"), &[])?;
+    let total = conn.query_i64(
+        &format!("SELECT count(*) FROM (SELECT DISTINCT * FROM ({source}))"),
+        &[],
+    )?;
     let missing = conn.query_i64(
         &format!("SELECT count(*) FROM (SELECT * FROM ({source}) EXCEPT SELECT * FROM ({target}))"),
         &[],
     )?;
-    let value = if total == 0 { 1.0 } else { (total - missing) as f64 / total as f64 };
-    Ok((value, format!("{} of {total} source rows found in target", total - missing)))
+    let value = if total == 0 {
+        1.0
+    } else {
+        (total - missing) as f64 / total as f64
+    };
+    Ok((
+        value,
+        format!("{} of {total} source rows found in target", total - missing),
+    ))
 }
 
 /// A query without the trailing `;` so it can be nested.
