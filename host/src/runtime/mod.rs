@@ -312,6 +312,27 @@ impl Runtime {
         (store, Captured { stdout, stderr })
     }
 
+    /// Instantiates a plugin in a fresh store without calling it and returns
+    /// how long that took: the fixed cost every phase call pays.
+    pub async fn probe(&self, plugin: &LoadedPlugin) -> Result<Duration, PhaseError> {
+        let grants = CallGrants {
+            step_id: "-".into(),
+            sql: None,
+            backup: BackupAccess::None,
+            limits: Limits::default(),
+            progress: None,
+        };
+        let (mut store, _captured) = self.new_store(plugin, grants, SessionInterrupters::default());
+        set_deadline(&mut store, DESCRIBE_DEADLINE);
+        let started = Instant::now();
+        plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| PhaseError::Host(format!("{e:#}")))?;
+        Ok(started.elapsed())
+    }
+
     async fn describe(&self, plugin: &LoadedPlugin) -> Result<PluginInfo, PhaseError> {
         let grants = CallGrants {
             step_id: "-".into(),

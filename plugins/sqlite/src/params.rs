@@ -13,6 +13,10 @@ pub struct Params {
     /// SQL the migrate phase runs, in one transaction.
     #[serde(default)]
     pub migrate: Option<String>,
+    /// Row copies the migrate phase streams through the plugin after the SQL,
+    /// in the same transaction.
+    #[serde(default)]
+    pub copy: Vec<Copy>,
     /// Metrics the validate phase measures.
     #[serde(default)]
     pub metrics: Vec<MetricSpec>,
@@ -32,6 +36,16 @@ pub struct MetricSpec {
     pub duplicates: Option<Duplicates>,
     /// Fraction of distinct source rows present in the target.
     pub match_rate: Option<MatchRate>,
+}
+
+/// A copy: every row of `select` is bound to the parameters of `insert`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Copy {
+    /// Query yielding the rows.
+    pub select: String,
+    /// Statement run once per row, with one parameter per selected column.
+    pub insert: String,
 }
 
 /// Duplicate detection on key columns of a table.
