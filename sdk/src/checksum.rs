@@ -8,20 +8,7 @@
 
 use sha2::{Digest, Sha256};
 
-/// One cell of a row, borrowed.
-#[derive(Debug, Clone, Copy)]
-pub enum Cell<'a> {
-    /// SQL NULL.
-    Null,
-    /// An integer.
-    Integer(i64),
-    /// A float (hashed by its bits).
-    Real(f64),
-    /// UTF-8 text, as bytes.
-    Text(&'a [u8]),
-    /// Raw bytes.
-    Blob(&'a [u8]),
-}
+use crate::row::ValueRef;
 
 /// Accumulates the checksum of a table, row by row.
 #[derive(Debug, Clone, Default)]
@@ -38,26 +25,26 @@ impl TableChecksum {
     }
 
     /// Adds one row.
-    pub fn add_row<'a>(&mut self, cells: impl IntoIterator<Item = Cell<'a>>) {
+    pub fn add_row<'a>(&mut self, cells: impl IntoIterator<Item = ValueRef<'a>>) {
         self.scratch.clear();
         for cell in cells {
             match cell {
-                Cell::Null => self.scratch.push(0),
-                Cell::Integer(i) => {
+                ValueRef::Null => self.scratch.push(0),
+                ValueRef::Integer(i) => {
                     self.scratch.push(1);
                     self.scratch.extend_from_slice(&i.to_le_bytes());
                 }
-                Cell::Real(r) => {
+                ValueRef::Real(r) => {
                     self.scratch.push(2);
                     self.scratch.extend_from_slice(&r.to_bits().to_le_bytes());
                 }
-                Cell::Text(t) => {
+                ValueRef::Text(t) => {
                     self.scratch.push(3);
                     self.scratch
                         .extend_from_slice(&(t.len() as u64).to_le_bytes());
-                    self.scratch.extend_from_slice(t);
+                    self.scratch.extend_from_slice(t.as_bytes());
                 }
-                Cell::Blob(b) => {
+                ValueRef::Blob(b) => {
                     self.scratch.push(4);
                     self.scratch
                         .extend_from_slice(&(b.len() as u64).to_le_bytes());
@@ -87,7 +74,7 @@ impl TableChecksum {
 mod tests {
     use super::*;
 
-    fn checksum(rows: &[&[Cell<'_>]]) -> String {
+    fn checksum(rows: &[&[ValueRef<'_>]]) -> String {
         let mut c = TableChecksum::new();
         for row in rows {
             c.add_row(row.iter().copied());
@@ -97,9 +84,9 @@ mod tests {
 
     #[test]
     fn order_does_not_matter_but_content_does() {
-        let a: &[Cell] = &[Cell::Integer(1), Cell::Text(b"ana")];
-        let b: &[Cell] = &[Cell::Integer(2), Cell::Text(b"bob")];
-        let b2: &[Cell] = &[Cell::Integer(2), Cell::Text(b"bo")];
+        let a: &[ValueRef] = &[ValueRef::Integer(1), ValueRef::Text("ana")];
+        let b: &[ValueRef] = &[ValueRef::Integer(2), ValueRef::Text("bob")];
+        let b2: &[ValueRef] = &[ValueRef::Integer(2), ValueRef::Text("bo")];
         assert_eq!(checksum(&[a, b]), checksum(&[b, a]));
         assert_ne!(checksum(&[a, b]), checksum(&[a, b2]));
         assert_ne!(checksum(&[a, b]), checksum(&[a]));
@@ -109,17 +96,17 @@ mod tests {
     #[test]
     fn cell_types_are_distinguished() {
         assert_ne!(
-            checksum(&[&[Cell::Integer(1)]]),
-            checksum(&[&[Cell::Real(1.0)]])
+            checksum(&[&[ValueRef::Integer(1)]]),
+            checksum(&[&[ValueRef::Real(1.0)]])
         );
         assert_ne!(
-            checksum(&[&[Cell::Text(b"x")]]),
-            checksum(&[&[Cell::Blob(b"x")]])
+            checksum(&[&[ValueRef::Text("x")]]),
+            checksum(&[&[ValueRef::Blob(b"x")]])
         );
-        assert_ne!(checksum(&[&[Cell::Null]]), checksum(&[&[]]));
+        assert_ne!(checksum(&[&[ValueRef::Null]]), checksum(&[&[]]));
         assert_ne!(
-            checksum(&[&[Cell::Text(b"ab"), Cell::Text(b"c")]]),
-            checksum(&[&[Cell::Text(b"a"), Cell::Text(b"bc")]])
+            checksum(&[&[ValueRef::Text("ab"), ValueRef::Text("c")]]),
+            checksum(&[&[ValueRef::Text("a"), ValueRef::Text("bc")]])
         );
     }
 }

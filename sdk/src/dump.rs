@@ -1,14 +1,14 @@
-//! A compact, streamable encoding of row batches for backup artifacts.
+//! Row batches in backup artifacts, streamable in bounded memory.
 //!
-//! An artifact is a sequence of frames; each frame is a little-endian `u32`
-//! length followed by a postcard-encoded [`RowBatch`]. Frames are written and
-//! read one batch at a time, so a table of any size is dumped and restored in
-//! bounded memory.
+//! An artifact is a sequence of frames; each frame is three little-endian
+//! `u32`s — width, rows, byte length — followed by the batch's encoded bytes
+//! (see [`crate::row`]). A batch read from a cursor is written as it came,
+//! without decoding, and read back ready for `execute_batch`.
 
 use std::io::{self, Read, Write};
 
-use crate::checksum::{Cell, TableChecksum};
-use crate::sql::{RowBatch, Value};
+use crate::checksum::TableChecksum;
+use crate::sql::{for_each_row, RowBatch};
 use crate::Error;
 
 /// Largest frame accepted when reading, so a corrupt length cannot make the
@@ -17,59 +17,57 @@ pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Appends one batch as a frame.
 pub fn write_batch(out: &mut impl Write, batch: &RowBatch) -> Result<(), Error> {
-    let bytes = postcard::to_allocvec(batch)
-        .map_err(|e| Error::Internal(format!("encoding a row batch: {e}")))?;
-    let len = u32::try_from(bytes.len())
+    let len = u32::try_from(batch.data.len())
         .ok()
         .filter(|len| *len <= MAX_FRAME_BYTES)
         .ok_or_else(|| {
-            Error::Internal(format!("row batch of {} bytes is too large", bytes.len()))
+            Error::Internal(format!(
+                "row batch of {} bytes is too large",
+                batch.data.len()
+            ))
         })?;
-    out.write_all(&len.to_le_bytes()).map_err(io_error)?;
-    out.write_all(&bytes).map_err(io_error)
+    let mut header = [0u8; 12];
+    header[..4].copy_from_slice(&batch.width.to_le_bytes());
+    header[4..8].copy_from_slice(&batch.rows.to_le_bytes());
+    header[8..].copy_from_slice(&len.to_le_bytes());
+    out.write_all(&header).map_err(io_error)?;
+    out.write_all(&batch.data).map_err(io_error)
 }
 
 /// Reads the next frame, or `None` at the end of the artifact.
 pub fn read_batch(input: &mut impl Read) -> Result<Option<RowBatch>, Error> {
-    let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
+    let mut header = [0u8; 12];
+    match input.read_exact(&mut header[..1]) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(io_error(e)),
     }
-    let len = u32::from_le_bytes(len);
+    input
+        .read_exact(&mut header[1..])
+        .map_err(|e| Error::BackupInvalid(format!("artifact ends inside a frame header: {e}")))?;
+    let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let (width, rows, len) = (word(0), word(4), word(8));
     if len > MAX_FRAME_BYTES {
         return Err(Error::BackupInvalid(format!(
             "frame of {len} bytes exceeds the limit"
         )));
     }
-    let mut bytes = vec![0u8; len as usize];
-    input.read_exact(&mut bytes).map_err(|e| {
+    let mut data = vec![0u8; len as usize];
+    input.read_exact(&mut data).map_err(|e| {
         Error::BackupInvalid(format!("artifact ends inside a frame of {len} bytes: {e}"))
     })?;
-    postcard::from_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| Error::BackupInvalid(format!("undecodable row batch: {e}")))
+    Ok(Some(RowBatch { width, rows, data }))
 }
 
 fn io_error(e: io::Error) -> Error {
     Error::Internal(format!("artifact i/o: {e}"))
 }
 
-/// The checksum cell of a value.
-pub fn cell(value: &Value) -> Cell<'_> {
-    match value {
-        Value::Null => Cell::Null,
-        Value::Integer(i) => Cell::Integer(*i),
-        Value::Real(r) => Cell::Real(*r),
-        Value::Text(t) => Cell::Text(t.as_bytes()),
-        Value::Blob(b) => Cell::Blob(b),
-    }
-}
-
-/// Adds every row of `batch` to `checksum`.
-pub fn add_batch(checksum: &mut TableChecksum, batch: &RowBatch) {
-    for row in crate::sql::rows_of(batch) {
-        checksum.add_row(row.iter().map(cell));
-    }
+/// Adds every row of `batch` to `checksum`, skipping the first `skip`
+/// columns of each row (for example a rowid carried only for restore).
+pub fn add_batch(checksum: &mut TableChecksum, batch: &RowBatch, skip: usize) -> Result<(), Error> {
+    for_each_row(batch, |row| {
+        checksum.add_row(row[skip.min(row.len())..].iter().copied())
+    })?;
+    Ok(())
 }

@@ -26,6 +26,7 @@ pub mod dump;
 mod error;
 pub mod log;
 pub mod progress;
+pub mod row;
 pub mod sql;
 
 pub use error::ErrorExt;
@@ -43,7 +44,7 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_plugin",
             default_bindings_module: "::sluice_sdk::__private::bindings",
-            additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+            additional_derives: [PartialEq],
         });
     }
     pub use crate::StepContext;

@@ -1,17 +1,19 @@
 //! SQL access to the step's target through the host's `sql` capability.
 //!
-//! Rows cross the host boundary in batches: [`Connection::cursor`] streams
-//! large results batch by batch and [`Connection::execute_batch`] sends many
-//! parameter rows in one call.
+//! Rows cross the host boundary in batches, encoded (see [`crate::row`]):
+//! [`Connection::cursor`] streams large results batch by batch,
+//! [`Connection::execute_batch`] sends many parameter rows in one call, and
+//! [`for_each_row`] reads a batch as typed values without copying them.
 
 use crate::__private::bindings::sluice::plugin::sql as wit;
+use crate::row::{Encoder, ValueRef};
 use crate::Error;
 
 pub use wit::{QueryResult, RowBatch, Value};
 
 /// Rows fetched per host call by [`Cursor`] unless told otherwise: large
 /// enough that call overhead vanishes, small enough to bound guest memory.
-pub const DEFAULT_BATCH_ROWS: u32 = 2048;
+pub const DEFAULT_BATCH_ROWS: u32 = 8192;
 
 /// A connection to one target, with the access the step was granted for the
 /// current phase.
@@ -36,12 +38,17 @@ impl Connection {
         })
     }
 
-    /// Runs a query expected to return one row with one column.
+    /// Runs a query expected to return one row; returns its first column.
     pub fn query_value(&self, statement: &str, params: &[Value]) -> Result<Value, Error> {
         let rows = self.query(statement, params)?;
-        rows.batch.values.into_iter().next().ok_or_else(|| {
-            Error::PreconditionFailed(format!("query returned no rows: {statement}"))
-        })
+        let mut decoder = crate::row::Decoder::new(&rows.batch.data);
+        match decoder.next_value() {
+            Ok(Some(v)) => Ok(to_owned(v)),
+            Ok(None) => Err(Error::PreconditionFailed(format!(
+                "query returned no rows: {statement}"
+            ))),
+            Err(e) => Err(Error::Internal(format!("row batch from the host: {e}"))),
+        }
     }
 
     /// Runs a query returning one integer (for example `SELECT count(*) …`).
@@ -118,14 +125,18 @@ impl Connection {
 pub struct Rows {
     /// Column names.
     pub columns: Vec<String>,
-    /// The rows, row-major.
+    /// The rows, encoded.
     pub batch: RowBatch,
 }
 
 impl Rows {
-    /// Iterates rows as slices of values.
-    pub fn iter(&self) -> impl Iterator<Item = &[Value]> {
-        rows_of(&self.batch)
+    /// The rows as owned values.
+    pub fn values(&self) -> Result<Vec<Vec<Value>>, Error> {
+        let mut out = Vec::with_capacity(self.len());
+        for_each_row(&self.batch, |row| {
+            out.push(row.iter().map(|v| to_owned(*v)).collect())
+        })?;
+        Ok(out)
     }
 
     /// Number of rows.
@@ -139,18 +150,55 @@ impl Rows {
     }
 }
 
-/// Iterates the rows of a batch as slices.
-pub fn rows_of(batch: &RowBatch) -> impl Iterator<Item = &[Value]> {
-    let width = (batch.width as usize).max(1);
-    batch.values.chunks(width)
+/// Calls `f` with each row of a batch, borrowed; returns the number of rows.
+pub fn for_each_row<'a>(
+    batch: &'a RowBatch,
+    f: impl FnMut(&[ValueRef<'a>]),
+) -> Result<usize, Error> {
+    crate::row::for_each_row(&batch.data, batch.width as usize, f)
+        .map_err(|e| Error::Internal(format!("row batch from the host: {e}")))
 }
 
 /// Number of rows in a batch.
 pub fn row_count(batch: &RowBatch) -> usize {
-    if batch.width == 0 {
-        0
-    } else {
-        batch.values.len() / batch.width as usize
+    batch.rows as usize
+}
+
+/// Encodes rows of owned values into a batch (for `execute_batch`).
+pub fn batch_of(width: usize, rows: &[Vec<Value>]) -> RowBatch {
+    let mut encoder = Encoder::default();
+    for row in rows {
+        debug_assert_eq!(row.len(), width, "every row has `width` values");
+        for value in row {
+            encoder.push(borrow(value));
+        }
+    }
+    RowBatch {
+        width: width as u32,
+        rows: rows.len() as u32,
+        data: encoder.finish(),
+    }
+}
+
+/// A borrowed view of an owned value.
+pub fn borrow(value: &Value) -> ValueRef<'_> {
+    match value {
+        Value::Null => ValueRef::Null,
+        Value::Integer(i) => ValueRef::Integer(*i),
+        Value::Real(r) => ValueRef::Real(*r),
+        Value::Text(t) => ValueRef::Text(t),
+        Value::Blob(b) => ValueRef::Blob(b),
+    }
+}
+
+/// An owned copy of a borrowed value.
+pub fn to_owned(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => Value::Text(t.to_string()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
     }
 }
 
@@ -176,11 +224,7 @@ impl Cursor {
     /// The next batch, or `None` at the end.
     pub fn next_batch(&mut self) -> Result<Option<RowBatch>, Error> {
         let batch = self.inner.next_batch(self.batch_rows)?;
-        Ok(if batch.values.is_empty() {
-            None
-        } else {
-            Some(batch)
-        })
+        Ok(if batch.rows == 0 { None } else { Some(batch) })
     }
 }
 

@@ -16,8 +16,8 @@ use crate::runtime::bindings::sluice::plugin::types::{DatastoreError as WitDatas
 pub const QUERY_MAX_ROWS: usize = 10_000;
 /// Rows one `next-batch` call may return, whatever the plugin asks.
 pub const BATCH_MAX_ROWS: usize = 65_536;
-/// Bytes one `next-batch` call may return (approximate, counted per value), so
-/// a batch of wide rows cannot exhaust guest memory.
+/// Encoded bytes one `next-batch` call may return (a batch stops after the
+/// row that crosses it), so a batch of wide rows cannot exhaust guest memory.
 pub const BATCH_MAX_BYTES: usize = 16 << 20;
 
 /// Access to one target, granted to one phase of one step.
@@ -125,20 +125,11 @@ fn to_sql(v: Value) -> SqlValue {
     }
 }
 
-fn to_wit(v: SqlValue) -> Value {
-    match v {
-        SqlValue::Null => Value::Null,
-        SqlValue::Integer(i) => Value::Integer(i),
-        SqlValue::Real(r) => Value::Real(r),
-        SqlValue::Text(t) => Value::Text(t),
-        SqlValue::Blob(b) => Value::Blob(b),
-    }
-}
-
 fn batch(rows: Rows) -> RowBatch {
     RowBatch {
         width: rows.width as u32,
-        values: rows.values.into_iter().map(to_wit).collect(),
+        rows: rows.rows as u32,
+        data: rows.data,
     }
 }
 
@@ -222,9 +213,14 @@ impl wit::HostConnection for SqlCapability {
         rows: RowBatch,
     ) -> wasmtime::Result<Result<u64, Error>> {
         let session = self.table.get(&conn)?.session.clone();
-        let values = rows.values.into_iter().map(to_sql).collect();
+        let rows = Rows {
+            columns: Vec::new(),
+            width: rows.width as usize,
+            rows: rows.rows as usize,
+            data: rows.data,
+        };
         Ok(session
-            .execute_batch(statement, rows.width as usize, values)
+            .execute_batch(statement, rows)
             .await
             .map_err(datastore))
     }

@@ -18,26 +18,18 @@ pub enum SqlValue {
     Blob(Vec<u8>),
 }
 
-impl SqlValue {
-    /// Bytes this value occupies, for batch size limits.
-    pub fn weight(&self) -> usize {
-        match self {
-            SqlValue::Text(t) => 16 + t.len(),
-            SqlValue::Blob(b) => 16 + b.len(),
-            _ => 16,
-        }
-    }
-}
-
-/// Rows in row-major order.
+/// Rows in sluice's row encoding (`sluice_sdk::row`), as they cross the
+/// plugin boundary.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rows {
-    /// Column names.
+    /// Column names (for `query`; empty for cursor batches).
     pub columns: Vec<String>,
     /// Values per row.
     pub width: usize,
-    /// All values, row after row.
-    pub values: Vec<SqlValue>,
+    /// Number of rows.
+    pub rows: usize,
+    /// The encoded values.
+    pub data: Vec<u8>,
 }
 
 /// An error from a datastore, with the driver's code.

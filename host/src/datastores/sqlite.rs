@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
-use sluice_sdk::checksum::{Cell, TableChecksum};
+use sluice_sdk::checksum::TableChecksum;
+use sluice_sdk::row::{Decoder, Encoder, ValueRef as RowValue};
 use tokio::sync::oneshot;
 
 use super::{DatastoreError, Rows, SqlValue};
@@ -50,8 +51,7 @@ enum Request {
     },
     ExecuteBatch {
         sql: String,
-        width: usize,
-        values: Vec<SqlValue>,
+        batch: Rows,
         reply: Reply<u64>,
     },
     Script {
@@ -176,19 +176,9 @@ impl Session {
     }
 
     /// Runs one statement per parameter row; returns rows changed.
-    pub async fn execute_batch(
-        &self,
-        sql: String,
-        width: usize,
-        values: Vec<SqlValue>,
-    ) -> Result<u64, DatastoreError> {
-        self.ask(|reply| Request::ExecuteBatch {
-            sql,
-            width,
-            values,
-            reply,
-        })
-        .await
+    pub async fn execute_batch(&self, sql: String, batch: Rows) -> Result<u64, DatastoreError> {
+        self.ask(|reply| Request::ExecuteBatch { sql, batch, reply })
+            .await
     }
 
     /// Runs a `;`-separated script.
@@ -248,21 +238,17 @@ fn serve_cursor(
                 max_bytes,
                 reply,
             } => {
-                let mut batch = Rows {
-                    columns: Vec::new(),
-                    width,
-                    values: Vec::with_capacity(max_rows.min(4096) * width),
-                };
-                let mut bytes = 0;
+                let mut encoder = Encoder::with_capacity(max_bytes.min(1 << 20));
+                let mut count = 0;
                 let mut result = Ok(());
-                while !finished && batch.values.len() < max_rows * width && bytes < max_bytes {
+                while !finished && count < max_rows && encoder.len() < max_bytes {
                     match rows.next() {
                         Ok(Some(row)) => {
-                            for i in 0..width {
-                                let value = row.get_ref(i).map(to_value).unwrap_or(SqlValue::Null);
-                                bytes += value.weight();
-                                batch.values.push(value);
+                            if let Err(e) = encode_row(&mut encoder, row, width) {
+                                result = Err(e);
+                                break;
                             }
+                            count += 1;
                         }
                         Ok(None) => finished = true,
                         Err(e) => {
@@ -271,6 +257,12 @@ fn serve_cursor(
                         }
                     }
                 }
+                let batch = Rows {
+                    columns: Vec::new(),
+                    width,
+                    rows: count,
+                    data: encoder.finish(),
+                };
                 let _ = reply.send(result.map(|()| batch));
             }
             Request::CloseCursor => return,
@@ -303,13 +295,8 @@ fn serve_plain(conn: &Connection, request: Request) {
                 .map_err(error);
             let _ = reply.send(result);
         }
-        Request::ExecuteBatch {
-            sql,
-            width,
-            values,
-            reply,
-        } => {
-            let _ = reply.send(execute_batch(conn, &sql, width, &values));
+        Request::ExecuteBatch { sql, batch, reply } => {
+            let _ = reply.send(execute_batch(conn, &sql, &batch));
         }
         Request::Script { sql, reply } => {
             let _ = reply.send(conn.execute_batch(&sql).map_err(error));
@@ -332,7 +319,7 @@ fn query(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params.iter()))
         .map_err(error)?;
-    let mut values = Vec::new();
+    let mut encoder = Encoder::default();
     let mut count = 0;
     while let Some(row) = rows.next().map_err(error)? {
         count += 1;
@@ -342,24 +329,46 @@ fn query(
                 format!("the query returned more than {max_rows} rows; read it with a cursor"),
             ));
         }
-        for i in 0..width {
-            values.push(row.get_ref(i).map(to_value).map_err(error)?);
-        }
+        encode_row(&mut encoder, row, width)?;
     }
     Ok(Rows {
         columns,
         width,
-        values,
+        rows: count,
+        data: encoder.finish(),
     })
 }
 
-fn execute_batch(
-    conn: &Connection,
-    sql: &str,
+/// Appends one SQLite row to an encoded batch, borrowing SQLite's buffers.
+fn encode_row(
+    encoder: &mut Encoder,
+    row: &rusqlite::Row<'_>,
     width: usize,
-    values: &[SqlValue],
-) -> Result<u64, DatastoreError> {
+) -> Result<(), DatastoreError> {
+    for i in 0..width {
+        match row.get_ref(i).map_err(error)? {
+            // Text that is not UTF-8 (SQLite does not check) is made so.
+            ValueRef::Text(t) => encoder.push(RowValue::Text(&String::from_utf8_lossy(t))),
+            other => encoder.push(row_value(other)),
+        }
+    }
+    Ok(())
+}
+
+/// A SQLite value as a row value; text must be handled by the caller, which
+/// has to make it UTF-8 first.
+fn row_value(v: ValueRef<'_>) -> RowValue<'_> {
+    match v {
+        ValueRef::Null => RowValue::Null,
+        ValueRef::Integer(i) => RowValue::Integer(i),
+        ValueRef::Real(r) => RowValue::Real(r),
+        ValueRef::Text(t) | ValueRef::Blob(t) => RowValue::Blob(t),
+    }
+}
+
+fn execute_batch(conn: &Connection, sql: &str, batch: &Rows) -> Result<u64, DatastoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(error)?;
+    let width = batch.width;
     if stmt.parameter_count() != width {
         return Err(DatastoreError::host(
             "SLUICE_BAD_BATCH",
@@ -369,19 +378,42 @@ fn execute_batch(
             ),
         ));
     }
-    if width == 0 || !values.len().is_multiple_of(width) {
+    let bad =
+        |e: sluice_sdk::row::DecodeError| DatastoreError::host("SLUICE_BAD_BATCH", e.to_string());
+    let mut decoder = Decoder::new(&batch.data);
+    let mut row = Vec::with_capacity(width);
+    let (mut changed, mut rows) = (0u64, 0usize);
+    while decoder.next_row(width, &mut row).map_err(bad)? {
+        for (i, value) in row.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, BoundValue(*value))
+                .map_err(error)?;
+        }
+        changed += stmt.raw_execute().map_err(error)? as u64;
+        rows += 1;
+    }
+    if rows != batch.rows {
         return Err(DatastoreError::host(
             "SLUICE_BAD_BATCH",
-            format!("{} values do not make whole rows of {width}", values.len()),
+            format!("the batch says {} rows but holds {rows}", batch.rows),
         ));
     }
-    let mut changed = 0u64;
-    for row in values.chunks(width) {
-        changed += stmt
-            .execute(rusqlite::params_from_iter(row.iter()))
-            .map_err(error)? as u64;
-    }
     Ok(changed)
+}
+
+/// Binds a decoded value without copying it.
+struct BoundValue<'a>(RowValue<'a>);
+
+impl rusqlite::ToSql for BoundValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput::Borrowed;
+        Ok(Borrowed(match self.0 {
+            RowValue::Null => ValueRef::Null,
+            RowValue::Integer(i) => ValueRef::Integer(i),
+            RowValue::Real(r) => ValueRef::Real(r),
+            RowValue::Text(t) => ValueRef::Text(t.as_bytes()),
+            RowValue::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
 }
 
 impl rusqlite::ToSql for SqlValue {
@@ -394,26 +426,6 @@ impl rusqlite::ToSql for SqlValue {
             SqlValue::Text(t) => ValueRef::Text(t.as_bytes()),
             SqlValue::Blob(b) => ValueRef::Blob(b),
         }))
-    }
-}
-
-fn to_value(v: ValueRef<'_>) -> SqlValue {
-    match v {
-        ValueRef::Null => SqlValue::Null,
-        ValueRef::Integer(i) => SqlValue::Integer(i),
-        ValueRef::Real(r) => SqlValue::Real(r),
-        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
-    }
-}
-
-fn cell(v: ValueRef<'_>) -> Cell<'_> {
-    match v {
-        ValueRef::Null => Cell::Null,
-        ValueRef::Integer(i) => Cell::Integer(i),
-        ValueRef::Real(r) => Cell::Real(r),
-        ValueRef::Text(t) => Cell::Text(t),
-        ValueRef::Blob(b) => Cell::Blob(b),
     }
 }
 
@@ -546,11 +558,21 @@ pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint
         let mut rows = stmt.query([]).map_err(error)?;
         let mut checksum = TableChecksum::new();
         while let Some(row) = rows.next().map_err(error)? {
-            let mut cells = Vec::with_capacity(width);
+            // Text as the plugin sees it (made UTF-8), so both checksums agree.
+            let mut texts = Vec::with_capacity(width);
+            let mut values = Vec::with_capacity(width);
             for i in 0..width {
-                cells.push(cell(row.get_ref(i).map_err(error)?));
+                let v = row.get_ref(i).map_err(error)?;
+                texts.push(match v {
+                    ValueRef::Text(t) => Some(String::from_utf8_lossy(t)),
+                    _ => None,
+                });
+                values.push(v);
             }
-            checksum.add_row(cells);
+            checksum.add_row(values.iter().zip(&texts).map(|(v, t)| match t {
+                Some(t) => RowValue::Text(t),
+                None => row_value(*v),
+            }));
         }
         out.insert(
             table,

@@ -15,7 +15,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::sluice::plugin::describe::PluginInfo;
-pub use sluice::plugin::types::{
+pub use self::exports::sluice::plugin::describe::PluginInfo;
+pub use self::sluice::plugin::types::{
     BackupManifest, Error as PluginError, Metric, StepContext, TableState,
 };

@@ -90,9 +90,7 @@ fn dump_table(conn: &Connection, layout: &TableLayout) -> Result<TableState, Err
     let skip = usize::from(layout.with_rowid);
     while let Some(batch) = cursor.next_batch()? {
         dump::write_batch(&mut writer, &batch)?;
-        for row in sluice_sdk::sql::rows_of(&batch) {
-            checksum.add_row(row[skip..].iter().map(dump::cell));
-        }
+        dump::add_batch(&mut checksum, &batch, skip)?;
         progress::report(checksum.rows(), Some(total), &layout.name);
     }
     writer.finish()?;
@@ -109,9 +107,7 @@ pub(crate) fn table_state(conn: &Connection, layout: &TableLayout) -> Result<Tab
     let mut checksum = TableChecksum::new();
     let skip = usize::from(layout.with_rowid);
     while let Some(batch) = cursor.next_batch()? {
-        for row in sluice_sdk::sql::rows_of(&batch) {
-            checksum.add_row(row[skip..].iter().map(dump::cell));
-        }
+        dump::add_batch(&mut checksum, &batch, skip)?;
     }
     Ok(TableState {
         name: layout.name.clone(),

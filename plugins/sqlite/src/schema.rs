@@ -56,6 +56,7 @@ pub fn objects(conn: &Connection) -> Result<Vec<SchemaObject>, Error> {
         _ => None,
     };
     Ok(rows
+        .values()?
         .iter()
         .map(|row| SchemaObject {
             kind: text(&row[0]).unwrap_or_default(),
@@ -70,6 +71,7 @@ pub fn objects(conn: &Connection) -> Result<Vec<SchemaObject>, Error> {
 pub fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, Error> {
     let rows = conn.query("SELECT name FROM pragma_table_info(?1)", &[table.into()])?;
     Ok(rows
+        .values()?
         .iter()
         .filter_map(|row| match &row[0] {
             Value::Text(s) => Some(s.clone()),
@@ -95,8 +97,9 @@ pub fn needs_rowid(conn: &Connection, table: &str) -> Result<bool, Error> {
         "SELECT type FROM pragma_table_info(?1) WHERE pk > 0",
         &[table.into()],
     )?;
-    let integer_pk_alias = pk.len() == 1
-        && matches!(&pk.batch.values[0], Value::Text(t) if t.eq_ignore_ascii_case("integer"));
+    let pk = pk.values()?;
+    let integer_pk_alias =
+        pk.len() == 1 && matches!(&pk[0][0], Value::Text(t) if t.eq_ignore_ascii_case("integer"));
     Ok(!integer_pk_alias)
 }
 
