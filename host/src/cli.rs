@@ -60,4 +60,24 @@ pub enum Command {
         /// The plan file.
         plan: PathBuf,
     },
+    /// Show what a plugin is and what it can reach, before it runs.
+    Inspect {
+        /// The plugin component.
+        plugin: PathBuf,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per step: requested vs granted, surplus and risky grants; check the
+    /// plan against its lock file.
+    Audit {
+        /// The plan file.
+        plan: PathBuf,
+        /// Accept the plan's current plugins and grants into the lock file.
+        #[arg(long)]
+        accept: bool,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
 }

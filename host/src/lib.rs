@@ -6,11 +6,13 @@
 //! → [`datastores`]; the engine writes the [`journal`] and the [`backup`]
 //! store; [`report`] reads the journal.
 
+pub mod audit;
 pub mod backup;
 pub mod capabilities;
 pub mod cli;
 pub mod datastores;
 pub mod engine;
+pub mod grants;
 pub mod journal;
 pub mod plan;
 pub mod report;

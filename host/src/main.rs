@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice::cli::{Cli, Command, LogFormat};
 use sluice::engine::{exit, Engine, EngineOptions};
-use sluice::{engine, plan, report};
+use sluice::runtime::{ComponentCache, Runtime};
+use sluice::{audit, engine, plan, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,10 +27,12 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> i32 {
     let plan_path = match &command {
+        Command::Inspect { plugin, json } => return inspect(plugin, *json).await,
         Command::Run { plan }
         | Command::Status { plan }
         | Command::Rollback { plan, .. }
-        | Command::Check { plan } => plan.clone(),
+        | Command::Check { plan }
+        | Command::Audit { plan, .. } => plan.clone(),
     };
     let plan = match plan::load(&plan_path) {
         Ok(plan) => plan,
@@ -39,6 +42,7 @@ async fn run(command: Command) -> i32 {
         }
     };
     match command {
+        Command::Inspect { .. } => unreachable!("handled above"),
         Command::Check { .. } => {
             println!(
                 "plan {} is valid: {} steps, {} plugins, {} targets",
@@ -56,10 +60,16 @@ async fn run(command: Command) -> i32 {
             }
             Err(e) => internal(&e),
         },
+        Command::Audit { accept, json, .. } => audit(plan, accept, json).await,
         Command::Run { .. } | Command::Rollback { .. } => {
+            // Nothing runs until a reviewer has accepted these plugins and grants.
+            if let Err(e) = audit::check_lock(&plan) {
+                eprintln!("error: refused: {e}");
+                return exit::REFUSED;
+            }
             let mut engine = match Engine::open(plan, EngineOptions::default()).await {
                 Ok(engine) => engine,
-                Err(e @ engine::EngineError::Load(_)) => {
+                Err(e @ (engine::EngineError::Load(_) | engine::EngineError::Ungranted(_))) => {
                     eprintln!("error: {e}");
                     return exit::PLAN_ERROR;
                 }
@@ -82,6 +92,107 @@ async fn run(command: Command) -> i32 {
             }
         }
     }
+}
+
+async fn inspect(path: &std::path::Path, json: bool) -> i32 {
+    let plugin = match plan::PluginRef::read("plugin", path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::PLAN_ERROR;
+        }
+    };
+    let runtime = match Runtime::new(ComponentCache::new(ComponentCache::default_dir())) {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
+    match runtime.load(&plugin).await {
+        Ok(loaded) => {
+            let inspection = audit::inspect(path, &loaded);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&inspection).expect("serializes")
+                );
+            } else {
+                print!("{}", audit::inspection_text(&inspection));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::PLAN_ERROR
+        }
+    }
+}
+
+async fn audit(plan: plan::Plan, accept: bool, json: bool) -> i32 {
+    let runtime = match Runtime::new(ComponentCache::new(ComponentCache::default_dir())) {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
+    let mut loaded = std::collections::BTreeMap::new();
+    for (name, plugin) in &plan.plugins {
+        match runtime.load(plugin).await {
+            Ok(p) => {
+                loaded.insert(name.clone(), p);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::PLAN_ERROR;
+            }
+        }
+    }
+    let steps: Vec<audit::StepAudit> = plan
+        .steps
+        .iter()
+        .map(|s| audit::audit_step(s, &loaded[&s.plugin]))
+        .collect();
+    let current = audit::Lock::of(&plan);
+    let (status, code) = match audit::Lock::read(&plan) {
+        Err(e) => (format!("unreadable: {e}"), exit::REFUSED),
+        Ok(Some(lock)) if lock == current => ("up to date".to_string(), exit::OK),
+        Ok(previous) => {
+            let diff = match &previous {
+                None => "no lock file yet".to_string(),
+                Some(lock) => lock.diff(&current).join("\n  "),
+            };
+            if accept {
+                if let Err(e) = current.write(&plan) {
+                    eprintln!(
+                        "error: cannot write {}: {e}",
+                        audit::Lock::path(&plan).display()
+                    );
+                    return exit::INTERNAL;
+                }
+                (
+                    format!(
+                        "accepted into {}:\n  {diff}",
+                        audit::Lock::path(&plan).display()
+                    ),
+                    exit::OK,
+                )
+            } else {
+                (
+                    format!(
+                        "DIFFERS from {}:\n  {diff}\n(accept with `sluice audit --accept`)",
+                        audit::Lock::path(&plan).display()
+                    ),
+                    exit::REFUSED,
+                )
+            }
+        }
+    };
+    if json {
+        let out = serde_json::json!({ "plan": plan.path, "steps": steps, "lock": status });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializes")
+        );
+    } else {
+        print!("{}", audit::audit_text(&plan, &steps, &status));
+    }
+    code
 }
 
 fn internal(e: &dyn std::error::Error) -> i32 {

@@ -28,6 +28,7 @@ pub mod log;
 pub mod progress;
 pub mod row;
 pub mod sql;
+pub mod values;
 
 pub use error::ErrorExt;
 

@@ -174,10 +174,13 @@ async fn plugin_copy(
             kind: TargetKind::Sqlite,
             path: path.to_path_buf(),
             access: Access::ReadWrite,
+            tables: None,
         }),
         backup: BackupAccess::None,
         limits: Limits::default(),
         progress: None,
+        files: Vec::new(),
+        values: Default::default(),
     };
     let ctx = StepContext {
         step_id: "bench".into(),

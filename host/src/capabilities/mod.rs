@@ -6,6 +6,7 @@ pub mod backup_store;
 pub mod log;
 pub mod progress;
 pub mod sql;
+pub mod values;
 
 use crate::runtime::bindings::PluginError;
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::datastores::sqlite::{Interrupter, Session};
+use crate::datastores::sqlite::{Interrupter, Session, TableScope};
 use crate::datastores::{DatastoreError, Rows, SqlValue};
 use crate::plan::{Access, TargetKind};
 use crate::runtime::bindings::sluice::plugin::sql::{self as wit, QueryResult, RowBatch, Value};
@@ -31,6 +31,8 @@ pub struct SqlGrant {
     pub path: PathBuf,
     /// Access mode, enforced by the datastore.
     pub access: Access,
+    /// Tables the plugin may touch (`None`: all), enforced by the datastore.
+    pub tables: Option<Vec<String>>,
 }
 
 impl SqlGrant {
@@ -147,8 +149,13 @@ impl wit::Host for SqlCapability {
                 }
             ))));
         };
-        let (path, access) = (grant.path.clone(), grant.access);
-        let opened = tokio::task::spawn_blocking(move || Session::open(&path, access)).await?;
+        let (path, access, scope) = (
+            grant.path.clone(),
+            grant.access,
+            TableScope::new(grant.tables.clone()),
+        );
+        let opened =
+            tokio::task::spawn_blocking(move || Session::open(&path, access, scope)).await?;
         let session = match opened {
             Ok(s) => s,
             Err(e) => return Ok(Err(datastore(e))),
@@ -307,6 +314,7 @@ mod tests {
             kind: TargetKind::Sqlite,
             path: "/tmp/shop.db".into(),
             access: Access::ReadOnly,
+            tables: None,
         };
         let cases = [
             ("shop", true),

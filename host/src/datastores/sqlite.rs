@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use sluice_sdk::checksum::TableChecksum;
@@ -80,7 +81,7 @@ impl Interrupter {
 impl Session {
     /// Opens `path` with `access`. Read-only is enforced by SQLite itself:
     /// the file is opened read-only and `query_only` is set.
-    pub fn open(path: &Path, access: Access) -> Result<Session, DatastoreError> {
+    pub fn open(path: &Path, access: Access, scope: TableScope) -> Result<Session, DatastoreError> {
         if !path.is_file() {
             return Err(DatastoreError::host(
                 "SQLITE_CANTOPEN",
@@ -97,6 +98,18 @@ impl Session {
             conn.pragma_update(None, "query_only", true)
                 .map_err(error)?;
         }
+        // No other database file may be reached from this connection: ATTACH
+        // (and VACUUM INTO, which attaches) fail for want of a slot.
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
+            .map_err(error)?;
+        // The table scope is enforced by SQLite as each statement is prepared.
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if scope.allows(&ctx.action) {
+                Authorization::Allow
+            } else {
+                Authorization::Deny
+            }
+        }));
         let interrupt = Arc::new(conn.get_interrupt_handle());
         let (requests, inbox) = mpsc::channel();
         std::thread::Builder::new()
@@ -184,6 +197,200 @@ impl Session {
     /// Runs a `;`-separated script.
     pub async fn script(&self, sql: String) -> Result<(), DatastoreError> {
         self.ask(|reply| Request::Script { sql, reply }).await
+    }
+}
+
+/// The tables a connection may touch, checked by SQLite's authorizer for
+/// every table a statement reads, writes, creates or drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableScope {
+    tables: Option<Vec<String>>,
+}
+
+/// Pragmas that only describe the schema or set per-connection behaviour a
+/// plugin legitimately needs; every other pragma is refused.
+const ALLOWED_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "defer_foreign_keys",
+    "integrity_check",
+    "quick_check",
+];
+
+impl TableScope {
+    /// A scope of `tables`; `None` allows every table.
+    pub fn new(tables: Option<Vec<String>>) -> Self {
+        TableScope { tables }
+    }
+
+    fn table(&self, name: &str) -> bool {
+        // The schema catalogue is readable so plugins can describe tables;
+        // user SQL cannot write it (writable_schema is refused below).
+        if name.starts_with("sqlite_") {
+            return true;
+        }
+        match &self.tables {
+            None => true,
+            Some(tables) => tables.iter().any(|t| t.eq_ignore_ascii_case(name)),
+        }
+    }
+
+    /// Whether an action a statement performs is within the scope.
+    pub fn allows(&self, action: &AuthAction<'_>) -> bool {
+        use AuthAction as A;
+        match action {
+            A::Read { table_name, .. }
+            | A::Insert { table_name }
+            | A::Update { table_name, .. }
+            | A::Delete { table_name }
+            | A::CreateTable { table_name }
+            | A::CreateTempTable { table_name }
+            | A::DropTable { table_name }
+            | A::DropTempTable { table_name }
+            | A::CreateIndex { table_name, .. }
+            | A::CreateTempIndex { table_name, .. }
+            | A::DropIndex { table_name, .. }
+            | A::DropTempIndex { table_name, .. }
+            | A::CreateTrigger { table_name, .. }
+            | A::CreateTempTrigger { table_name, .. }
+            | A::DropTrigger { table_name, .. }
+            | A::DropTempTrigger { table_name, .. }
+            | A::AlterTable { table_name, .. }
+            | A::Analyze { table_name } => self.table(table_name),
+            // A view is only as wide as the tables it reads, which are checked
+            // when it is used.
+            A::CreateView { .. }
+            | A::CreateTempView { .. }
+            | A::DropView { .. }
+            | A::DropTempView { .. } => true,
+            A::Select
+            | A::Recursive
+            | A::Transaction { .. }
+            | A::Savepoint { .. }
+            | A::Function { .. }
+            | A::Reindex { .. } => true,
+            A::Pragma { pragma_name, .. } => ALLOWED_PRAGMAS
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(pragma_name)),
+            // Other databases and virtual tables are outside any scope.
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+    use rusqlite::hooks::AuthAction as A;
+
+    #[test]
+    fn table_scope_allows_only_its_tables() {
+        let scoped = TableScope::new(Some(vec!["clientes".into()]));
+        let all = TableScope::new(None);
+        let cases: Vec<(A<'_>, bool, bool)> = vec![
+            (
+                A::Read {
+                    table_name: "clientes",
+                    column_name: "id",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Read {
+                    table_name: "customers",
+                    column_name: "id",
+                },
+                false,
+                true,
+            ),
+            (
+                A::Insert {
+                    table_name: "CLIENTES",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Delete {
+                    table_name: "customers",
+                },
+                false,
+                true,
+            ),
+            (
+                A::CreateTable {
+                    table_name: "other",
+                },
+                false,
+                true,
+            ),
+            (
+                A::DropTable {
+                    table_name: "clientes",
+                },
+                true,
+                true,
+            ),
+            (
+                A::CreateIndex {
+                    index_name: "i",
+                    table_name: "customers",
+                },
+                false,
+                true,
+            ),
+            (
+                A::Read {
+                    table_name: "sqlite_master",
+                    column_name: "sql",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Pragma {
+                    pragma_name: "table_info",
+                    pragma_value: Some("t"),
+                },
+                true,
+                true,
+            ),
+            (
+                A::Pragma {
+                    pragma_name: "writable_schema",
+                    pragma_value: Some("1"),
+                },
+                false,
+                false,
+            ),
+            (
+                A::Pragma {
+                    pragma_name: "query_only",
+                    pragma_value: Some("0"),
+                },
+                false,
+                false,
+            ),
+            (
+                A::Attach {
+                    filename: "/etc/passwd",
+                },
+                false,
+                false,
+            ),
+            (A::Select, true, true),
+        ];
+        for (action, in_scope, in_all) in cases {
+            assert_eq!(scoped.allows(&action), in_scope, "scoped {action:?}");
+            assert_eq!(all.allows(&action), in_all, "all {action:?}");
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::capabilities::sql::SqlGrant;
 use crate::datastores::sqlite::{self, Fingerprint};
 use crate::datastores::DatastoreError;
 use crate::journal::{Journal, JournalError, StepRecord, StepState, StoredBackup};
-use crate::plan::{Access, Plan, Step};
+use crate::plan::{Access, Plan, Step, ValueSource};
 use crate::runtime::{
     BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
     PhaseOutput, Runtime, StepContext,
@@ -32,6 +32,9 @@ pub enum EngineError {
     /// The backup store failed.
     #[error(transparent)]
     Backup(#[from] BackupError),
+    /// A step's plugin imports something the step is not granted.
+    #[error(transparent)]
+    Ungranted(#[from] crate::grants::UngrantedImport),
     /// `--to` names no step of the plan.
     #[error("step `{0}` is not in the plan")]
     UnknownStep(String),
@@ -247,6 +250,10 @@ impl Engine {
             tracing::debug!(plugin = %name, version = %loaded.info.version, cache = ?loaded.cache, "plugin loaded");
             plugins.insert(name.clone(), loaded);
         }
+        // Gate one, for every step, before anything runs.
+        for step in &plan.steps {
+            crate::grants::check_imports(step, &plugins[&step.plugin].facts)?;
+        }
         let state = plan.state_dir();
         let journal = Journal::open(&state)?;
         let backups = Arc::new(BackupStore::open(&state.join("backups"))?);
@@ -389,11 +396,32 @@ impl Engine {
                 kind: target.kind,
                 path: target.path.clone(),
                 access,
+                tables: step.tables.clone(),
             }),
             backup,
             limits: step.limits,
             progress: self.options.progress.clone(),
+            files: step.files.clone(),
+            values: self.values_for(step),
         }
+    }
+
+    /// The plan values granted to a step, resolved now (never logged).
+    fn values_for(&self, step: &Step) -> BTreeMap<String, String> {
+        step.values
+            .iter()
+            .filter_map(|name| {
+                let value = match &self.plan.values[name] {
+                    ValueSource::Literal(v) => Some(v.clone()),
+                    ValueSource::Env(var) => std::env::var(var).ok(),
+                    ValueSource::File(path) => std::fs::read_to_string(path).ok().map(|v| v.trim_end().to_string()),
+                };
+                if value.is_none() {
+                    tracing::warn!(step = %step.id, value = %name, "granted value is unavailable (unset variable or unreadable file)");
+                }
+                value.map(|v| (name.clone(), v))
+            })
+            .collect()
     }
 
     fn context(&self, step: &Step) -> StepContext {

@@ -136,6 +136,19 @@ pub struct PluginRef {
     pub bytes: Arc<[u8]>,
 }
 
+impl PluginRef {
+    /// Reads a component file outside a plan (for `sluice inspect`).
+    pub fn read(name: &str, path: &Path) -> std::io::Result<PluginRef> {
+        let bytes: Arc<[u8]> = std::fs::read(path)?.into();
+        Ok(PluginRef {
+            name: name.to_string(),
+            path: std::path::absolute(path)?,
+            digest: hex::encode(Sha256::digest(&bytes)),
+            bytes,
+        })
+    }
+}
+
 /// What a step may do to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -193,6 +206,28 @@ impl Default for Limits {
     }
 }
 
+/// A host directory handed to a step's plugin as a WASI preopen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGrant {
+    /// Name the plugin sees (the guest path).
+    pub name: String,
+    /// Host directory (absolute); the plugin never learns it.
+    pub path: PathBuf,
+    /// Read-only or read-write.
+    pub access: Access,
+}
+
+/// A named value a plan defines; steps are granted values by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueSource {
+    /// Written in the plan.
+    Literal(String),
+    /// Read from the operator's environment variable.
+    Env(String),
+    /// Read from a file (relative to the plan).
+    File(PathBuf),
+}
+
 /// A GO/NO-GO condition on the metrics of a step.
 #[derive(Debug, Clone)]
 pub struct Threshold {
@@ -215,6 +250,12 @@ pub struct Step {
     pub target: String,
     /// Access granted to migrate and rollback.
     pub access: Access,
+    /// Tables the step may touch; `None` means every table.
+    pub tables: Option<Vec<String>>,
+    /// Directories granted to the plugin.
+    pub files: Vec<FileGrant>,
+    /// Names of the plan values granted to the plugin.
+    pub values: Vec<String>,
     /// Params handed to the plugin, as a JSON object text.
     pub params_json: String,
     /// sha256 of the params (files inlined), for drift detection.
@@ -244,6 +285,8 @@ pub struct Plan {
     pub plugins: BTreeMap<String, PluginRef>,
     /// Steps in order.
     pub steps: Vec<Step>,
+    /// Named values, by name (resolved only when a step runs).
+    pub values: BTreeMap<String, ValueSource>,
 }
 
 impl Plan {
@@ -270,6 +313,30 @@ struct PlanFile {
     plugins: BTreeMap<String, Spanned<PluginFile>>,
     #[serde(default)]
     steps: Vec<Spanned<StepFile>>,
+    #[serde(default)]
+    values: BTreeMap<String, Spanned<ValueFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ValueFile {
+    Literal(String),
+    Source(ValueSourceFile),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValueSourceFile {
+    env: Option<String>,
+    file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGrantFile {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    access: Access,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +368,11 @@ struct StepFile {
     plugin: Spanned<String>,
     target: Spanned<String>,
     access: Spanned<Access>,
+    tables: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    files: Vec<Spanned<FileGrantFile>>,
+    #[serde(default)]
+    values: Vec<Spanned<String>>,
     #[allow(dead_code)] // free text for readers of the plan
     description: Option<String>,
     params: Option<Spanned<toml::Table>>,
@@ -396,6 +468,23 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         );
     }
 
+    let mut values = BTreeMap::new();
+    for (name, value) in &file.values {
+        src.check_name(name, value.span().start, "value")?;
+        let source = match value.get_ref() {
+            ValueFile::Literal(text) => ValueSource::Literal(text.clone()),
+            ValueFile::Source(ValueSourceFile { env: Some(var), file: None }) => ValueSource::Env(var.clone()),
+            ValueFile::Source(ValueSourceFile { env: None, file: Some(path) }) => ValueSource::File(dir.join(path)),
+            ValueFile::Source(_) => {
+                return Err(src.error(
+                    value.span().start,
+                    format!("value `{name}` needs exactly one of `env = \"VAR\"` or `file = \"path\"`, or a literal string"),
+                ))
+            }
+        };
+        values.insert(name.clone(), source);
+    }
+
     if file.steps.is_empty() {
         return Err(src.error(0, "the plan has no steps; add a [[steps]] table".into()));
     }
@@ -453,6 +542,59 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let tables = s
+            .tables
+            .as_ref()
+            .map(|tables| tables.iter().map(|t| t.get_ref().clone()).collect());
+        if let Some(list) = &s.tables {
+            if list.is_empty() {
+                return Err(src.error(
+                    step.span().start,
+                    format!("step `{id}`: `tables = []` grants no table; remove it to grant every table"),
+                ));
+            }
+        }
+        let mut files = Vec::new();
+        for f in &s.files {
+            let grant = f.get_ref();
+            let name = grant.name.get_ref();
+            src.check_name(name, grant.name.span().start, "file grant")?;
+            let path = dir.join(grant.path.get_ref());
+            if !path.is_dir() {
+                return Err(src.error(
+                    grant.path.span().start,
+                    format!(
+                        "step `{id}`: file grant `{name}`: {} is not a directory",
+                        path.display()
+                    ),
+                ));
+            }
+            if files.iter().any(|g: &FileGrant| &g.name == name) {
+                return Err(src.error(
+                    grant.name.span().start,
+                    format!("step `{id}`: file grant `{name}` is given twice"),
+                ));
+            }
+            files.push(FileGrant {
+                name: name.clone(),
+                path,
+                access: grant.access,
+            });
+        }
+        let mut granted_values = Vec::new();
+        for v in &s.values {
+            if !values.contains_key(v.get_ref()) {
+                return Err(src.error(
+                    v.span().start,
+                    format!(
+                        "step `{id}` is granted value `{}`, which the plan does not define in [values]; defined: {}",
+                        v.get_ref(),
+                        list(values.keys())
+                    ),
+                ));
+            }
+            granted_values.push(v.get_ref().clone());
+        }
         let limits = s.limits.as_ref().map(|l| *l.get_ref()).unwrap_or_default();
         if let Some(l) = &s.limits {
             if limits.memory_mib == 0 || limits.phase_seconds == 0 || limits.backup_mib == 0 {
@@ -467,6 +609,9 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             plugin: s.plugin.get_ref().clone(),
             target: s.target.get_ref().clone(),
             access: *s.access.get_ref(),
+            tables,
+            files,
+            values: granted_values,
             params_hash: hex::encode(Sha256::digest(params_json.as_bytes())),
             params_json,
             thresholds,
@@ -487,6 +632,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         targets,
         plugins,
         steps,
+        values,
     })
 }
 

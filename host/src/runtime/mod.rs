@@ -25,10 +25,14 @@ use crate::capabilities::backup_store::{BackupAccess, BackupCapability};
 use crate::capabilities::log::LogCapability;
 use crate::capabilities::progress::{ProgressCapability, ProgressSink};
 use crate::capabilities::sql::{SessionInterrupters, SqlCapability, SqlGrant};
+use crate::capabilities::values::ValuesCapability;
 use crate::capabilities::{self, describe_error};
-use crate::plan::{Limits, PluginRef};
+use crate::grants::ComponentFacts;
+use crate::plan::{Access, FileGrant, Limits, PluginRef};
 pub use bindings::{BackupManifest, Metric, PluginError, PluginInfo, StepContext, TableState};
 pub use cache::{CacheOutcome, ComponentCache};
+use std::collections::BTreeMap;
+use wasmtime_wasi::FsPerms;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -98,6 +102,8 @@ pub struct LoadedPlugin {
     pub info: PluginInfo,
     /// Whether the compiled code came from the cache.
     pub cache: CacheOutcome,
+    /// What the component file says about itself (imports, WIT version).
+    pub facts: ComponentFacts,
     pre: bindings::PluginPre<StoreState>,
 }
 
@@ -113,6 +119,25 @@ pub struct CallGrants {
     pub limits: Limits,
     /// Where progress reports go.
     pub progress: Option<ProgressSink>,
+    /// Directories handed over as WASI preopens.
+    pub files: Vec<FileGrant>,
+    /// Named values, resolved.
+    pub values: BTreeMap<String, String>,
+}
+
+impl CallGrants {
+    /// Grants nothing but `limits`.
+    pub fn none(step_id: &str, limits: Limits) -> Self {
+        CallGrants {
+            step_id: step_id.to_string(),
+            sql: None,
+            backup: BackupAccess::None,
+            limits,
+            progress: None,
+            files: Vec::new(),
+            values: BTreeMap::new(),
+        }
+    }
 }
 
 /// A phase to call, with its inputs.
@@ -172,6 +197,7 @@ pub struct StoreState {
     backup: BackupCapability,
     progress: ProgressCapability,
     log: LogCapability,
+    values: ValuesCapability,
 }
 
 impl WasiView for StoreState {
@@ -217,6 +243,9 @@ impl Runtime {
         link(capabilities::log::add_to_linker(&mut linker, |s| {
             &mut s.log
         }))?;
+        link(capabilities::values::add_to_linker(&mut linker, |s| {
+            &mut s.values
+        }))?;
         Ok(Runtime {
             engine,
             linker,
@@ -232,6 +261,10 @@ impl Runtime {
             path: plugin.path.display().to_string(),
             reason,
         };
+        // Read before compiling: an incompatible plugin costs no compile.
+        let facts = ComponentFacts::read(&plugin.bytes)
+            .and_then(|facts| facts.check_wit().map(|()| facts))
+            .map_err(|e| invalid(e.to_string()))?;
         let (component, cache) = self
             .compile(&plugin.digest, &plugin.bytes)
             .map_err(|e| invalid(format!("{e:#}")))?;
@@ -251,6 +284,7 @@ impl Runtime {
                 idempotent_migrate: false,
             },
             cache,
+            facts,
             pre,
         };
         loaded.info = self
@@ -282,15 +316,25 @@ impl Runtime {
     ) -> (Store<StoreState>, Captured) {
         let stdout = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
         let stderr = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
-        // Deny by default: no environment, no arguments, no preopened
-        // directories, no network; only stdout/stderr, captured.
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
+        // Deny by default: no environment, no arguments, no network; only the
+        // granted directories (through cap-std, so `..`, absolute paths and
+        // symlinks cannot leave them) and stdout/stderr, captured.
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        for grant in &grants.files {
+            let perms = match grant.access {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            if let Err(e) = wasi.preopened_dir(&grant.path, &grant.name, perms) {
+                tracing::warn!(dir = %grant.path.display(), "cannot preopen a granted directory: {e}");
+            }
+        }
+        let wasi = wasi.build();
         let memory = usize::try_from(grants.limits.memory_mib << 20).unwrap_or(usize::MAX);
         let state = StoreState {
             wasi,
@@ -306,6 +350,7 @@ impl Runtime {
             backup: BackupCapability::new(grants.backup),
             progress: ProgressCapability::new(grants.progress),
             log: LogCapability::new(&plugin.name, &grants.step_id),
+            values: ValuesCapability::new(grants.values),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -315,13 +360,7 @@ impl Runtime {
     /// Instantiates a plugin in a fresh store without calling it and returns
     /// how long that took: the fixed cost every phase call pays.
     pub async fn probe(&self, plugin: &LoadedPlugin) -> Result<Duration, PhaseError> {
-        let grants = CallGrants {
-            step_id: "-".into(),
-            sql: None,
-            backup: BackupAccess::None,
-            limits: Limits::default(),
-            progress: None,
-        };
+        let grants = CallGrants::none("-", Limits::default());
         let (mut store, _captured) = self.new_store(plugin, grants, SessionInterrupters::default());
         set_deadline(&mut store, DESCRIBE_DEADLINE);
         let started = Instant::now();
@@ -334,13 +373,7 @@ impl Runtime {
     }
 
     async fn describe(&self, plugin: &LoadedPlugin) -> Result<PluginInfo, PhaseError> {
-        let grants = CallGrants {
-            step_id: "-".into(),
-            sql: None,
-            backup: BackupAccess::None,
-            limits: Limits::default(),
-            progress: None,
-        };
+        let grants = CallGrants::none("-", Limits::default());
         let (mut store, captured) = self.new_store(plugin, grants, SessionInterrupters::default());
         set_deadline(&mut store, DESCRIBE_DEADLINE);
         let call = async {

@@ -1,0 +1,187 @@
+//! What a plugin can ask for and what a step grants: the first of the two
+//! gates. A component's imports are read from its bytes before it is
+//! compiled; each maps to a capability; a step whose plugin imports a
+//! capability the plan does not grant it is refused before anything runs.
+//! The second gate is in each host function (`capabilities/`).
+
+pub mod component;
+
+use std::fmt;
+
+use crate::plan::{Access, Step};
+
+pub use component::{ComponentFacts, FactsError, SUPPORTED_WIT};
+
+/// A kind of authority a plugin can hold.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// WASI basics that carry no authority here: streams, clocks, random,
+    /// exit, and an environment and stdin the host leaves empty.
+    Runtime,
+    /// sluice's own protocol: backup store (phase-scoped), progress, log.
+    Protocol,
+    /// SQL access to the step's target (`sluice:plugin/sql`).
+    Datastore,
+    /// Named values of the plan (`sluice:plugin/values`).
+    Values,
+    /// Directories handed to the plugin (`wasi:filesystem`).
+    Files,
+    /// Network access (`wasi:sockets`, `wasi:http`): never granted.
+    Network,
+    /// An interface sluice does not provide.
+    Unknown,
+}
+
+impl Capability {
+    /// Human name, as shown by `inspect` and `audit`.
+    pub fn human(&self) -> &'static str {
+        match self {
+            Capability::Runtime => "runtime basics (no authority)",
+            Capability::Protocol => "sluice protocol (backup store, progress, log)",
+            Capability::Datastore => "datastore access (SQL on the step's target)",
+            Capability::Values => "named values from the plan",
+            Capability::Files => "files in granted directories",
+            Capability::Network => "network",
+            Capability::Unknown => "an interface sluice does not provide",
+        }
+    }
+
+    /// What a plan must say to grant it, or why it cannot be granted.
+    pub fn how_to_grant(&self) -> &'static str {
+        match self {
+            Capability::Runtime | Capability::Protocol => "always available",
+            Capability::Datastore => "the step's `target` and `access` (and `tables` to scope it)",
+            Capability::Values => {
+                "`values = [\"name\", …]` on the step, defined in the plan's [values]"
+            }
+            Capability::Files => {
+                "`files = [{ name = \"…\", path = \"…\", access = \"read-only\" }]` on the step"
+            }
+            Capability::Network => "nothing: sluice does not grant network access to plugins",
+            Capability::Unknown => "nothing: sluice does not provide this interface",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.human())
+    }
+}
+
+/// The capability an imported interface (`wasi:cli/stdout@0.2.6`) needs.
+pub fn classify(interface: &str) -> Capability {
+    let name = interface.split('@').next().unwrap_or(interface);
+    let (package, _) = name.split_once('/').unwrap_or((name, ""));
+    match (package, name) {
+        (_, "sluice:plugin/sql") => Capability::Datastore,
+        (_, "sluice:plugin/values") => Capability::Values,
+        (
+            _,
+            "sluice:plugin/backup-store"
+            | "sluice:plugin/progress"
+            | "sluice:plugin/log"
+            | "sluice:plugin/types",
+        ) => Capability::Protocol,
+        ("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random", _) => Capability::Runtime,
+        ("wasi:filesystem", _) => Capability::Files,
+        ("wasi:sockets" | "wasi:http", _) => Capability::Network,
+        _ => Capability::Unknown,
+    }
+}
+
+/// Whether a step's grants allow a capability.
+pub fn allows(step: &Step, capability: &Capability) -> bool {
+    match capability {
+        Capability::Runtime | Capability::Protocol => true,
+        // Every step names its target and access: that is its datastore grant.
+        Capability::Datastore => true,
+        Capability::Values => !step.values.is_empty(),
+        Capability::Files => !step.files.is_empty(),
+        Capability::Network | Capability::Unknown => false,
+    }
+}
+
+/// A plugin needs something its step was not granted.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "step `{step}`: plugin `{plugin}` imports `{interface}` ({capability}), which the step is not granted; \
+     to grant it: {how}"
+)]
+pub struct UngrantedImport {
+    /// Step id.
+    pub step: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// The imported interface.
+    pub interface: String,
+    /// What it gives.
+    pub capability: Capability,
+    /// The grant that would allow it.
+    pub how: &'static str,
+}
+
+/// Gate one: every import of the step's plugin is granted by the step.
+pub fn check_imports(step: &Step, facts: &ComponentFacts) -> Result<(), UngrantedImport> {
+    for interface in &facts.imports {
+        let capability = classify(interface);
+        if !allows(step, &capability) {
+            return Err(UngrantedImport {
+                step: step.id.clone(),
+                plugin: step.plugin.clone(),
+                interface: interface.clone(),
+                how: capability.how_to_grant(),
+                capability,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A grant a reviewer should look at twice.
+pub fn risks(step: &Step) -> Vec<String> {
+    let mut out = Vec::new();
+    if step.access == Access::ReadWrite && step.tables.is_none() {
+        out.push(format!(
+            "read-write on every table of target `{}`",
+            step.target
+        ));
+    }
+    for f in &step.files {
+        if f.access == Access::ReadWrite {
+            out.push(format!(
+                "writable directory `{}` ({})",
+                f.name,
+                f.path.display()
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_map_to_capabilities() {
+        let cases = [
+            ("sluice:plugin/sql@0.1.0", Capability::Datastore),
+            ("sluice:plugin/values@0.1.0", Capability::Values),
+            ("sluice:plugin/backup-store@0.1.0", Capability::Protocol),
+            ("sluice:plugin/log@0.1.0", Capability::Protocol),
+            ("wasi:cli/stdout@0.2.6", Capability::Runtime),
+            ("wasi:cli/environment@0.2.0", Capability::Runtime),
+            ("wasi:io/streams@0.2.6", Capability::Runtime),
+            ("wasi:filesystem/preopens@0.2.6", Capability::Files),
+            ("wasi:sockets/tcp@0.2.6", Capability::Network),
+            ("wasi:http/outgoing-handler@0.2.6", Capability::Network),
+            ("acme:evil/anything@1.0.0", Capability::Unknown),
+            ("sluice:plugin/sqlx@0.1.0", Capability::Unknown),
+        ];
+        for (interface, want) in cases {
+            assert_eq!(classify(interface), want, "{interface}");
+        }
+    }
+}
