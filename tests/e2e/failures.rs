@@ -46,10 +46,10 @@ fn a_threshold_not_met_rolls_back_to_the_pre_step_checksums() {
     let plan = s.read("sluice.toml");
     let step1_only = &plan[..plan.find("[[steps]]\nid = \"merge-legacy\"").unwrap()];
     s.write("step1.toml", step1_only);
-    assert_eq!(s.sluice(&["run", "step1.toml"]).code, 0);
+    assert_eq!(s.run("step1.toml").code, 0);
     let after_step1 = s.state("shop.db");
 
-    let run = s.sluice(&["run", "sluice.toml"]);
+    let run = s.run("sluice.toml");
     assert_eq!(run.code, 1, "a failed, rolled-back step exits 1");
     assert!(
         run.stdout
@@ -91,7 +91,7 @@ fn a_threshold_not_met_rolls_back_to_the_pre_step_checksums() {
 fn a_panic_in_migrate_is_rolled_back_and_the_host_survives() {
     let s = one_step("fixtures/panics.wasm", "panic_in = \"migrate\"", "");
     let before = s.state("shop.db");
-    let run = s.sluice(&["run", "one.toml"]);
+    let run = s.run("one.toml");
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stdout.contains("migrate failed: plugin trapped"),
@@ -111,7 +111,7 @@ fn a_panic_in_migrate_is_rolled_back_and_the_host_survives() {
 fn a_panic_in_backup_changes_nothing() {
     let s = one_step("fixtures/panics.wasm", "panic_in = \"backup\"", "");
     let before = s.state("shop.db");
-    let run = s.sluice(&["run", "one.toml"]);
+    let run = s.run("one.toml");
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stdout.contains("backup failed: plugin trapped"),
@@ -131,7 +131,7 @@ fn a_panic_in_rollback_is_reported_as_needing_attention() {
         "copy-customers.sql",
         &(s.read("copy-customers.sql") + "\nINSERT INTO clientes SELECT contact_id, full_name, 'customer1@example.com', '' FROM legacy_contacts;"),
     );
-    let run = s.sluice(&["run", "one.toml"]);
+    let run = s.run("one.toml");
     assert_eq!(run.code, 4, "{}", run.all());
     assert!(run.stdout.contains("NEEDS ATTENTION"), "{}", run.stdout);
     assert!(
@@ -152,7 +152,7 @@ fn a_plugin_stuck_in_a_loop_hits_the_deadline_and_is_rolled_back() {
     let s = one_step("fixtures/loops.wasm", "", "limits = { phase_seconds = 1 }");
     let before = s.state("shop.db");
     let started = std::time::Instant::now();
-    let run = s.sluice(&["run", "one.toml"]);
+    let run = s.run("one.toml");
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stdout
@@ -171,7 +171,7 @@ fn a_plugin_stuck_in_a_loop_hits_the_deadline_and_is_rolled_back() {
 #[test]
 fn a_backup_altered_before_rollback_is_refused() {
     let s = one_step("sqlite.wasm", "", "");
-    assert_eq!(s.sluice(&["run", "one.toml"]).code, 0);
+    assert_eq!(s.run("one.toml").code, 0);
     let applied = s.state("shop.db");
 
     // Damage one stored artifact.
@@ -209,7 +209,7 @@ fn a_read_only_step_cannot_write() {
             .replace("access = \"read-write\"", "access = \"read-only\""),
     );
     let before = s.state("shop.db");
-    let run = s.sluice(&["run", "one.toml"]);
+    let run = s.run("one.toml");
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stdout.contains("SQLITE_READONLY"),

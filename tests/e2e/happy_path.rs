@@ -18,12 +18,12 @@ fn passing_quickstart() -> Scenario {
 #[test]
 fn both_steps_complete_and_a_rerun_changes_nothing() {
     let s = passing_quickstart();
-    let first = s.sluice(&["run", "sluice.toml"]);
+    let first = s.run("sluice.toml");
     assert_eq!(first.code, 0, "{}", first.all());
     let after = s.state("shop.db");
     assert_eq!(after.rows("clientes"), 1037);
 
-    let again = s.sluice(&["run", "sluice.toml"]);
+    let again = s.run("sluice.toml");
     assert_eq!(again.code, 0);
     assert!(again.stdout.contains("already applied"), "{}", again.stdout);
     assert_eq!(
@@ -61,7 +61,7 @@ fn both_steps_complete_and_a_rerun_changes_nothing() {
 fn rollback_command_restores_every_step_in_reverse_order() {
     let s = passing_quickstart();
     let seeded = s.state("shop.db");
-    assert_eq!(s.sluice(&["run", "sluice.toml"]).code, 0);
+    assert_eq!(s.run("sluice.toml").code, 0);
     let after_both = s.state("shop.db");
 
     // Roll back only the second step.
@@ -77,20 +77,20 @@ fn rollback_command_restores_every_step_in_reverse_order() {
     assert_eq!(s.state("shop.db"), seeded);
 
     // Rolled-back steps run again.
-    assert_eq!(s.sluice(&["run", "sluice.toml"]).code, 0);
+    assert_eq!(s.run("sluice.toml").code, 0);
     assert_eq!(s.state("shop.db"), after_both);
 }
 
 #[test]
 fn changed_params_of_a_completed_step_are_reported_as_drift() {
     let s = passing_quickstart();
-    assert_eq!(s.sluice(&["run", "sluice.toml"]).code, 0);
+    assert_eq!(s.run("sluice.toml").code, 0);
     let before = s.state("shop.db");
     s.write(
         "copy-customers.sql",
         &(s.read("copy-customers.sql") + "\n-- edited after it ran\n"),
     );
-    let rerun = s.sluice(&["run", "sluice.toml"]);
+    let rerun = s.run("sluice.toml");
     assert_eq!(rerun.code, 3, "drift is refused with exit code 3");
     assert!(
         rerun.stdout.contains("drift") && rerun.stdout.contains("params changed"),

@@ -5,3 +5,4 @@ mod bad_plans;
 mod failures;
 mod happy_path;
 mod runtime;
+mod security;

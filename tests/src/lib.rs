@@ -148,6 +148,14 @@ impl Scenario {
         outcome
     }
 
+    /// Accepts the plan's plugins and grants into its lock (as a reviewer
+    /// would after `sluice audit`), then runs it.
+    pub fn run(&self, plan: &str) -> Outcome {
+        let accepted = self.sluice(&["audit", "--accept", plan]);
+        assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
+        self.sluice(&["run", plan])
+    }
+
     /// The state of a database as the tests see it.
     pub fn state(&self, db: &str) -> DbState {
         DbState::of(&self.path().join(db))

@@ -153,7 +153,15 @@ fn demo(root: &Path) -> Result<()> {
     );
 
     let plan = example.join("sluice.toml");
-    println!("== sluice run examples/quickstart/sluice.toml\n");
+    let _ = std::fs::remove_file(example.join("sluice.lock"));
+    println!("== sluice audit --accept examples/quickstart/sluice.toml   (a reviewer accepts what each plugin may touch)\n");
+    run_cmd(
+        Command::new(&built.sluice)
+            .arg("audit")
+            .arg("--accept")
+            .arg(&plan),
+    )?;
+    println!("\n== sluice run examples/quickstart/sluice.toml\n");
     let status = Command::new(&built.sluice).arg("run").arg(&plan).status()?;
     println!(
         "\n(exit code {}: 1 means a step failed and was rolled back, as this demo intends)\n",

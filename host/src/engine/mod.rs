@@ -560,6 +560,21 @@ impl Engine {
                 return Ok(s);
             }
         };
+        if let Err(reason) = check_metrics(&metrics) {
+            let reason = format!("validate returned unusable metrics: {reason}");
+            s.outcome = self
+                .roll_back(
+                    run_id,
+                    step,
+                    plugin,
+                    &record,
+                    Phase::Validate,
+                    reason,
+                    &mut s,
+                )
+                .await?;
+            return Ok(s);
+        }
         self.journal.record_metrics(&step.id, &metrics)?;
         s.metrics = metrics.clone();
 
@@ -807,6 +822,31 @@ impl Engine {
             .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
         Ok(StepOutcome::RolledBack { phase, reason })
     }
+}
+
+/// Metrics `validate` may return: far more than any plan's thresholds read,
+/// few enough that a plugin cannot bloat the journal and reports.
+pub const MAX_METRICS: usize = 1_000;
+/// Longest metric name and detail kept.
+pub const MAX_METRIC_TEXT: usize = 4_096;
+
+fn check_metrics(metrics: &[Metric]) -> Result<(), String> {
+    if metrics.len() > MAX_METRICS {
+        return Err(format!(
+            "{} metrics; the limit is {MAX_METRICS}",
+            metrics.len()
+        ));
+    }
+    if let Some(m) = metrics
+        .iter()
+        .find(|m| m.name.len() > MAX_METRIC_TEXT || m.detail.len() > MAX_METRIC_TEXT)
+    {
+        return Err(format!(
+            "metric `{}…` has a name or detail over {MAX_METRIC_TEXT} bytes",
+            m.name.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(())
 }
 
 fn drift(record: &StepRecord, plugin: &LoadedPlugin, step: &Step) -> Option<String> {

@@ -124,19 +124,23 @@ pub struct UngrantedImport {
 
 /// Gate one: every import of the step's plugin is granted by the step.
 pub fn check_imports(step: &Step, facts: &ComponentFacts) -> Result<(), UngrantedImport> {
-    for interface in &facts.imports {
-        let capability = classify(interface);
-        if !allows(step, &capability) {
-            return Err(UngrantedImport {
-                step: step.id.clone(),
-                plugin: step.plugin.clone(),
-                interface: interface.clone(),
-                how: capability.how_to_grant(),
-                capability,
-            });
-        }
+    // Name the most serious ungranted import (network before files, …).
+    let worst = facts
+        .imports
+        .iter()
+        .map(|interface| (classify(interface), interface))
+        .filter(|(capability, _)| !allows(step, capability))
+        .max_by(|a, b| a.0.cmp(&b.0));
+    match worst {
+        None => Ok(()),
+        Some((capability, interface)) => Err(UngrantedImport {
+            step: step.id.clone(),
+            plugin: step.plugin.clone(),
+            interface: interface.clone(),
+            how: capability.how_to_grant(),
+            capability,
+        }),
     }
-    Ok(())
 }
 
 /// A grant a reviewer should look at twice.
