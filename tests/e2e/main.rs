@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sluice` binary, real plugin components, real
 //! SQLite files. Run with `cargo xtask test`.
 
+mod audit;
 mod bad_plans;
 mod failures;
 mod happy_path;

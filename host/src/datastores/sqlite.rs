@@ -235,6 +235,12 @@ impl TableScope {
         if name.starts_with("sqlite_") {
             return true;
         }
+        // `SELECT … FROM pragma_table_info('t')`: the pragma's own allowlist.
+        if let Some(pragma) = name.strip_prefix("pragma_") {
+            return ALLOWED_PRAGMAS
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(pragma));
+        }
         match &self.tables {
             None => true,
             Some(tables) => tables.iter().any(|t| t.eq_ignore_ascii_case(name)),
@@ -386,6 +392,22 @@ mod scope_tests {
                 false,
             ),
             (A::Select, true, true),
+            (
+                A::Read {
+                    table_name: "pragma_table_info",
+                    column_name: "name",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Read {
+                    table_name: "pragma_writable_schema",
+                    column_name: "x",
+                },
+                false,
+                false,
+            ),
         ];
         for (action, in_scope, in_all) in cases {
             assert_eq!(scoped.allows(&action), in_scope, "scoped {action:?}");
