@@ -6,7 +6,10 @@
 //!   in native rusqlite (target ≥ 0.8×);
 //! - load: a plugin from the component cache vs compiling it (target ≥ 100×);
 //! - instantiate: p50 of a fresh instance from the reused `InstancePre`
-//!   (target ≤ 30 µs).
+//!   (target ≤ 30 µs);
+//! - enforcement: the quickstart run end to end, and the plugin copy, with
+//!   every limit and grant check on vs a runtime with them relaxed (target
+//!   ≤ 5 % overhead).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +18,9 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 use sluice::capabilities::backup_store::BackupAccess;
 use sluice::capabilities::sql::SqlGrant;
+use sluice::engine::{Engine, EngineOptions};
 use sluice::plan::{Access, Limits, PluginRef, TargetKind};
-use sluice::runtime::{CallGrants, ComponentCache, PhaseInput, Runtime, StepContext};
+use sluice::runtime::{CallGrants, ComponentCache, Enforcement, PhaseInput, Runtime, StepContext};
 use sluice_e2e::plugin;
 
 const ROWS: i64 = 1_000_000;
@@ -37,6 +41,7 @@ fn main() {
         load(dir.path(), &plugin_ref).await;
         instantiate(dir.path(), &plugin_ref).await;
         copy(dir.path(), &plugin_ref).await;
+        enforcement(dir.path(), &plugin_ref).await;
     });
 }
 
@@ -163,6 +168,7 @@ async fn plugin_copy(
     runtime: &Runtime,
     loaded: &sluice::runtime::LoadedPlugin,
     path: &Path,
+    tables: Option<Vec<String>>,
 ) -> Duration {
     let params = serde_json::json!({
         "copy": [{ "select": "SELECT id, name, email, score FROM src", "insert": "INSERT INTO dst VALUES (?1, ?2, ?3, ?4)" }]
@@ -174,7 +180,7 @@ async fn plugin_copy(
             kind: TargetKind::Sqlite,
             path: path.to_path_buf(),
             access: Access::ReadWrite,
-            tables: None,
+            tables,
         }),
         backup: BackupAccess::None,
         limits: Limits::default(),
@@ -213,7 +219,7 @@ async fn copy(dir: &Path, plugin: &PluginRef) {
         native.push(native_copy(&db));
         assert_eq!(count(&db), ROWS);
         reset(&db);
-        through.push(plugin_copy(&runtime, &loaded, &db).await);
+        through.push(plugin_copy(&runtime, &loaded, &db, None).await);
         assert_eq!(count(&db), ROWS);
     }
     // Each round measures both back to back, so their ratio is paired: its
@@ -235,4 +241,107 @@ async fn copy(dir: &Path, plugin: &PluginRef) {
         ratios[ratios.len() - 1],
         verdict(ratio >= 0.8)
     );
+}
+
+/// A fresh quickstart scenario: plan, SQL, seeded database; returns the plan.
+fn quickstart(dir: &Path) -> sluice::plan::Plan {
+    let example = sluice_e2e::root().join("examples/quickstart");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(&example).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sql" || e == "toml") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let plan = std::fs::read_to_string(dir.join("sluice.toml"))
+        .unwrap()
+        .replace(
+            "../../target/plugins/sqlite.wasm",
+            &plugin("sqlite.wasm").display().to_string(),
+        );
+    std::fs::write(dir.join("sluice.toml"), plan).unwrap();
+    let seed = std::fs::read_to_string(dir.join("seed.sql")).unwrap();
+    rusqlite::Connection::open(dir.join("shop.db"))
+        .unwrap()
+        .execute_batch(&seed)
+        .unwrap();
+    sluice::plan::load(&dir.join("sluice.toml")).unwrap()
+}
+
+async fn quickstart_run(dir: &Path, runtime: &Arc<Runtime>) -> Duration {
+    let plan = quickstart(dir);
+    let t = Instant::now();
+    let mut engine = Engine::with_runtime(plan, runtime.clone(), EngineOptions::default())
+        .await
+        .unwrap();
+    let summary = engine.run().await.unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(summary.exit_code(), 1, "step 1 applies, step 2 rolls back");
+    elapsed
+}
+
+async fn enforcement(dir: &Path, plugin_ref: &PluginRef) {
+    let cache = || ComponentCache::new(Some(dir.join("cache")));
+    let strict = Arc::new(Runtime::new(cache()).unwrap());
+    let relaxed = Arc::new(Runtime::with_enforcement(cache(), Enforcement::relaxed()).unwrap());
+    let qs = dir.join("quickstart");
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        quickstart_run(&qs, &strict).await;
+        quickstart_run(&qs, &relaxed).await;
+    }
+    for _ in 0..21 {
+        on.push(quickstart_run(&qs, &strict).await);
+        off.push(quickstart_run(&qs, &relaxed).await);
+    }
+    let overhead = paired_overhead(&on, &off);
+    let (on, off) = (median(on), median(off));
+    println!(
+        "checks   quickstart run: enforced {:>6.1} ms   relaxed {:>6.1} ms   overhead {:>+5.1}%   (target ≤ 5%: {})",
+        on.as_secs_f64() * 1e3,
+        off.as_secs_f64() * 1e3,
+        overhead * 100.0,
+        verdict(overhead <= 0.05)
+    );
+
+    let db = dir.join("copy.db");
+    let loaded_on = strict.load(plugin_ref).await.unwrap();
+    let loaded_off = relaxed.load(plugin_ref).await.unwrap();
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        reset(&db);
+        on.push(
+            plugin_copy(
+                &strict,
+                &loaded_on,
+                &db,
+                Some(vec!["src".into(), "dst".into()]),
+            )
+            .await,
+        );
+        reset(&db);
+        off.push(plugin_copy(&relaxed, &loaded_off, &db, None).await);
+    }
+    let overhead = paired_overhead(&on, &off);
+    let (on, off) = (median(on), median(off));
+    println!(
+        "checks   1M-row plugin copy: enforced {:>6.0} ms   relaxed {:>6.0} ms   overhead {:>+5.1}%   (target ≤ 5%: {})",
+        on.as_secs_f64() * 1e3,
+        off.as_secs_f64() * 1e3,
+        overhead * 100.0,
+        verdict(overhead <= 0.05)
+    );
+}
+
+/// Median of per-round `on / off - 1`: rounds are measured back to back, so
+/// each ratio compares like with like.
+fn paired_overhead(on: &[Duration], off: &[Duration]) -> f64 {
+    let mut ratios: Vec<f64> = on
+        .iter()
+        .zip(off)
+        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64() - 1.0)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }

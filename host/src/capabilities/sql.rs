@@ -65,15 +65,21 @@ pub struct SqlCapability {
     grant: Option<SqlGrant>,
     table: ResourceTable,
     interrupters: SessionInterrupters,
+    authorize: bool,
 }
 
 impl SqlCapability {
     /// A capability serving `grant` (nothing when `None`).
-    pub fn new(grant: Option<SqlGrant>, interrupters: SessionInterrupters) -> Self {
+    pub fn new(
+        grant: Option<SqlGrant>,
+        interrupters: SessionInterrupters,
+        authorize: bool,
+    ) -> Self {
         SqlCapability {
             grant,
             table: ResourceTable::new(),
             interrupters,
+            authorize,
         }
     }
 }
@@ -152,7 +158,8 @@ impl wit::Host for SqlCapability {
         let (path, access, scope) = (
             grant.path.clone(),
             grant.access,
-            TableScope::new(grant.tables.clone()),
+            self.authorize
+                .then(|| TableScope::new(grant.tables.clone())),
         );
         let opened =
             tokio::task::spawn_blocking(move || Session::open(&path, access, scope)).await?;

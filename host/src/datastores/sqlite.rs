@@ -81,7 +81,11 @@ impl Interrupter {
 impl Session {
     /// Opens `path` with `access`. Read-only is enforced by SQLite itself:
     /// the file is opened read-only and `query_only` is set.
-    pub fn open(path: &Path, access: Access, scope: TableScope) -> Result<Session, DatastoreError> {
+    pub fn open(
+        path: &Path,
+        access: Access,
+        scope: Option<TableScope>,
+    ) -> Result<Session, DatastoreError> {
         if !path.is_file() {
             return Err(DatastoreError::host(
                 "SQLITE_CANTOPEN",
@@ -103,13 +107,15 @@ impl Session {
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
             .map_err(error)?;
         // The table scope is enforced by SQLite as each statement is prepared.
-        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            if scope.allows(&ctx.action) {
-                Authorization::Allow
-            } else {
-                Authorization::Deny
-            }
-        }));
+        if let Some(scope) = scope {
+            conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+                if scope.allows(&ctx.action) {
+                    Authorization::Allow
+                } else {
+                    Authorization::Deny
+                }
+            }));
+        }
         let interrupt = Arc::new(conn.get_interrupt_handle());
         let (requests, inbox) = mpsc::channel();
         std::thread::Builder::new()

@@ -198,6 +198,7 @@ pub struct StoreState {
     progress: ProgressCapability,
     log: LogCapability,
     values: ValuesCapability,
+    deadlines: bool,
 }
 
 impl WasiView for StoreState {
@@ -214,15 +215,58 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     cache: ComponentCache,
+    enforcement: Enforcement,
+}
+
+/// Which limits and checks a runtime enforces. The default — all of them —
+/// is the only setting sluice uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enforcement {
+    /// Epoch deadlines on guest code.
+    pub deadlines: bool,
+    /// Memory and table limits on each store.
+    pub memory_limits: bool,
+    /// SQLite's authorizer enforcing the table scope and schema rules.
+    pub sql_authorizer: bool,
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        Enforcement {
+            deadlines: true,
+            memory_limits: true,
+            sql_authorizer: true,
+        }
+    }
+}
+
+impl Enforcement {
+    /// Nothing enforced: only for measuring the cost of enforcement.
+    pub fn relaxed() -> Self {
+        Enforcement {
+            deadlines: false,
+            memory_limits: false,
+            sql_authorizer: false,
+        }
+    }
 }
 
 impl Runtime {
     /// A runtime caching compiled components in `cache`.
     pub fn new(cache: ComponentCache) -> Result<Self, LoadError> {
+        Self::with_enforcement(cache, Enforcement::default())
+    }
+
+    /// A runtime with chosen enforcement. sluice always uses the default
+    /// (everything on); turning parts off exists to measure what they cost.
+    pub fn with_enforcement(
+        cache: ComponentCache,
+        enforcement: Enforcement,
+    ) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(enforcement.deadlines)
             .max_wasm_stack(MAX_WASM_STACK);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         spawn_epoch_ticker(&engine);
@@ -250,6 +294,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            enforcement,
         })
     }
 
@@ -346,14 +391,17 @@ impl Runtime {
                 .table_elements(MAX_TABLE_ELEMENTS)
                 .trap_on_grow_failure(true)
                 .build(),
-            sql: SqlCapability::new(grants.sql, interrupters),
+            sql: SqlCapability::new(grants.sql, interrupters, self.enforcement.sql_authorizer),
             backup: BackupCapability::new(grants.backup),
             progress: ProgressCapability::new(grants.progress),
             log: LogCapability::new(&plugin.name, &grants.step_id),
             values: ValuesCapability::new(grants.values),
+            deadlines: self.enforcement.deadlines,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        if self.enforcement.memory_limits {
+            store.limiter(|s| &mut s.limits);
+        }
         (store, Captured { stdout, stderr })
     }
 
@@ -495,6 +543,9 @@ impl Captured {
 }
 
 fn set_deadline(store: &mut Store<StoreState>, limit: Duration) {
+    if !store.data().deadlines {
+        return;
+    }
     let ticks = (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
