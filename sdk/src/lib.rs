@@ -88,6 +88,22 @@ impl StepContext {
         }
     }
 
+    /// Takes the string param `key` out of the params: returns its value and a
+    /// context without it. For plugins that wrap another plugin's logic and
+    /// read a param of their own.
+    pub fn split_param(&self, key: &str) -> (Option<String>, StepContext) {
+        let mut params: serde_json::Map<String, serde_json::Value> =
+            self.params().unwrap_or_default();
+        let value = params
+            .remove(key)
+            .and_then(|v| v.as_str().map(String::from));
+        let rest = serde_json::Value::Object(params).to_string();
+        (
+            value,
+            StepContext::new(&self.step_id, &self.target, &self.target_kind, &rest),
+        )
+    }
+
     /// The params as raw JSON text.
     pub fn params_json(&self) -> &str {
         &self.params_json

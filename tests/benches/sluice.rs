@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::Digest;
 use sluice::capabilities::backup_store::BackupAccess;
 use sluice::capabilities::sql::SqlGrant;
 use sluice::engine::{Engine, EngineOptions};
@@ -46,14 +45,7 @@ fn main() {
 }
 
 fn plugin_ref() -> PluginRef {
-    let path = plugin("sqlite.wasm");
-    let bytes: Arc<[u8]> = std::fs::read(&path).unwrap().into();
-    PluginRef {
-        name: "sqlite".into(),
-        digest: hex::encode(sha2::Sha256::digest(&bytes)),
-        path,
-        bytes,
-    }
+    sluice_e2e::plugin_ref("sqlite.wasm")
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

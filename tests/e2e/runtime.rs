@@ -1,21 +1,10 @@
 //! The runtime through the host library: component cache, describe.
 
-use std::sync::Arc;
-
 use sluice::plan::PluginRef;
 use sluice::runtime::{CacheOutcome, ComponentCache, Runtime};
-use sluice_e2e::plugin;
 
 fn plugin_ref() -> PluginRef {
-    let path = plugin("sqlite.wasm");
-    let bytes: Arc<[u8]> = std::fs::read(&path).unwrap().into();
-    use sha2::Digest;
-    PluginRef {
-        name: "sqlite".into(),
-        digest: hex::encode(sha2::Sha256::digest(&bytes)),
-        path,
-        bytes,
-    }
+    sluice_e2e::plugin_ref("sqlite.wasm")
 }
 
 #[tokio::test]

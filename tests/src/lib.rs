@@ -43,6 +43,12 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// A built plugin as a plan would reference it.
+pub fn plugin_ref(name: &str) -> sluice::plan::PluginRef {
+    sluice::plan::PluginRef::read(name.trim_end_matches(".wasm"), &plugin(name))
+        .expect("reading the plugin")
+}
+
 /// What a `sluice` invocation did.
 #[derive(Debug)]
 pub struct Outcome {

@@ -497,7 +497,31 @@ impl Engine {
             .transition(run_id, &step.id, StepState::BackedUp, &detail, None)?;
         let record = self.journal.step(&step.id)?.expect("just written");
 
-        // Migrate, with the step's access.
+        let outcome = self.apply(run_id, step, plugin, &mut s).await?;
+        s.outcome = match outcome {
+            Ok(detail) => {
+                self.journal
+                    .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
+                StepOutcome::Applied
+            }
+            Err((phase, reason)) => {
+                self.roll_back(run_id, step, plugin, &record, phase, reason, &mut s)
+                    .await?
+            }
+        };
+        Ok(s)
+    }
+
+    /// The forward path after a verified backup: migrate (the step's access),
+    /// validate (read-only), thresholds. Returns the completion detail, or
+    /// the phase that failed first and why.
+    async fn apply(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        s: &mut StepSummary,
+    ) -> Result<Result<String, (Phase, String)>, EngineError> {
         self.journal.transition(
             run_id,
             &step.id,
@@ -512,22 +536,9 @@ impl Engine {
             .await;
         s.phases.push((Phase::Migrate, report.elapsed));
         if let Err(e) = result {
-            let reason = format!("migrate failed: {e}");
-            s.outcome = self
-                .roll_back(
-                    run_id,
-                    step,
-                    plugin,
-                    &record,
-                    Phase::Migrate,
-                    reason,
-                    &mut s,
-                )
-                .await?;
-            return Ok(s);
+            return Ok(Err((Phase::Migrate, format!("migrate failed: {e}"))));
         }
 
-        // Validate, read-only whatever the step's access.
         self.journal.transition(
             run_id,
             &step.id,
@@ -544,36 +555,13 @@ impl Engine {
         let metrics = match result {
             Ok(PhaseOutput::Validate(metrics)) => metrics,
             Ok(_) => unreachable!("validate returns metrics"),
-            Err(e) => {
-                let reason = format!("validate failed: {e}");
-                s.outcome = self
-                    .roll_back(
-                        run_id,
-                        step,
-                        plugin,
-                        &record,
-                        Phase::Validate,
-                        reason,
-                        &mut s,
-                    )
-                    .await?;
-                return Ok(s);
-            }
+            Err(e) => return Ok(Err((Phase::Validate, format!("validate failed: {e}")))),
         };
         if let Err(reason) = check_metrics(&metrics) {
-            let reason = format!("validate returned unusable metrics: {reason}");
-            s.outcome = self
-                .roll_back(
-                    run_id,
-                    step,
-                    plugin,
-                    &record,
-                    Phase::Validate,
-                    reason,
-                    &mut s,
-                )
-                .await?;
-            return Ok(s);
+            return Ok(Err((
+                Phase::Validate,
+                format!("validate returned unusable metrics: {reason}"),
+            )));
         }
         self.journal.record_metrics(&step.id, &metrics)?;
         s.metrics = metrics.clone();
@@ -612,30 +600,14 @@ impl Engine {
             })
             .collect();
         if !failed.is_empty() {
-            let reason = failed.join("; ");
-            s.outcome = self
-                .roll_back(
-                    run_id,
-                    step,
-                    plugin,
-                    &record,
-                    Phase::Thresholds,
-                    reason,
-                    &mut s,
-                )
-                .await?;
-            return Ok(s);
+            return Ok(Err((Phase::Thresholds, failed.join("; "))));
         }
-        let detail = if values.is_empty() {
+        Ok(Ok(if values.is_empty() {
             "validated".to_string()
         } else {
             let all: Vec<&str> = values.keys().map(String::as_str).collect();
             format!("validated: {}", metrics_used(&all, &values))
-        };
-        self.journal
-            .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
-        s.outcome = StepOutcome::Applied;
-        Ok(s)
+        }))
     }
 
     /// Checks a backup before the step may change anything: every artifact
@@ -741,24 +713,11 @@ impl Engine {
                 "no verified backup is recorded for this step".into(),
             );
         };
-        let target = &self.plan.targets[&step.target];
-        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
         if step.access == Access::ReadOnly {
             // The datastore refused every write: prove nothing changed instead
             // of asking the plugin to undo what it could not do.
-            let after = match fingerprint(&target.path, tables).await {
-                Ok(f) => f,
-                Err(e) => return fail(&mut self.journal, format!("cannot verify the target: {e}")),
-            };
-            let differences = backup.fingerprint.differences(&after);
-            if !differences.is_empty() {
-                return fail(
-                    &mut self.journal,
-                    format!(
-                        "read-only step changed the target: {}",
-                        differences.join("; ")
-                    ),
-                );
+            if let Err(e) = self.prove_pre_step_state(step, &backup).await {
+                return fail(&mut self.journal, format!("read-only step: {e}"));
             }
             self.journal.transition(
                 run_id,
@@ -795,24 +754,8 @@ impl Engine {
             return fail(&mut self.journal, format!("rollback failed: {e}"));
         }
         // The host's own proof: schema and backed-up tables equal the pre-step state.
-        let after = match fingerprint(&target.path, tables).await {
-            Ok(f) => f,
-            Err(e) => {
-                return fail(
-                    &mut self.journal,
-                    format!("cannot verify the rollback: {e}"),
-                )
-            }
-        };
-        let differences = backup.fingerprint.differences(&after);
-        if !differences.is_empty() {
-            return fail(
-                &mut self.journal,
-                format!(
-                    "rollback did not restore the pre-step state: {}",
-                    differences.join("; ")
-                ),
-            );
+        if let Err(e) = self.prove_pre_step_state(step, &backup).await {
+            return fail(&mut self.journal, format!("rollback: {e}"));
         }
         let detail = format!(
             "restored and verified: schema and {} table checksums equal the pre-step state",
@@ -821,6 +764,27 @@ impl Engine {
         self.journal
             .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
         Ok(StepOutcome::RolledBack { phase, reason })
+    }
+}
+
+impl Engine {
+    /// The host's own check that the target's schema and backed-up tables
+    /// equal the fingerprint taken at backup.
+    async fn prove_pre_step_state(&self, step: &Step, backup: &StoredBackup) -> Result<(), String> {
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
+        let after = fingerprint(&target.path, tables)
+            .await
+            .map_err(|e| format!("cannot fingerprint target `{}`: {e}", target.name))?;
+        let differences = backup.fingerprint.differences(&after);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the target does not equal its pre-step state: {}",
+                differences.join("; ")
+            ))
+        }
     }
 }
 
