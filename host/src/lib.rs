@@ -12,8 +12,22 @@ pub mod capabilities;
 pub mod cli;
 pub mod datastores;
 pub mod engine;
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+pub mod failpoints;
 pub mod grants;
 pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod runtime;
+
+/// Marks a point where tests may kill the process (see `failpoints`); no code
+/// at all without the `failpoints` feature.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! failpoint {
+    ($name:expr) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoints::hit($name);
+    };
+}

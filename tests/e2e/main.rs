@@ -3,6 +3,7 @@
 
 mod audit;
 mod bad_plans;
+mod crash;
 mod failures;
 mod happy_path;
 mod runtime;

@@ -49,6 +49,29 @@ pub fn plugin_ref(name: &str) -> sluice::plan::PluginRef {
         .expect("reading the plugin")
 }
 
+/// The `sluice` binary built with test-only failpoints.
+pub fn failpoints_bin() -> PathBuf {
+    let bin = std::env::var_os("SLUICE_FAILPOINTS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/sluice-failpoints"));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// Writes a line of what a test measured to `target/test-reports/<name>`;
+/// `cargo xtask test` prints these after the suite.
+pub fn report(name: &str, text: &str) {
+    let dir = std::env::var_os("SLUICE_REPORTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/test-reports"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), format!("{text}\n")).unwrap();
+}
+
 /// What a `sluice` invocation did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -131,7 +154,13 @@ impl Scenario {
 
     /// Runs `sluice <args…>` in the scenario folder.
     pub fn sluice(&self, args: &[&str]) -> Outcome {
-        let out = Command::new(sluice_bin())
+        self.sluice_with(&sluice_bin(), args, &[])
+    }
+
+    /// Runs a `sluice` binary with extra environment variables.
+    pub fn sluice_with(&self, bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Outcome {
+        let out = Command::new(bin)
+            .envs(envs.iter().copied())
             .args(args)
             .current_dir(self.path())
             .env("SLUICE_CACHE_DIR", self.path().join(".cache"))
@@ -160,6 +189,35 @@ impl Scenario {
         let accepted = self.sluice(&["audit", "--accept", plan]);
         assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
         self.sluice(&["run", plan])
+    }
+
+    /// Starts `sluice-failpoints <args…>` that hangs at `point`, waits for it
+    /// to get there, and SIGKILLs it. Returns false if it ended without
+    /// reaching the point.
+    pub fn kill_at(&self, args: &[&str], point: &str, envs: &[(&str, &str)]) -> bool {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(failpoints_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("SLUICE_CACHE_DIR", self.path().join(".cache"))
+            .env("SLUICE_FAILPOINT", point)
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting sluice-failpoints");
+        let stderr = child.stderr.take().unwrap();
+        let mut reached = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("SLUICE-FAILPOINT-HIT") {
+                reached = true;
+                break;
+            }
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        reached
     }
 
     /// The state of a database as the tests see it.

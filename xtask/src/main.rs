@@ -127,6 +127,20 @@ fn build(root: &Path) -> Result<Built> {
             .with_context(|| format!("copying {}", artifact.display()))?;
         eprintln!("xtask: plugin {package} → target/plugins/{out}");
     }
+    // A second binary with test-only failpoints, for the crash tests; built
+    // first so the operator binary below is the last one linked.
+    run_cmd(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "sluice",
+        "--features",
+        "failpoints",
+    ]))?;
+    std::fs::copy(
+        root.join("target/release/sluice"),
+        root.join("target/release/sluice-failpoints"),
+    )?;
     run_cmd(cargo(root).args(["build", "--release", "-p", "sluice"]))?;
     Ok(Built {
         sluice: root.join("target/release/sluice"),
@@ -202,12 +216,30 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         cmd.args(["--exclude", &package]);
     }
     cmd.env("SLUICE_BIN", &built.sluice)
+        .env(
+            "SLUICE_FAILPOINTS_BIN",
+            root.join("target/release/sluice-failpoints"),
+        )
+        .env("SLUICE_REPORTS", root.join("target/test-reports"))
         .env("SLUICE_PLUGINS", root.join("target/plugins"))
         .env("RUST_BACKTRACE", "0");
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }
-    run_cmd(&mut cmd)
+    let _ = std::fs::remove_dir_all(root.join("target/test-reports"));
+    run_cmd(&mut cmd)?;
+    // What tests measured (fault points exercised, trial counts).
+    if let Ok(entries) = std::fs::read_dir(root.join("target/test-reports")) {
+        for entry in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                eprint!(
+                    "xtask: report {}: {text}",
+                    entry.file_name().to_string_lossy()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn bench(root: &Path) -> Result<()> {

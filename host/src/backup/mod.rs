@@ -129,6 +129,7 @@ impl BackupStore {
             .rename(&writer.tmp, &self.dir, &path)
             .map_err(self.io(format!("storing artifact `{}`", writer.name)))?;
         self.sync_dir("sha256")?;
+        crate::failpoint!("backup:artifact-stored");
         Ok(ArtifactRef {
             name: writer.name.clone(),
             digest,

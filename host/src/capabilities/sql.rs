@@ -233,10 +233,12 @@ impl wit::HostConnection for SqlCapability {
             rows: rows.rows as usize,
             data: rows.data,
         };
-        Ok(session
+        let result = session
             .execute_batch(statement, rows)
             .await
-            .map_err(datastore))
+            .map_err(datastore);
+        crate::failpoint!("sql:execute-batch:done");
+        Ok(result)
     }
 
     async fn execute_script(
@@ -245,7 +247,9 @@ impl wit::HostConnection for SqlCapability {
         script: String,
     ) -> wasmtime::Result<Result<(), Error>> {
         let session = self.table.get(&conn)?.session.clone();
-        Ok(session.script(script).await.map_err(datastore))
+        let result = session.script(script).await.map_err(datastore);
+        crate::failpoint!("sql:execute-script:done");
+        Ok(result)
     }
 
     async fn begin(
@@ -268,7 +272,10 @@ impl wit::HostConnection for SqlCapability {
         conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let session = self.table.get(&conn)?.session.clone();
-        Ok(session.script("COMMIT".into()).await.map_err(datastore))
+        crate::failpoint!("sql:commit:before");
+        let result = session.script("COMMIT".into()).await.map_err(datastore);
+        crate::failpoint!("sql:commit:after");
+        Ok(result)
     }
 
     async fn rollback(

@@ -138,6 +138,8 @@ pub struct StepSummary {
     pub thresholds: Vec<ThresholdResult>,
     /// Artifacts and bytes of the verified backup.
     pub backup: Option<(usize, u64)>,
+    /// How an interrupted run of this step was resumed, if it was.
+    pub resumed: Option<String>,
 }
 
 impl StepSummary {
@@ -149,6 +151,7 @@ impl StepSummary {
             metrics: Vec::new(),
             thresholds: Vec::new(),
             backup: None,
+            resumed: None,
         }
     }
 }
@@ -311,8 +314,15 @@ impl Engine {
                         }
                     }
                 }
-                Some(state) if state.is_in_flight() || state == StepState::RollbackFailed => {
-                    StepSummary::new(&step.id, StepOutcome::Interrupted { state })
+                Some(StepState::RollbackFailed) => StepSummary::new(
+                    &step.id,
+                    StepOutcome::Interrupted {
+                        state: StepState::RollbackFailed,
+                    },
+                ),
+                Some(state) if state.is_in_flight() => {
+                    let record = record.expect("matched Some");
+                    self.resume(&run_id, step, &plugin, &record).await?
                 }
                 _ => self.execute(&run_id, step, &plugin).await?,
             };
@@ -385,6 +395,133 @@ impl Engine {
         }
         self.journal.finish_run(&run_id, summary.outcome_word())?;
         Ok(summary)
+    }
+
+    /// Finishes a step an earlier run left in flight, from the journal alone:
+    /// nothing changed yet (backup) → run it afresh; migrate may have run →
+    /// restore from the verified backup and run it afresh (or, for a plugin
+    /// whose migrate is idempotent, run migrate again); migrate done →
+    /// validate and judge; rollback under way → finish the rollback.
+    async fn resume(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        record: &StepRecord,
+    ) -> Result<StepSummary, EngineError> {
+        let was = format!(
+            "interrupted while {} (run {}, {})",
+            record.state, record.run_id, record.updated_at
+        );
+        crate::failpoint!("engine:resume");
+        let s = match record.state {
+            StepState::BackingUp | StepState::BackedUp => {
+                // Backup only reads: the target is as it was before the step.
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::Pending,
+                    &format!("resumed: {was}; nothing had changed, running it again"),
+                    None,
+                )?;
+                let mut s = self.execute(run_id, step, plugin).await?;
+                s.resumed = Some(format!("{was}; nothing had changed: ran it again"));
+                s
+            }
+            StepState::Migrating if plugin.info.idempotent_migrate && record.backup.is_some() => {
+                let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::BackedUp,
+                    &format!("resumed: {was}; migrate is idempotent, running it again"),
+                    None,
+                )?;
+                s.outcome = self
+                    .finish_forward(run_id, step, plugin, record, &mut s, true)
+                    .await?;
+                s.resumed = Some(format!("{was}; migrate is idempotent: ran it again"));
+                s
+            }
+            StepState::Migrating => {
+                // Migrate may or may not have committed: restore, then run afresh.
+                let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+                let reason = format!("resumed: {was}");
+                let outcome = self
+                    .roll_back(run_id, step, plugin, record, Phase::Migrate, reason, &mut s)
+                    .await?;
+                if !matches!(
+                    outcome,
+                    StepOutcome::RolledBack { .. } | StepOutcome::FailedUnchanged { .. }
+                ) {
+                    s.outcome = outcome;
+                    s.resumed = Some(was);
+                    return Ok(s);
+                }
+                let phases = std::mem::take(&mut s.phases);
+                let mut s = self.execute(run_id, step, plugin).await?;
+                s.phases.splice(0..0, phases);
+                s.resumed = Some(format!(
+                    "{was}; restored from the verified backup, then ran it again"
+                ));
+                s
+            }
+            StepState::Validating => {
+                let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+                s.outcome = self
+                    .finish_forward(run_id, step, plugin, record, &mut s, false)
+                    .await?;
+                s.resumed = Some(format!("{was}; migrate had completed: validated it"));
+                s
+            }
+            StepState::RollingBack => {
+                let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+                let reason = record.error.clone().unwrap_or_else(|| "rollback".into());
+                // A rollback an operator asked for is the goal; one a failing
+                // `run` started means the step failed.
+                let phase = match self.journal.run_command(&record.run_id)?.as_deref() {
+                    Some("rollback") => Phase::Rollback,
+                    _ if record.metrics.is_empty() => Phase::Migrate,
+                    _ => Phase::Thresholds,
+                };
+                s.outcome = self
+                    .roll_back(run_id, step, plugin, record, phase, reason, &mut s)
+                    .await?;
+                s.resumed = Some(format!("{was}; finished the rollback"));
+                s
+            }
+            other => unreachable!("{other} is not in flight"),
+        };
+        Ok(s)
+    }
+
+    /// Completes a step from a verified backup: migrate (when `migrate`) then
+    /// validate and thresholds; rolls back on failure.
+    async fn finish_forward(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        record: &StepRecord,
+        s: &mut StepSummary,
+        migrate: bool,
+    ) -> Result<StepOutcome, EngineError> {
+        let outcome = if migrate {
+            self.apply(run_id, step, plugin, s).await?
+        } else {
+            self.judge(run_id, step, plugin, s).await?
+        };
+        Ok(match outcome {
+            Ok(detail) => {
+                self.journal
+                    .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
+                StepOutcome::Applied
+            }
+            Err((phase, reason)) => {
+                self.roll_back(run_id, step, plugin, record, phase, reason, s)
+                    .await?
+            }
+        })
     }
 
     fn grants(&self, step: &Step, access: Option<Access>, backup: BackupAccess) -> CallGrants {
@@ -497,18 +634,9 @@ impl Engine {
             .transition(run_id, &step.id, StepState::BackedUp, &detail, None)?;
         let record = self.journal.step(&step.id)?.expect("just written");
 
-        let outcome = self.apply(run_id, step, plugin, &mut s).await?;
-        s.outcome = match outcome {
-            Ok(detail) => {
-                self.journal
-                    .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
-                StepOutcome::Applied
-            }
-            Err((phase, reason)) => {
-                self.roll_back(run_id, step, plugin, &record, phase, reason, &mut s)
-                    .await?
-            }
-        };
+        s.outcome = self
+            .finish_forward(run_id, step, plugin, &record, &mut s, true)
+            .await?;
         Ok(s)
     }
 
@@ -538,7 +666,17 @@ impl Engine {
         if let Err(e) = result {
             return Ok(Err((Phase::Migrate, format!("migrate failed: {e}"))));
         }
+        self.judge(run_id, step, plugin, s).await
+    }
 
+    /// Validate (read-only) and thresholds, after migrate completed.
+    async fn judge(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        s: &mut StepSummary,
+    ) -> Result<Result<String, (Phase, String)>, EngineError> {
         self.journal.transition(
             run_id,
             &step.id,

@@ -287,6 +287,18 @@ impl Journal {
         Ok(id)
     }
 
+    /// The command (`run`, `rollback`) of a recorded run.
+    pub fn run_command(&self, run_id: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT command FROM runs WHERE id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     /// Records how a run ended.
     pub fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), JournalError> {
         self.conn
@@ -344,7 +356,10 @@ impl Journal {
             params![run_id, step_id, state.as_str(), at, detail],
         )
         .map_err(err)?;
-        tx.commit().map_err(err)
+        crate::failpoint!(&format!("journal:{state}:before-commit"));
+        tx.commit().map_err(err)?;
+        crate::failpoint!(&format!("journal:{state}:after-commit"));
+        Ok(())
     }
 
     /// Records a verified backup of a step.

@@ -73,6 +73,9 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         let _ = write!(out, "  [{}]", phases.join(", "));
     }
     let _ = writeln!(out);
+        if let Some(resumed) = &step.resumed {
+        let _ = writeln!(out, "      resumed: {resumed}");
+    }
     if let Some((n, size)) = step.backup {
         let _ = writeln!(
             out,
