@@ -60,6 +60,19 @@ pub enum Command {
         /// The plan file.
         plan: PathBuf,
     },
+    /// Remove another run's lease on a target (a dead run on another host).
+    Unlock {
+        /// The plan file (its journal holds the lease).
+        plan: PathBuf,
+        /// The target, as named in the plan.
+        target: String,
+        /// Required: you take responsibility that the holder is dead.
+        #[arg(long)]
+        force: bool,
+        /// Why; recorded in the journal (asked for when not given).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Show what a plugin is and what it can reach, before it runs.
     Inspect {
         /// The plugin component.

@@ -32,6 +32,7 @@ async fn run(command: Command) -> i32 {
         | Command::Status { plan }
         | Command::Rollback { plan, .. }
         | Command::Check { plan }
+        | Command::Unlock { plan, .. }
         | Command::Audit { plan, .. } => plan.clone(),
     };
     let plan = match plan::load(&plan_path) {
@@ -61,6 +62,12 @@ async fn run(command: Command) -> i32 {
             Err(e) => internal(&e),
         },
         Command::Audit { accept, json, .. } => audit(plan, accept, json).await,
+        Command::Unlock {
+            target,
+            force,
+            reason,
+            ..
+        } => unlock(&plan, &target, force, reason),
         Command::Run { .. } | Command::Rollback { .. } => {
             // Nothing runs until a reviewer has accepted these plugins and grants.
             if let Err(e) = audit::check_lock(&plan) {
@@ -88,9 +95,64 @@ async fn run(command: Command) -> i32 {
                     eprintln!("error: {e}");
                     exit::PLAN_ERROR
                 }
+                Err(
+                    e @ engine::EngineError::Lease(sluice::journal::lease::LeaseError::Held {
+                        ..
+                    }),
+                ) => {
+                    eprintln!("error: refused: {e}");
+                    exit::REFUSED
+                }
                 Err(e) => internal(&e),
             }
         }
+    }
+}
+
+fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) -> i32 {
+    let Some(t) = plan.targets.get(target) else {
+        eprintln!("error: the plan has no target `{target}`");
+        return exit::PLAN_ERROR;
+    };
+    if !force {
+        eprintln!(
+            "error: unlocking takes a lease from a run that may still be alive; \
+             make sure it is dead, then add --force"
+        );
+        return exit::PLAN_ERROR;
+    }
+    let reason = match reason {
+        Some(r) if !r.trim().is_empty() => r,
+        _ if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            eprint!("why is it safe to remove this lease? ");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            line.trim().to_string()
+        }
+        _ => String::new(),
+    };
+    if reason.is_empty() {
+        eprintln!("error: give a reason (--reason \"…\"); it is recorded in the journal");
+        return exit::PLAN_ERROR;
+    }
+    if let Err(e) = sluice::journal::Journal::open(&plan.state_dir()) {
+        return internal(&e);
+    }
+    let key = format!("{}:{}", t.kind.as_str(), t.path.display());
+    let journal = plan.state_dir().join("journal.db");
+    match sluice::journal::lease::force_unlock(&journal, &key, &reason) {
+        Ok(Some(holder)) => {
+            println!(
+                "unlocked target `{target}`: removed the lease of run {} (host {}, pid {}, since {}); reason recorded",
+                holder.run_id, holder.host, holder.pid, holder.since
+            );
+            exit::OK
+        }
+        Ok(None) => {
+            println!("target `{target}` was not leased; the request is recorded");
+            exit::OK
+        }
+        Err(e) => internal(&e),
     }
 }
 

@@ -6,5 +6,6 @@ mod bad_plans;
 mod crash;
 mod failures;
 mod happy_path;
+mod leases;
 mod runtime;
 mod security;

@@ -13,6 +13,7 @@ use crate::capabilities::backup_store::BackupAccess;
 use crate::capabilities::sql::SqlGrant;
 use crate::datastores::sqlite::{self, Fingerprint};
 use crate::datastores::DatastoreError;
+use crate::journal::lease::Lease;
 use crate::journal::{Journal, JournalError, StepRecord, StepState, StoredBackup};
 use crate::plan::{Access, Plan, Step, ValueSource};
 use crate::runtime::{
@@ -35,6 +36,9 @@ pub enum EngineError {
     /// A step's plugin imports something the step is not granted.
     #[error(transparent)]
     Ungranted(#[from] crate::grants::UngrantedImport),
+    /// Another run holds a target.
+    #[error(transparent)]
+    Lease(#[from] crate::journal::lease::LeaseError),
     /// `--to` names no step of the plan.
     #[error("step `{0}` is not in the plan")]
     UnknownStep(String),
@@ -285,6 +289,7 @@ impl Engine {
         let run_id = self
             .journal
             .begin_run("run", &self.plan.path, &self.plan.hash)?;
+        let _lease = self.lease(&run_id)?;
         let mut summary = RunSummary {
             command: "run".into(),
             plan: self.plan.name.clone(),
@@ -347,6 +352,7 @@ impl Engine {
         let run_id = self
             .journal
             .begin_run("rollback", &self.plan.path, &self.plan.hash)?;
+        let _lease = self.lease(&run_id)?;
         let mut summary = RunSummary {
             command: "rollback".into(),
             plan: self.plan.name.clone(),
@@ -522,6 +528,28 @@ impl Engine {
                     .await?
             }
         })
+    }
+
+    /// Takes the leases of every target the plan changes, for this run.
+    fn lease(&self, run_id: &str) -> Result<Lease, EngineError> {
+        let mut targets: Vec<String> = self
+            .plan
+            .steps
+            .iter()
+            .map(|s| {
+                let t = &self.plan.targets[&s.target];
+                // The lease names the datastore, not the plan's alias for it.
+                format!("{}:{}", t.kind.as_str(), t.path.display())
+            })
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let lease = Lease::acquire(self.journal.path(), &targets, run_id, self.plan.lease);
+        if let Err(e) = &lease {
+            let _ = self.journal.finish_run(run_id, "refused: lease held");
+            tracing::debug!("lease refused: {e}");
+        }
+        Ok(lease?)
     }
 
     fn grants(&self, step: &Step, access: Option<Access>, backup: BackupAccess) -> CallGrants {

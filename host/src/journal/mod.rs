@@ -5,6 +5,8 @@
 //! Writes are durable (`synchronous = FULL`) before the engine goes on, so the
 //! journal always knows at least as much as the datastores show.
 
+pub mod lease;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -251,6 +253,7 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(lease::SCHEMA).map_err(err)?;
         Ok(Journal { path, conn })
     }
 

@@ -287,7 +287,13 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Named values, by name (resolved only when a step runs).
     pub values: BTreeMap<String, ValueSource>,
+    /// How long a run's lease on its targets lasts unless renewed.
+    pub lease: std::time::Duration,
 }
+
+/// Default lease: a run that dies on another host blocks its targets at most
+/// this long; its heartbeat renews it every third of it.
+pub const DEFAULT_LEASE_SECONDS: u64 = 15;
 
 impl Plan {
     /// Directory of the plan's journal and backups.
@@ -343,6 +349,7 @@ struct FileGrantFile {
 #[serde(deny_unknown_fields)]
 struct PlanHeader {
     name: Option<String>,
+    lease_seconds: Option<u64>,
     #[allow(dead_code)] // shown by `sluice plan` in a later change; accepted now
     description: Option<String>,
 }
@@ -620,6 +627,12 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         });
     }
 
+    let lease_seconds = file
+        .plan
+        .as_ref()
+        .and_then(|p| p.lease_seconds)
+        .unwrap_or(DEFAULT_LEASE_SECONDS)
+        .max(1);
     let name = file.plan.and_then(|p| p.name).unwrap_or_else(|| {
         dir.file_name()
             .map_or("plan".into(), |n| n.to_string_lossy().into_owned())
@@ -633,6 +646,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         plugins,
         steps,
         values,
+        lease: std::time::Duration::from_secs(lease_seconds),
     })
 }
 

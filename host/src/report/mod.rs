@@ -73,7 +73,7 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         let _ = write!(out, "  [{}]", phases.join(", "));
     }
     let _ = writeln!(out);
-        if let Some(resumed) = &step.resumed {
+    if let Some(resumed) = &step.resumed {
         let _ = writeln!(out, "      resumed: {resumed}");
     }
     if let Some((n, size)) = step.backup {
