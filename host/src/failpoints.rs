@@ -39,8 +39,9 @@ pub fn hit(name: &str) {
         }
     }
     if let Ok(delay) = std::env::var("SLUICE_FAILPOINT_DELAY") {
-        if let Some((at, millis)) = delay.split_once(':') {
+        if let Some((at, millis)) = delay.rsplit_once(':') {
             if at == point {
+                eprintln!("SLUICE-FAILPOINT-DELAY {point}");
                 std::thread::sleep(Duration::from_millis(millis.parse().unwrap_or(0)));
             }
         }

@@ -1,6 +1,8 @@
 //! The `sluice` binary: parse, run, map to a documented exit code.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Parser;
 use sluice::cli::{Cli, Command, LogFormat};
@@ -74,7 +76,11 @@ async fn run(command: Command) -> i32 {
                 eprintln!("error: refused: {e}");
                 return exit::REFUSED;
             }
-            let mut engine = match Engine::open(plan, EngineOptions::default()).await {
+            let options = EngineOptions {
+                stop: Some(stop_on_signals()),
+                ..EngineOptions::default()
+            };
+            let mut engine = match Engine::open(plan, options).await {
                 Ok(engine) => engine,
                 Err(e @ (engine::EngineError::Load(_) | engine::EngineError::Ungranted(_))) => {
                     eprintln!("error: {e}");
@@ -135,7 +141,7 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
         eprintln!("error: give a reason (--reason \"…\"); it is recorded in the journal");
         return exit::PLAN_ERROR;
     }
-    if let Err(e) = sluice::journal::Journal::open(&plan.state_dir()) {
+    if let Err(e) = sluice::journal::SqliteJournal::open(&plan.state_dir()) {
         return internal(&e);
     }
     let key = format!("{}:{}", t.kind.as_str(), t.path.display());
@@ -255,6 +261,35 @@ async fn audit(plan: plan::Plan, accept: bool, json: bool) -> i32 {
         print!("{}", audit::audit_text(&plan, &steps, &status));
     }
     code
+}
+
+/// The first SIGINT or SIGTERM asks the engine to stop at the next phase
+/// boundary; a second one exits at once (the journal is written ahead, so
+/// the next run resumes).
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        for _ in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!(
+                    "sluice: second signal, exiting now; the next run resumes from the journal"
+                );
+                std::process::exit(exit::STOPPED);
+            }
+            eprintln!("sluice: stopping after the current phase (signal again to exit at once)");
+        }
+    });
+    stop
 }
 
 fn internal(e: &dyn std::error::Error) -> i32 {

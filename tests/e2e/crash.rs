@@ -107,3 +107,51 @@ fn a_kill_at_every_point_leaves_a_consistent_target_and_a_rerun_finishes() {
         violations.join("\n")
     );
 }
+
+#[test]
+fn sigterm_during_migrate_rolls_the_step_back_and_releases_the_lease() {
+    use std::io::{BufRead, BufReader};
+    let (seed, step1, _) = allowed_states();
+    let s = Scenario::quickstart();
+    assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let mut child = std::process::Command::new(sluice_e2e::failpoints_bin())
+        .args(["run", "sluice.toml"])
+        .current_dir(s.path())
+        .env("SLUICE_CACHE_DIR", s.path().join(".cache"))
+        // Step 1's migrate has run its SQL and waits before committing.
+        .env("SLUICE_FAILPOINT_DELAY", "sql:execute-script:done@1:1500")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("SLUICE-FAILPOINT-DELAY") {
+        line.clear();
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        stdout.contains("STOPPED by a signal at step `copy-customers`"),
+        "{stdout}"
+    );
+    assert_eq!(
+        s.state("shop.db"),
+        seed,
+        "the interrupted step was rolled back"
+    );
+    let conn = rusqlite::Connection::open(s.path().join(".sluice/journal.db")).unwrap();
+    let leases: i64 = conn
+        .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(leases, 0, "the lease was released");
+    let rerun = s.sluice(&["run", "sluice.toml"]);
+    assert_eq!(rerun.code, 1, "{}", rerun.all());
+    assert_eq!(s.state("shop.db"), step1);
+}

@@ -5,6 +5,7 @@
 //! rollback decisions live here, once.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,7 @@ use crate::capabilities::backup_store::BackupAccess;
 use crate::capabilities::sql::SqlGrant;
 use crate::datastores::sqlite::{self, Fingerprint};
 use crate::datastores::DatastoreError;
-use crate::journal::lease::Lease;
-use crate::journal::{Journal, JournalError, StepRecord, StepState, StoredBackup};
+use crate::journal::{Journal, JournalError, SqliteJournal, StepRecord, StepState, StoredBackup};
 use crate::plan::{Access, Plan, Step, ValueSource};
 use crate::runtime::{
     BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
@@ -125,6 +125,12 @@ pub enum StepOutcome {
     },
     /// Not reached because an earlier step stopped the run.
     NotRun,
+    /// Stopped by a signal at a phase boundary; `rolled_back` when migrate
+    /// had run and was undone (else nothing had changed).
+    Stopped {
+        /// Whether the step was rolled back.
+        rolled_back: bool,
+    },
 }
 
 /// One step's part of the summary.
@@ -185,6 +191,9 @@ pub mod exit {
     pub const REFUSED: i32 = 3;
     /// A rollback failed or was refused: the target needs attention.
     pub const NEEDS_ATTENTION: i32 = 4;
+    /// Stopped by SIGINT/SIGTERM at a phase boundary; the step in progress
+    /// was finished or rolled back and the journal is consistent.
+    pub const STOPPED: i32 = 130;
     /// sluice itself failed (journal, backup store, engine).
     pub const INTERNAL: i32 = 70;
 }
@@ -197,6 +206,7 @@ impl RunSummary {
             let c = match s.outcome {
                 StepOutcome::RollbackFailed { .. } => exit::NEEDS_ATTENTION,
                 StepOutcome::Drift { .. } | StepOutcome::Interrupted { .. } => exit::REFUSED,
+                StepOutcome::Stopped { .. } => exit::STOPPED,
                 StepOutcome::FailedUnchanged { .. } => exit::STEP_FAILED,
                 StepOutcome::RolledBack { phase, .. } if phase != Phase::Rollback => {
                     exit::STEP_FAILED
@@ -213,6 +223,7 @@ impl RunSummary {
             exit::OK => "ok",
             exit::STEP_FAILED => "step-failed",
             exit::REFUSED => "refused",
+            exit::STOPPED => "stopped",
             _ => "needs-attention",
         }
     }
@@ -223,6 +234,8 @@ impl RunSummary {
 pub struct EngineOptions {
     /// Where progress reports go.
     pub progress: Option<crate::capabilities::progress::ProgressSink>,
+    /// Set by a signal handler: stop at the next phase boundary.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// The engine for one plan.
@@ -230,7 +243,7 @@ pub struct Engine {
     plan: Plan,
     runtime: Arc<Runtime>,
     plugins: BTreeMap<String, LoadedPlugin>,
-    journal: Journal,
+    journal: Box<dyn Journal>,
     backups: Arc<BackupStore>,
     options: EngineOptions,
 }
@@ -262,7 +275,7 @@ impl Engine {
             crate::grants::check_imports(step, &plugins[&step.plugin].facts)?;
         }
         let state = plan.state_dir();
-        let journal = Journal::open(&state)?;
+        let journal: Box<dyn Journal> = Box::new(SqliteJournal::open(&state)?);
         let backups = Arc::new(BackupStore::open(&state.join("backups"))?);
         Ok(Engine {
             plan,
@@ -275,8 +288,8 @@ impl Engine {
     }
 
     /// The journal.
-    pub fn journal(&self) -> &Journal {
-        &self.journal
+    pub fn journal(&self) -> &dyn Journal {
+        self.journal.as_ref()
     }
 
     /// The plan.
@@ -299,10 +312,11 @@ impl Engine {
         let steps = self.plan.steps.clone();
         let mut stopped = false;
         for step in &steps {
-            if stopped {
+            if stopped || self.stop_requested() {
                 summary
                     .steps
                     .push(StepSummary::new(&step.id, StepOutcome::NotRun));
+                stopped = true;
                 continue;
             }
             let plugin = self.plugins[&step.plugin].clone();
@@ -524,14 +538,22 @@ impl Engine {
                 StepOutcome::Applied
             }
             Err((phase, reason)) => {
-                self.roll_back(run_id, step, plugin, record, phase, reason, s)
+                let stopped = reason == STOPPED_AFTER_MIGRATE;
+                match self
+                    .roll_back(run_id, step, plugin, record, phase, reason, s)
                     .await?
+                {
+                    StepOutcome::RolledBack { .. } if stopped => {
+                        StepOutcome::Stopped { rolled_back: true }
+                    }
+                    other => other,
+                }
             }
         })
     }
 
     /// Takes the leases of every target the plan changes, for this run.
-    fn lease(&self, run_id: &str) -> Result<Lease, EngineError> {
+    fn lease(&self, run_id: &str) -> Result<Box<dyn Send>, EngineError> {
         let mut targets: Vec<String> = self
             .plan
             .steps
@@ -544,12 +566,19 @@ impl Engine {
             .collect();
         targets.sort();
         targets.dedup();
-        let lease = Lease::acquire(self.journal.path(), &targets, run_id, self.plan.lease);
+        let lease = self.journal.lease(&targets, run_id, self.plan.lease);
         if let Err(e) = &lease {
             let _ = self.journal.finish_run(run_id, "refused: lease held");
             tracing::debug!("lease refused: {e}");
         }
         Ok(lease?)
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
     }
 
     fn grants(&self, step: &Step, access: Option<Access>, backup: BackupAccess) -> CallGrants {
@@ -661,6 +690,18 @@ impl Engine {
         self.journal
             .transition(run_id, &step.id, StepState::BackedUp, &detail, None)?;
         let record = self.journal.step(&step.id)?.expect("just written");
+        if self.stop_requested() {
+            // Nothing has changed yet: leave the step pending.
+            self.journal.transition(
+                run_id,
+                &step.id,
+                StepState::Pending,
+                "stopped by a signal after backup; nothing changed",
+                None,
+            )?;
+            s.outcome = StepOutcome::Stopped { rolled_back: false };
+            return Ok(s);
+        }
 
         s.outcome = self
             .finish_forward(run_id, step, plugin, &record, &mut s, true)
@@ -693,6 +734,9 @@ impl Engine {
         s.phases.push((Phase::Migrate, report.elapsed));
         if let Err(e) = result {
             return Ok(Err((Phase::Migrate, format!("migrate failed: {e}"))));
+        }
+        if self.stop_requested() {
+            return Ok(Err((Phase::Migrate, STOPPED_AFTER_MIGRATE.to_string())));
         }
         self.judge(run_id, step, plugin, s).await
     }
@@ -858,21 +902,22 @@ impl Engine {
     ) -> Result<StepOutcome, EngineError> {
         self.journal
             .transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
-        let fail =
-            |journal: &mut Journal, rollback_error: String| -> Result<StepOutcome, EngineError> {
-                journal.transition(
-                    run_id,
-                    &step.id,
-                    StepState::RollbackFailed,
-                    &rollback_error,
-                    None,
-                )?;
-                Ok(StepOutcome::RollbackFailed {
-                    phase,
-                    reason: reason.clone(),
-                    rollback_error,
-                })
-            };
+        let fail = |journal: &mut Box<dyn Journal>,
+                    rollback_error: String|
+         -> Result<StepOutcome, EngineError> {
+            journal.transition(
+                run_id,
+                &step.id,
+                StepState::RollbackFailed,
+                &rollback_error,
+                None,
+            )?;
+            Ok(StepOutcome::RollbackFailed {
+                phase,
+                reason: reason.clone(),
+                rollback_error,
+            })
+        };
         let Some(backup) = record.backup.clone() else {
             return fail(
                 &mut self.journal,
@@ -954,6 +999,9 @@ impl Engine {
     }
 }
 
+/// Why a step is rolled back when a signal arrives after its migrate.
+const STOPPED_AFTER_MIGRATE: &str = "stopped by a signal after migrate; rolling the step back";
+
 /// Metrics `validate` may return: far more than any plan's thresholds read,
 /// few enough that a plugin cannot bloat the journal and reports.
 pub const MAX_METRICS: usize = 1_000;
@@ -1023,7 +1071,7 @@ async fn fingerprint(
 
 /// The state of every step of a plan, from the journal.
 pub fn status(plan: &Plan) -> Result<Vec<(String, Option<StepRecord>)>, EngineError> {
-    let journal = Journal::open(&plan.state_dir())?;
+    let journal = SqliteJournal::open(&plan.state_dir())?;
     plan.steps
         .iter()
         .map(|s| Ok((s.id.clone(), journal.step(&s.id)?)))

@@ -179,8 +179,58 @@ pub struct Transition {
     pub detail: String,
 }
 
-/// The journal of one plan.
-pub struct Journal {
+/// Where the engine records what it does, durably, before doing it. SQLite
+/// ([`SqliteJournal`]) is the embedded default; a shared journal for several
+/// hosts implements the same trait.
+pub trait Journal: Send {
+    /// The journal's location, for messages.
+    fn location(&self) -> String;
+    /// Records the start of a run; returns its id.
+    fn begin_run(
+        &self,
+        command: &str,
+        plan_path: &Path,
+        plan_hash: &str,
+    ) -> Result<String, JournalError>;
+    /// The command (`run`, `rollback`) of a recorded run.
+    fn run_command(&self, run_id: &str) -> Result<Option<String>, JournalError>;
+    /// Records how a run ended.
+    fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), JournalError>;
+    /// Moves a step to `state` and records the transition, atomically and
+    /// durably; `identity` (plugin digest, params hash) when a step starts.
+    fn transition(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        state: StepState,
+        detail: &str,
+        identity: Option<(&str, &str)>,
+    ) -> Result<(), JournalError>;
+    /// Records a step's verified backup.
+    fn record_backup(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        backup: &StoredBackup,
+    ) -> Result<(), JournalError>;
+    /// Records a step's metrics.
+    fn record_metrics(&self, step_id: &str, metrics: &[Metric]) -> Result<(), JournalError>;
+    /// What the journal knows of a step.
+    fn step(&self, step_id: &str) -> Result<Option<StepRecord>, JournalError>;
+    /// Every transition of a step, oldest first.
+    fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError>;
+    /// Takes the leases of `targets` for `run_id`; released when the returned
+    /// guard drops.
+    fn lease(
+        &self,
+        targets: &[String],
+        run_id: &str,
+        duration: std::time::Duration,
+    ) -> Result<Box<dyn Send>, lease::LeaseError>;
+}
+
+/// The embedded journal of one plan: an SQLite file.
+pub struct SqliteJournal {
     path: PathBuf,
     conn: Connection,
 }
@@ -233,7 +283,7 @@ pub fn now() -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-impl Journal {
+impl SqliteJournal {
     /// Opens (creating if needed) the journal in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
         let path = state_dir.join("journal.db");
@@ -254,7 +304,7 @@ impl Journal {
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(lease::SCHEMA).map_err(err)?;
-        Ok(Journal { path, conn })
+        Ok(SqliteJournal { path, conn })
     }
 
     /// The journal file.
@@ -268,9 +318,11 @@ impl Journal {
             source,
         }
     }
+}
 
+impl Journal for SqliteJournal {
     /// Records the start of a run; returns its id.
-    pub fn begin_run(
+    fn begin_run(
         &self,
         command: &str,
         plan_path: &Path,
@@ -291,7 +343,7 @@ impl Journal {
     }
 
     /// The command (`run`, `rollback`) of a recorded run.
-    pub fn run_command(&self, run_id: &str) -> Result<Option<String>, JournalError> {
+    fn run_command(&self, run_id: &str) -> Result<Option<String>, JournalError> {
         self.conn
             .query_row(
                 "SELECT command FROM runs WHERE id = ?1",
@@ -303,7 +355,7 @@ impl Journal {
     }
 
     /// Records how a run ended.
-    pub fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), JournalError> {
+    fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), JournalError> {
         self.conn
             .execute(
                 "UPDATE runs SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
@@ -315,7 +367,7 @@ impl Journal {
 
     /// Moves a step to `state`, recording the transition, in one transaction.
     /// `identity` (plugin digest, params hash) is set when a step (re)starts.
-    pub fn transition(
+    fn transition(
         &mut self,
         run_id: &str,
         step_id: &str,
@@ -366,7 +418,7 @@ impl Journal {
     }
 
     /// Records a verified backup of a step.
-    pub fn record_backup(
+    fn record_backup(
         &mut self,
         run_id: &str,
         step_id: &str,
@@ -395,7 +447,7 @@ impl Journal {
     }
 
     /// Records the metrics of a step's validate.
-    pub fn record_metrics(&self, step_id: &str, metrics: &[Metric]) -> Result<(), JournalError> {
+    fn record_metrics(&self, step_id: &str, metrics: &[Metric]) -> Result<(), JournalError> {
         let json = serde_json::to_string(metrics).expect("metrics serialize");
         self.conn
             .execute(
@@ -407,7 +459,7 @@ impl Journal {
     }
 
     /// What the journal knows of a step.
-    pub fn step(&self, step_id: &str) -> Result<Option<StepRecord>, JournalError> {
+    fn step(&self, step_id: &str) -> Result<Option<StepRecord>, JournalError> {
         let row = self
             .conn
             .query_row(
@@ -473,7 +525,7 @@ impl Journal {
     }
 
     /// Every transition of a step, oldest first.
-    pub fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError> {
+    fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError> {
         let mut stmt = self
             .conn
             .prepare("SELECT run_id, step_id, state, at, detail FROM transitions WHERE step_id = ?1 ORDER BY seq")
@@ -506,5 +558,20 @@ impl Journal {
             });
         }
         Ok(out)
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn lease(
+        &self,
+        targets: &[String],
+        run_id: &str,
+        duration: std::time::Duration,
+    ) -> Result<Box<dyn Send>, lease::LeaseError> {
+        Ok(Box::new(lease::Lease::acquire(
+            &self.path, targets, run_id, duration,
+        )?))
     }
 }

@@ -62,6 +62,8 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         StepOutcome::RolledBack { .. } => ("↩", "failed, rolled back"),
         StepOutcome::RollbackFailed { .. } => ("✗", "ROLLBACK FAILED"),
         StepOutcome::NotRun => ("·", "not run"),
+        StepOutcome::Stopped { rolled_back: true } => ("■", "stopped, rolled back"),
+        StepOutcome::Stopped { rolled_back: false } => ("■", "stopped, unchanged"),
     };
     let phases: Vec<String> = step
         .phases
@@ -169,9 +171,18 @@ fn verdict(s: &RunSummary) -> String {
             phase.as_str()
         ),
         StepOutcome::Drift { what } => format!("result: REFUSED at step `{}`: {what}", step.id),
-        StepOutcome::Interrupted { state } => {
+                StepOutcome::Interrupted { state } => {
             format!("result: REFUSED at step `{}`: left `{state}` by an earlier run", step.id)
         }
+        StepOutcome::Stopped { rolled_back } => format!(
+            "result: STOPPED by a signal at step `{}`: {}. The journal is consistent; run again to continue.",
+            step.id,
+            if *rolled_back {
+                "it was rolled back to its pre-step state"
+            } else {
+                "nothing had changed"
+            }
+        ),
         _ => "result: ?".into(),
     }
 }
