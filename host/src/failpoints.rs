@@ -17,6 +17,24 @@ use std::time::Duration;
 
 static HITS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
 
+/// An I/O error injected at a failpoint: `SLUICE_FAILPOINT_ERROR=name@n`
+/// makes the n-th hit fail as a full disk would.
+pub fn io_error(name: &str) -> std::io::Result<()> {
+    let n = {
+        let mut hits = HITS.lock().expect("not poisoned");
+        let count = hits
+            .get_or_insert_with(HashMap::new)
+            .entry(format!("io:{name}"))
+            .or_insert(0);
+        *count += 1;
+        *count
+    };
+    if std::env::var("SLUICE_FAILPOINT_ERROR").is_ok_and(|p| p == format!("{name}@{n}")) {
+        return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+    }
+    Ok(())
+}
+
 /// Called at a failpoint.
 pub fn hit(name: &str) {
     let n = {

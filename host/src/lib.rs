@@ -31,3 +31,17 @@ macro_rules! failpoint {
         $crate::failpoints::hit($name);
     };
 }
+
+/// Returns an injected I/O error at this point in tests (see `failpoints`);
+/// always `Ok` without the `failpoints` feature.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! failpoint_io {
+    ($name:expr) => {{
+        #[cfg(feature = "failpoints")]
+        let result = $crate::failpoints::io_error($name);
+        #[cfg(not(feature = "failpoints"))]
+        let result: std::io::Result<()> = Ok(());
+        result
+    }};
+}

@@ -155,3 +155,42 @@ fn sigterm_during_migrate_rolls_the_step_back_and_releases_the_lease() {
     assert_eq!(rerun.code, 1, "{}", rerun.all());
     assert_eq!(s.state("shop.db"), step1);
 }
+
+/// Runs the quickstart with an injected I/O error; the first step must fail
+/// before changing anything, with the error named, and leave no artifact.
+fn io_fault(point: &str, message: &str) {
+    let (seed, step1, _) = allowed_states();
+    let s = Scenario::quickstart();
+    assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let out = s.sluice_with(
+        &sluice_e2e::failpoints_bin(),
+        &["run", "sluice.toml"],
+        &[("SLUICE_FAILPOINT_ERROR", point)],
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("backup failed") && out.stdout.contains(message),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("Nothing was changed"), "{}", out.stdout);
+    assert_eq!(s.state("shop.db"), seed);
+    let tmp = std::fs::read_dir(s.path().join(".sluice/backups/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "no partial artifact is left behind");
+    // The failed artifact was never recorded: a clean re-run works.
+    let rerun = s.sluice(&["run", "sluice.toml"]);
+    assert_eq!(rerun.code, 1, "{}", rerun.all());
+    assert_eq!(s.state("shop.db"), step1);
+}
+
+#[test]
+fn a_full_disk_while_writing_a_backup_changes_nothing() {
+    io_fault("backup:write@2", "No space left on device");
+}
+
+#[test]
+fn an_fsync_failure_invalidates_the_backup() {
+    io_fault("backup:fsync@1", "fsync of artifact");
+}

@@ -117,17 +117,21 @@ impl BackupStore {
 
     /// Makes a written artifact durable under its digest.
     pub fn finish(&self, mut writer: ArtifactWriter) -> Result<ArtifactRef, BackupError> {
-        let file = writer.file.take().expect("an artifact is finished once");
+        // The file stays in the writer until it is stored, so a failure
+        // below drops the writer with it and removes the partial file.
+        let file = writer.file.as_ref().expect("an artifact is finished once");
         // An fsync failure means the bytes may not be on disk: the artifact is
         // invalid and is not retried as if it were fine.
-        file.sync_all()
+        crate::failpoint_io!("backup:fsync")
+            .and_then(|()| file.sync_all())
             .map_err(self.io(format!("fsync of artifact `{}`", writer.name)))?;
-        drop(file);
         let digest = hex::encode(std::mem::take(&mut writer.hasher).finalize());
         let path = format!("sha256/{digest}");
         self.dir
             .rename(&writer.tmp, &self.dir, &path)
             .map_err(self.io(format!("storing artifact `{}`", writer.name)))?;
+        // Stored: nothing left for the writer's Drop to clean up.
+        writer.file = None;
         self.sync_dir("sha256")?;
         crate::failpoint!("backup:artifact-stored");
         Ok(ArtifactRef {
@@ -200,6 +204,7 @@ impl ArtifactWriter {
     /// Appends bytes.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let file = self.file.as_mut().expect("not finished");
+        crate::failpoint_io!("backup:write")?;
         file.write_all(bytes)?;
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
