@@ -121,6 +121,15 @@ fn a_live_lease_refuses_and_an_expired_one_is_taken_over() {
         &[]
     ));
     lease_of_another_host(&s);
+    let status = s.sluice(&["status", "sluice.toml"]);
+    assert!(
+        status
+            .stdout
+            .contains("copy-customers           validating")
+            && status.stdout.contains("INTERRUPTED"),
+        "{}",
+        status.stdout
+    );
     let refused = s.sluice(&["run", "sluice.toml"]);
     assert_eq!(refused.code, 3, "{}", refused.all());
     assert!(

@@ -14,7 +14,9 @@ use crate::capabilities::backup_store::BackupAccess;
 use crate::capabilities::sql::SqlGrant;
 use crate::datastores::sqlite::{self, Fingerprint};
 use crate::datastores::DatastoreError;
-use crate::journal::{Journal, JournalError, SqliteJournal, StepRecord, StepState, StoredBackup};
+use crate::journal::{
+    Journal, JournalError, SqliteJournal, StepRecord, StepState, StoredBackup, Transition,
+};
 use crate::plan::{Access, Plan, Step, ValueSource};
 use crate::runtime::{
     BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
@@ -1069,11 +1071,34 @@ async fn fingerprint(
         .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
 }
 
+/// What `sluice status` shows of a step.
+#[derive(Debug, Clone)]
+pub struct StepStatus {
+    /// Step id.
+    pub id: String,
+    /// What the journal knows, if the step ever ran.
+    pub record: Option<StepRecord>,
+    /// When and how the step was last interrupted and resumed, if it was.
+    pub resumed: Option<Transition>,
+}
+
 /// The state of every step of a plan, from the journal.
-pub fn status(plan: &Plan) -> Result<Vec<(String, Option<StepRecord>)>, EngineError> {
+pub fn status(plan: &Plan) -> Result<Vec<StepStatus>, EngineError> {
     let journal = SqliteJournal::open(&plan.state_dir())?;
     plan.steps
         .iter()
-        .map(|s| Ok((s.id.clone(), journal.step(&s.id)?)))
+        .map(|s| {
+            let record = journal.step(&s.id)?;
+            let resumed = journal
+                .transitions(&s.id)?
+                .into_iter()
+                .rev()
+                .find(|t| t.detail.starts_with("resumed:"));
+            Ok(StepStatus {
+                id: s.id.clone(),
+                record,
+                resumed,
+            })
+        })
         .collect()
 }

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::engine::{Phase, RunSummary, StepOutcome, StepSummary};
-use crate::journal::{StepRecord, StepState};
+use crate::engine::{Phase, RunSummary, StepOutcome, StepStatus, StepSummary};
+use crate::journal::StepState;
 use crate::plan::PlanError;
 
 /// A number as operators read it: integers plainly, others with 4 decimals.
@@ -187,8 +187,9 @@ fn verdict(s: &RunSummary) -> String {
     }
 }
 
-/// `sluice status`: each step's state, when it got there and why.
-pub fn status(plan_name: &str, steps: &[(String, Option<StepRecord>)]) -> String {
+/// `sluice status`: each step's state, when it got there and why; steps an
+/// interrupted run left in flight and steps that were resumed say so.
+pub fn status(plan_name: &str, steps: &[StepStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "plan {plan_name}");
     let _ = writeln!(
@@ -196,33 +197,42 @@ pub fn status(plan_name: &str, steps: &[(String, Option<StepRecord>)]) -> String
         "  {:<24} {:<16} {:<26} detail",
         "step", "state", "since"
     );
-    for (id, record) in steps {
-        match record {
-            None => {
-                let _ = writeln!(
-                    out,
-                    "  {id:<24} {:<16} {:<26}",
-                    StepState::Pending.as_str(),
-                    "-"
-                );
-            }
-            Some(r) => {
-                let detail = match r.state {
-                    StepState::Completed => r
-                        .metrics
-                        .iter()
-                        .map(|m| format!("{}={}", m.name, number(m.value)))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    _ => r.error.clone().unwrap_or_default(),
-                };
-                let _ = writeln!(
-                    out,
-                    "  {id:<24} {:<16} {:<26} {detail}",
-                    r.state.as_str(),
-                    r.updated_at
-                );
-            }
+    for step in steps {
+        let id = &step.id;
+        let Some(r) = &step.record else {
+            let _ = writeln!(
+                out,
+                "  {id:<24} {:<16} {:<26}",
+                StepState::Pending.as_str(),
+                "-"
+            );
+            continue;
+        };
+        let detail = match r.state {
+            StepState::Completed => r
+                .metrics
+                .iter()
+                .map(|m| format!("{}={}", m.name, number(m.value)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            s if s.is_in_flight() => format!(
+                "INTERRUPTED or running (run {}); `sluice run` resumes it from the journal",
+                r.run_id
+            ),
+            _ => r.error.clone().unwrap_or_default(),
+        };
+        let _ = writeln!(
+            out,
+            "  {id:<24} {:<16} {:<26} {detail}",
+            r.state.as_str(),
+            r.updated_at
+        );
+        if let Some(t) = &step.resumed {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<16} {:<26} {}",
+                "", "resumed", t.at, t.detail
+            );
         }
     }
     out
