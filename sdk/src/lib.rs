@@ -55,7 +55,7 @@ use __private::bindings::exports::sluice::plugin::describe as describe_types;
 use __private::bindings::sluice::plugin::types;
 
 pub use describe_types::{CapabilityNeed, PluginInfo};
-pub use types::{BackupManifest, DatastoreError, Error, Metric, TableState};
+pub use types::{BackupManifest, DatastoreError, Error, Metric, PhaseReached, TableState};
 
 /// The step a phase call runs for: its id, target and params.
 #[derive(Debug, Clone)]
@@ -150,7 +150,13 @@ pub trait Validate {
 /// The way back: restore what the backup saved. Must be safe to call twice.
 pub trait Rollback {
     /// Restores from `manifest` and returns the restored tables' state.
-    fn rollback(ctx: &StepContext, manifest: &BackupManifest) -> Result<Vec<TableState>, Error>;
+    /// `reached` is how far the step got before the rollback, as the host's
+    /// journal knows it.
+    fn rollback(
+        ctx: &StepContext,
+        manifest: &BackupManifest,
+        reached: PhaseReached,
+    ) -> Result<Vec<TableState>, Error>;
 }
 
 /// Exports a type implementing [`Plugin`], [`Backup`], [`Migrate`],
@@ -202,10 +208,12 @@ macro_rules! export_plugin {
                 fn rollback(
                     ctx: __types::StepContext,
                     manifest: __types::BackupManifest,
+                    reached: __types::PhaseReached,
                 ) -> Result<Vec<__types::TableState>, __types::Error> {
                     <$ty as $crate::Rollback>::rollback(
                         &$crate::__private::StepContext::from_wit(ctx),
                         &manifest,
+                        reached,
                     )
                 }
             }

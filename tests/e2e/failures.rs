@@ -68,6 +68,12 @@ fn a_threshold_not_met_rolls_back_to_the_pre_step_checksums() {
         after_step1,
         "every table and the schema equal their pre-step state"
     );
+    assert!(
+        run.stderr
+            .contains("rollback reached=PhaseReached::Migrated"),
+        "the plugin is told how far the step got: {}",
+        run.stderr
+    );
 
     let states: Vec<String> = s
         .transitions("merge-legacy")
@@ -104,6 +110,12 @@ fn a_panic_in_migrate_is_rolled_back_and_the_host_survives() {
         run.stdout
     );
     assert!(run.stdout.contains("failed, rolled back"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("rollback reached=PhaseReached::Migrating"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(s.state("shop.db"), before);
 }
 

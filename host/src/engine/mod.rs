@@ -20,7 +20,7 @@ use crate::journal::{
 use crate::plan::{Access, Plan, Step, ValueSource};
 use crate::runtime::{
     BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
-    PhaseOutput, Runtime, StepContext,
+    PhaseOutput, PhaseReached, Runtime, StepContext,
 };
 
 /// Failures that stop the engine before or outside a step's own outcome.
@@ -902,6 +902,14 @@ impl Engine {
         reason: String,
         s: &mut StepSummary,
     ) -> Result<StepOutcome, EngineError> {
+        // How far the step got, from the journal, before it says rolling-back.
+        let reached = match self.journal.step(&step.id)?.map(|r| r.state) {
+            Some(StepState::Migrating) => PhaseReached::Migrating,
+            Some(StepState::Validating) => PhaseReached::Migrated,
+            Some(StepState::Completed) => PhaseReached::Completed,
+            Some(StepState::RollingBack | StepState::RollbackFailed) => PhaseReached::RollingBack,
+            _ => PhaseReached::BackedUp,
+        };
         self.journal
             .transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
         let fail = |journal: &mut Box<dyn Journal>,
@@ -960,7 +968,7 @@ impl Engine {
                 artifacts,
             },
         );
-        let input = PhaseInput::Rollback(self.context(step), backup.manifest.clone());
+        let input = PhaseInput::Rollback(self.context(step), backup.manifest.clone(), reached);
         let (result, report) = self.runtime.call(plugin, grants, input).await;
         s.phases.push((Phase::Rollback, report.elapsed));
         if let Err(e) = result {

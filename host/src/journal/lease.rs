@@ -42,7 +42,7 @@ pub enum LeaseError {
         /// The target.
         target: String,
         /// Its holder.
-        holder: LeaseHolder,
+        holder: Box<LeaseHolder>,
     },
     /// The journal failed.
     #[error(transparent)]
@@ -149,7 +149,7 @@ impl Lease {
                 if holder.expires_in > 0.0 && !dead_here {
                     return Err(LeaseError::Held {
                         target: target.clone(),
-                        holder,
+                        holder: Box::new(holder),
                     });
                 }
                 let why = if dead_here {

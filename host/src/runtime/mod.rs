@@ -29,7 +29,9 @@ use crate::capabilities::values::ValuesCapability;
 use crate::capabilities::{self, describe_error};
 use crate::grants::ComponentFacts;
 use crate::plan::{Access, FileGrant, Limits, PluginRef};
-pub use bindings::{BackupManifest, Metric, PluginError, PluginInfo, StepContext, TableState};
+pub use bindings::{
+    BackupManifest, Metric, PhaseReached, PluginError, PluginInfo, StepContext, TableState,
+};
 pub use cache::{CacheOutcome, ComponentCache};
 use std::collections::BTreeMap;
 use wasmtime_wasi::FsPerms;
@@ -148,8 +150,8 @@ pub enum PhaseInput {
     Migrate(StepContext),
     /// `validate`.
     Validate(StepContext),
-    /// `rollback`.
-    Rollback(StepContext, BackupManifest),
+    /// `rollback`, with how far the step got.
+    Rollback(StepContext, BackupManifest, PhaseReached),
 }
 
 impl PhaseInput {
@@ -482,9 +484,9 @@ impl Runtime {
                     .call_validate(&mut store, &ctx)
                     .await?
                     .map(PhaseOutput::Validate),
-                PhaseInput::Rollback(ctx, manifest) => instance
+                PhaseInput::Rollback(ctx, manifest, reached) => instance
                     .sluice_plugin_rollback()
-                    .call_rollback(&mut store, &ctx, &manifest)
+                    .call_rollback(&mut store, &ctx, &manifest, reached)
                     .await?
                     .map(PhaseOutput::Rollback),
             };

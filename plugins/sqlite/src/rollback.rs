@@ -10,13 +10,20 @@ use std::io::Read;
 use sluice_sdk::backup_store;
 use sluice_sdk::dump;
 use sluice_sdk::sql::{quote_ident, Connection};
-use sluice_sdk::{log, progress, BackupManifest, Error, StepContext, TableState};
+use sluice_sdk::{log, progress, BackupManifest, Error, PhaseReached, StepContext, TableState};
 
 use crate::schema::{self, SchemaObject, SchemaSnapshot, TableLayout, SCHEMA_ARTIFACT};
 use crate::SqlitePlugin;
 
 impl sluice_sdk::Rollback for SqlitePlugin {
-    fn rollback(ctx: &StepContext, manifest: &BackupManifest) -> Result<Vec<TableState>, Error> {
+    fn rollback(
+        ctx: &StepContext,
+        manifest: &BackupManifest,
+        reached: PhaseReached,
+    ) -> Result<Vec<TableState>, Error> {
+        // The restore is the same whatever was reached: it drops what is new
+        // and reloads the snapshot, which is also safe after a partial one.
+        log::info("rollback", &[("reached", &format!("{reached:?}"))]);
         let snapshot = read_snapshot()?;
         let conn = Connection::open(&ctx.target)?;
         conn.execute("PRAGMA defer_foreign_keys = ON", &[])?;
