@@ -4,6 +4,9 @@
 
 use sluice_e2e::{plugin, Scenario};
 
+/// The file grant the directory tests use.
+const DATA_READ_ONLY: &str = r#"files = [{ name = "data", path = "data", access = "read-only" }]"#;
+
 /// A one-step plan on the quickstart database run by `fixture`, with
 /// `step_extra` lines on the step and the hostile `behaviour`.
 fn hostile(fixture: &str, behaviour: &str, step_extra: &str) -> Scenario {
@@ -81,63 +84,39 @@ fn an_ungranted_import_is_refused_before_running() {
 
 #[test]
 fn network_can_never_be_granted() {
-    let s = hostile(
-        "hostile-net",
-        "",
-        r#"files = [{ name = "data", path = "data", access = "read-only" }]"#,
-    );
+    let s = hostile("hostile-net", "", DATA_READ_ONLY);
     refused(&s, &[2], "sluice does not grant network access");
 }
 
 #[test]
 fn a_granted_directory_is_readable() {
     // The control for the escapes below: the same plugin reads inside its grant.
-    let s = hostile(
-        "hostile-files",
-        "read-granted",
-        r#"files = [{ name = "data", path = "data", access = "read-only" }]"#,
-    );
+    let s = hostile("hostile-files", "read-granted", DATA_READ_ONLY);
     let run = s.run("hostile.toml");
     assert_eq!(run.code, 0, "{}", run.all());
 }
 
 #[test]
 fn escaping_a_directory_with_dotdot_fails() {
-    let s = hostile(
-        "hostile-files",
-        "escape-dotdot",
-        r#"files = [{ name = "data", path = "data", access = "read-only" }]"#,
-    );
+    let s = hostile("hostile-files", "escape-dotdot", DATA_READ_ONLY);
     refused(&s, &[1], "escape-dotdot");
 }
 
 #[test]
 fn escaping_a_directory_with_an_absolute_path_fails() {
-    let s = hostile(
-        "hostile-files",
-        "escape-absolute",
-        r#"files = [{ name = "data", path = "data", access = "read-only" }]"#,
-    );
+    let s = hostile("hostile-files", "escape-absolute", DATA_READ_ONLY);
     refused(&s, &[1], "escape-absolute");
 }
 
 #[test]
 fn escaping_a_directory_through_a_symlink_fails() {
-    let s = hostile(
-        "hostile-files",
-        "escape-symlink",
-        r#"files = [{ name = "data", path = "data", access = "read-only" }]"#,
-    );
+    let s = hostile("hostile-files", "escape-symlink", DATA_READ_ONLY);
     refused(&s, &[1], "escape-symlink");
 }
 
 #[test]
 fn writing_a_read_only_directory_fails() {
-    let s = hostile(
-        "hostile-files",
-        "write-read-only",
-        r#"files = [{ name = "data", path = "data", access = "read-only" }]"#,
-    );
+    let s = hostile("hostile-files", "write-read-only", DATA_READ_ONLY);
     refused(&s, &[1], "write-read-only");
     assert!(!s.path().join("data/written.txt").exists());
 }

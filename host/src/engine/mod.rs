@@ -299,18 +299,25 @@ impl Engine {
         &self.plan
     }
 
-    /// Runs every pending step in order; stops at the first failure.
-    pub async fn run(&mut self) -> Result<RunSummary, EngineError> {
+    /// Records a new run and takes its leases (held until the guard drops).
+    fn begin(&self, command: &str) -> Result<(RunSummary, Box<dyn Send>), EngineError> {
         let run_id = self
             .journal
-            .begin_run("run", &self.plan.path, &self.plan.hash)?;
-        let _lease = self.lease(&run_id)?;
-        let mut summary = RunSummary {
-            command: "run".into(),
+            .begin_run(command, &self.plan.path, &self.plan.hash)?;
+        let lease = self.lease(&run_id)?;
+        let summary = RunSummary {
+            command: command.into(),
             plan: self.plan.name.clone(),
-            run_id: run_id.clone(),
+            run_id,
             steps: Vec::new(),
         };
+        Ok((summary, lease))
+    }
+
+    /// Runs every pending step in order; stops at the first failure.
+    pub async fn run(&mut self) -> Result<RunSummary, EngineError> {
+        let (mut summary, _lease) = self.begin("run")?;
+        let run_id = summary.run_id.clone();
         let steps = self.plan.steps.clone();
         let mut stopped = false;
         for step in &steps {
@@ -365,16 +372,8 @@ impl Engine {
                 return Err(EngineError::UnknownStep(to.to_string()));
             }
         }
-        let run_id = self
-            .journal
-            .begin_run("rollback", &self.plan.path, &self.plan.hash)?;
-        let _lease = self.lease(&run_id)?;
-        let mut summary = RunSummary {
-            command: "rollback".into(),
-            plan: self.plan.name.clone(),
-            run_id: run_id.clone(),
-            steps: Vec::new(),
-        };
+        let (mut summary, _lease) = self.begin("rollback")?;
+        let run_id = summary.run_id.clone();
         let steps = self.plan.steps.clone();
         for step in steps.iter().rev() {
             if Some(step.id.as_str()) == to {

@@ -99,6 +99,25 @@ fn open(path: &Path) -> Result<Connection, JournalError> {
     Ok(conn)
 }
 
+/// The current holder of a target's lease, if any.
+fn holder_of(conn: &Connection, target: &str) -> rusqlite::Result<Option<LeaseHolder>> {
+    conn.query_row(
+        "SELECT run_id, host, pid, acquired_at, heartbeat_at, expires_at FROM leases WHERE target = ?1",
+        params![target],
+        |r| {
+            Ok(LeaseHolder {
+                run_id: r.get(0)?,
+                host: r.get(1)?,
+                pid: r.get(2)?,
+                since: r.get(3)?,
+                heartbeat: r.get(4)?,
+                expires_in: r.get::<_, f64>(5)? - unix_now(),
+            })
+        },
+    )
+    .optional()
+}
+
 /// A held lease; renewed in the background, released when dropped.
 pub struct Lease {
     path: PathBuf,
@@ -127,23 +146,7 @@ impl Lease {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         for target in targets {
-            let row = tx
-                .query_row(
-                    "SELECT run_id, host, pid, acquired_at, heartbeat_at, expires_at FROM leases WHERE target = ?1",
-                    params![target],
-                    |r| {
-                        Ok(LeaseHolder {
-                            run_id: r.get(0)?,
-                            host: r.get(1)?,
-                            pid: r.get(2)?,
-                            since: r.get(3)?,
-                            heartbeat: r.get(4)?,
-                            expires_in: r.get::<_, f64>(5)? - unix_now(),
-                        })
-                    },
-                )
-                .optional()
-                .map_err(err)?;
+            let row = holder_of(&tx, target).map_err(err)?;
             if let Some(holder) = row {
                 let dead_here = holder.host == host && !process_alive(holder.pid);
                 if holder.expires_in > 0.0 && !dead_here {
@@ -231,23 +234,7 @@ pub fn force_unlock(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
-    let holder = tx
-        .query_row(
-            "SELECT run_id, host, pid, acquired_at, heartbeat_at, expires_at FROM leases WHERE target = ?1",
-            params![target],
-            |r| {
-                Ok(LeaseHolder {
-                    run_id: r.get(0)?,
-                    host: r.get(1)?,
-                    pid: r.get(2)?,
-                    since: r.get(3)?,
-                    heartbeat: r.get(4)?,
-                    expires_in: r.get::<_, f64>(5)? - unix_now(),
-                })
-            },
-        )
-        .optional()
-        .map_err(err)?;
+    let holder = holder_of(&tx, target).map_err(err)?;
     tx.execute("DELETE FROM leases WHERE target = ?1", params![target])
         .map_err(err)?;
     let who = format!(
