@@ -99,7 +99,7 @@ fn lease_of_another_host(s: &Scenario) {
     let conn = rusqlite::Connection::open(s.path().join(".sluice/journal.db")).unwrap();
     let n = conn
         .execute(
-            "UPDATE leases SET host = 'other-host', expires_at = strftime('%s','now') + 2",
+            "UPDATE leases SET host = 'other-host', expires_at = strftime('%s','now') + 4",
             [],
         )
         .unwrap();
@@ -137,7 +137,7 @@ fn a_live_lease_refuses_and_an_expired_one_is_taken_over() {
         "{}",
         refused.stderr
     );
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(4500));
     let rerun = s.sluice(&["run", "sluice.toml"]);
     assert_eq!(rerun.code, 1, "{}", rerun.all());
     assert_eq!(s.state("shop.db"), step1_state());
