@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use sluice::cli::{Cli, Command, LogFormat};
 use sluice::engine::{exit, Engine, EngineOptions};
+use sluice::journal::Journal;
 use sluice::runtime::{ComponentCache, Runtime};
 use sluice::{audit, engine, plan, report};
 
@@ -141,12 +142,11 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
         eprintln!("error: give a reason (--reason \"…\"); it is recorded in the journal");
         return exit::PLAN_ERROR;
     }
-    if let Err(e) = sluice::journal::SqliteJournal::open(&plan.state_dir()) {
-        return internal(&e);
-    }
-    let key = format!("{}:{}", t.kind.as_str(), t.path.display());
-    let journal = plan.state_dir().join("journal.db");
-    match sluice::journal::lease::force_unlock(&journal, &key, &reason) {
+    let journal = match sluice::journal::SqliteJournal::open(&plan.state_dir()) {
+        Ok(journal) => journal,
+        Err(e) => return internal(&e),
+    };
+    match journal.force_unlock(&t.lease_key(), &reason) {
         Ok(Some(holder)) => {
             println!(
                 "unlocked target `{target}`: removed the lease of run {} (host {}, pid {}, since {}); reason recorded",

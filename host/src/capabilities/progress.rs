@@ -26,18 +26,12 @@ const MAX_MESSAGE: usize = 200;
 /// State of the `progress` capability in one store.
 pub struct ProgressCapability {
     sink: Option<ProgressSink>,
-    reports: u64,
 }
 
 impl ProgressCapability {
     /// Reports go to `sink` (or only to the trace log).
     pub fn new(sink: Option<ProgressSink>) -> Self {
-        ProgressCapability { sink, reports: 0 }
-    }
-
-    /// Reports received so far.
-    pub fn reports(&self) -> u64 {
-        self.reports
+        ProgressCapability { sink }
     }
 }
 
@@ -62,7 +56,6 @@ impl wit::Host for ProgressCapability {
         total: Option<u64>,
         mut message: String,
     ) -> wasmtime::Result<()> {
-        self.reports += 1;
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !message.is_char_boundary(cut) {

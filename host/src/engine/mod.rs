@@ -559,11 +559,7 @@ impl Engine {
             .plan
             .steps
             .iter()
-            .map(|s| {
-                let t = &self.plan.targets[&s.target];
-                // The lease names the datastore, not the plan's alias for it.
-                format!("{}:{}", t.kind.as_str(), t.path.display())
-            })
+            .map(|s| self.plan.targets[&s.target].lease_key())
             .collect();
         targets.sort();
         targets.dedup();

@@ -183,8 +183,6 @@ pub struct Transition {
 /// ([`SqliteJournal`]) is the embedded default; a shared journal for several
 /// hosts implements the same trait.
 pub trait Journal: Send {
-    /// The journal's location, for messages.
-    fn location(&self) -> String;
     /// Records the start of a run; returns its id.
     fn begin_run(
         &self,
@@ -219,6 +217,12 @@ pub trait Journal: Send {
     fn step(&self, step_id: &str) -> Result<Option<StepRecord>, JournalError>;
     /// Every transition of a step, oldest first.
     fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError>;
+    /// Removes a target's lease whoever holds it, recording who and why.
+    fn force_unlock(
+        &self,
+        target: &str,
+        reason: &str,
+    ) -> Result<Option<lease::LeaseHolder>, JournalError>;
     /// Takes the leases of `targets` for `run_id`; released when the returned
     /// guard drops.
     fn lease(
@@ -560,8 +564,12 @@ impl Journal for SqliteJournal {
         Ok(out)
     }
 
-    fn location(&self) -> String {
-        self.path.display().to_string()
+    fn force_unlock(
+        &self,
+        target: &str,
+        reason: &str,
+    ) -> Result<Option<lease::LeaseHolder>, JournalError> {
+        lease::force_unlock(&self.path, target, reason)
     }
 
     fn lease(

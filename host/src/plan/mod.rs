@@ -123,6 +123,15 @@ pub struct Target {
     pub path: PathBuf,
 }
 
+impl Target {
+    /// What a lease on this target is keyed by: the datastore itself, not the
+    /// plan's alias for it, so two plans naming it differently still exclude
+    /// each other.
+    pub fn lease_key(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.path.display())
+    }
+}
+
 /// A plugin the plan uses, read and digested.
 #[derive(Debug, Clone)]
 pub struct PluginRef {

@@ -10,7 +10,6 @@
 pub(crate) mod bindings;
 pub mod cache;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -186,8 +185,6 @@ pub struct CallReport {
     pub written: Vec<ArtifactRef>,
     /// Wall-clock time of the call.
     pub elapsed: Duration,
-    /// Progress reports received.
-    pub progress_reports: u64,
 }
 
 /// State of one store: WASI (granting nothing) and sluice's capabilities.
@@ -350,11 +347,6 @@ impl Runtime {
         self.cache.load(&self.engine, digest, bytes)
     }
 
-    /// The wasmtime engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     fn new_store(
         &self,
         plugin: &LoadedPlugin,
@@ -509,7 +501,6 @@ impl Runtime {
         let report = CallReport {
             written: state.backup.written().to_vec(),
             elapsed: started.elapsed(),
-            progress_reports: state.progress.reports(),
         };
         if state.log.dropped() > 0 {
             tracing::warn!(plugin = %plugin.name, dropped = state.log.dropped(), "plugin log records dropped (flood limit)");
@@ -582,6 +573,3 @@ fn spawn_epoch_ticker(engine: &Engine) {
         })
         .expect("spawning the epoch thread");
 }
-
-/// Shared handle to a runtime.
-pub type SharedRuntime = Arc<Runtime>;
