@@ -52,6 +52,31 @@ impl TableChecksum {
                 }
             }
         }
+        self.add_scratch();
+    }
+
+    /// Adds one row given as bytes in a datastore's own canonical text form
+    /// (a line of PostgreSQL `COPY` text output, without its newline).
+    pub fn add_encoded_row(&mut self, bytes: &[u8]) {
+        self.scratch.clear();
+        self.scratch.push(5);
+        self.scratch.extend_from_slice(bytes);
+        self.add_scratch();
+    }
+
+    /// Adds every row of a chunk of `COPY` text output: whole lines, each
+    /// ending in a newline (an empty line is a row of one empty string).
+    pub fn add_copy_lines(&mut self, chunk: &[u8]) {
+        let Some(body) = chunk.strip_suffix(b"\n") else {
+            debug_assert!(chunk.is_empty(), "COPY chunks end at a row boundary");
+            return;
+        };
+        for line in body.split(|b| *b == b'\n') {
+            self.add_encoded_row(line);
+        }
+    }
+
+    fn add_scratch(&mut self) {
         let digest = Sha256::digest(&self.scratch);
         let mut head = [0u8; 16];
         head.copy_from_slice(&digest[..16]);

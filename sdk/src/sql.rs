@@ -102,6 +102,21 @@ impl Connection {
         self.inner.execute_script(script)
     }
 
+    /// Starts a bulk read (`COPY … TO STDOUT`, PostgreSQL): the data streams
+    /// out as bytes, whole rows per chunk, with no host call per value.
+    pub fn copy_out(&self, statement: &str) -> Result<CopyReader, Error> {
+        Ok(CopyReader {
+            inner: self.inner.copy_out(statement)?,
+        })
+    }
+
+    /// Starts a bulk write (`COPY … FROM STDIN`, PostgreSQL).
+    pub fn copy_in(&self, statement: &str) -> Result<CopyWriter, Error> {
+        Ok(CopyWriter {
+            inner: self.inner.copy_in(statement)?,
+        })
+    }
+
     /// Runs `f` inside a transaction: committed when `f` succeeds, rolled
     /// back when it fails.
     pub fn transaction<T>(&self, f: impl FnOnce(&Self) -> Result<T, Error>) -> Result<T, Error> {
@@ -225,6 +240,40 @@ impl Cursor {
     pub fn next_batch(&mut self) -> Result<Option<RowBatch>, Error> {
         let batch = self.inner.next_batch(self.batch_rows)?;
         Ok(if batch.rows == 0 { None } else { Some(batch) })
+    }
+}
+
+/// Bytes fetched per host call by [`CopyReader::next_chunk`].
+pub const COPY_CHUNK_BYTES: u32 = 1 << 20;
+
+/// The byte stream of a `COPY … TO STDOUT`.
+pub struct CopyReader {
+    inner: wit::CopyReader,
+}
+
+impl CopyReader {
+    /// The next chunk (whole rows), or `None` at the end.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        let chunk = self.inner.read(COPY_CHUNK_BYTES)?;
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
+}
+
+/// The byte stream of a `COPY … FROM STDIN`; dropping it unfinished aborts
+/// the copy.
+pub struct CopyWriter {
+    inner: wit::CopyWriter,
+}
+
+impl CopyWriter {
+    /// Sends bytes; rows may span calls.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.inner.write(data)
+    }
+
+    /// Ends the copy; returns the number of rows loaded.
+    pub fn finish(self) -> Result<u64, Error> {
+        self.inner.finish()
     }
 }
 

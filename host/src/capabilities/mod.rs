@@ -3,6 +3,7 @@
 //! `add_to_linker`. Privileged functions check the step's grant first.
 
 pub mod backup_store;
+pub mod kv;
 pub mod log;
 pub mod progress;
 pub mod sql;

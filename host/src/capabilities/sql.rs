@@ -96,6 +96,12 @@ pub struct CursorHandle {
     columns: Vec<String>,
 }
 
+/// An open `COPY … TO STDOUT` stream.
+pub struct CopyReaderHandle;
+
+/// An open `COPY … FROM STDIN` stream.
+pub struct CopyWriterHandle;
+
 impl Drop for CursorHandle {
     fn drop(&mut self) {
         self.session.close_cursor();
@@ -286,6 +292,26 @@ impl wit::HostConnection for SqlCapability {
         Ok(session.script("ROLLBACK".into()).await.map_err(datastore))
     }
 
+    async fn copy_out(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+        _statement: String,
+    ) -> wasmtime::Result<Result<Resource<CopyReaderHandle>, Error>> {
+        Ok(Err(Error::Unsupported(
+            "COPY streams need a PostgreSQL target".into(),
+        )))
+    }
+
+    async fn copy_in(
+        &mut self,
+        _conn: Resource<ConnectionHandle>,
+        _statement: String,
+    ) -> wasmtime::Result<Result<Resource<CopyWriterHandle>, Error>> {
+        Ok(Err(Error::Unsupported(
+            "COPY streams need a PostgreSQL target".into(),
+        )))
+    }
+
     async fn drop(&mut self, conn: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
         self.table.delete(conn)?;
         Ok(())
@@ -313,6 +339,49 @@ impl wit::HostCursor for SqlCapability {
 
     async fn drop(&mut self, cursor: Resource<CursorHandle>) -> wasmtime::Result<()> {
         self.table.delete(cursor)?;
+        Ok(())
+    }
+}
+
+impl wit::HostCopyReader for SqlCapability {
+    async fn read(
+        &mut self,
+        _reader: Resource<CopyReaderHandle>,
+        _max_bytes: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        Ok(Err(Error::Unsupported(
+            "COPY streams need a PostgreSQL target".into(),
+        )))
+    }
+
+    async fn drop(&mut self, reader: Resource<CopyReaderHandle>) -> wasmtime::Result<()> {
+        self.table.delete(reader)?;
+        Ok(())
+    }
+}
+
+impl wit::HostCopyWriter for SqlCapability {
+    async fn write(
+        &mut self,
+        _writer: Resource<CopyWriterHandle>,
+        _data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        Ok(Err(Error::Unsupported(
+            "COPY streams need a PostgreSQL target".into(),
+        )))
+    }
+
+    async fn finish(
+        &mut self,
+        _writer: Resource<CopyWriterHandle>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        Ok(Err(Error::Unsupported(
+            "COPY streams need a PostgreSQL target".into(),
+        )))
+    }
+
+    async fn drop(&mut self, writer: Resource<CopyWriterHandle>) -> wasmtime::Result<()> {
+        self.table.delete(writer)?;
         Ok(())
     }
 }

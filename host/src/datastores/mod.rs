@@ -3,6 +3,8 @@
 
 pub mod sqlite;
 
+use std::collections::BTreeMap;
+
 /// One SQL value, as drivers exchange it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -49,5 +51,51 @@ impl DatastoreError {
             code: code.to_string(),
             message: message.into(),
         }
+    }
+}
+
+/// Row count and checksum of one table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableFingerprint {
+    /// Rows.
+    pub rows: u64,
+    /// Order-independent checksum of the rows (see `sluice_sdk::checksum`).
+    pub checksum: String,
+}
+
+/// The state of a whole database: schema and every table's content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    /// sha256 over every schema object (type, name, sql), sorted by name.
+    pub schema: String,
+    /// Every user table.
+    pub tables: BTreeMap<String, TableFingerprint>,
+}
+
+impl Fingerprint {
+    /// What differs from `other`, one line per difference.
+    pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.schema != other.schema {
+            out.push("schema differs".to_string());
+        }
+        for (name, t) in &self.tables {
+            match other.tables.get(name) {
+                None => out.push(format!("table `{name}` is missing")),
+                Some(o) if o != t => out.push(format!(
+                    "table `{name}`: {} rows (checksum {}) instead of {} rows (checksum {})",
+                    o.rows, o.checksum, t.rows, t.checksum
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in other
+            .tables
+            .keys()
+            .filter(|n| !self.tables.contains_key(*n))
+        {
+            out.push(format!("table `{name}` exists but did not before"));
+        }
+        out
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::backup::{BackupError, BackupStore};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::capabilities::sql::SqlGrant;
-use crate::datastores::sqlite::{self, Fingerprint};
 use crate::datastores::DatastoreError;
+use crate::datastores::{sqlite, Fingerprint};
 use crate::journal::{
     Journal, JournalError, SqliteJournal, StepRecord, StepState, StoredBackup, Transition,
 };

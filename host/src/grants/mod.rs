@@ -21,7 +21,7 @@ pub enum Capability {
     Runtime,
     /// sluice's own protocol: backup store (phase-scoped), progress, log.
     Protocol,
-    /// SQL access to the step's target (`sluice:plugin/sql`).
+    /// Access to the step's target (`sluice:plugin/sql`, `sluice:plugin/kv`).
     Datastore,
     /// Named values of the plan (`sluice:plugin/values`).
     Values,
@@ -39,7 +39,7 @@ impl Capability {
         match self {
             Capability::Runtime => "runtime basics (no authority)",
             Capability::Protocol => "sluice protocol (backup store, progress, log)",
-            Capability::Datastore => "datastore access (SQL on the step's target)",
+            Capability::Datastore => "datastore access (SQL or key-value on the step's target)",
             Capability::Values => "named values from the plan",
             Capability::Files => "files in granted directories",
             Capability::Network => "network",
@@ -51,7 +51,9 @@ impl Capability {
     pub fn how_to_grant(&self) -> &'static str {
         match self {
             Capability::Runtime | Capability::Protocol => "always available",
-            Capability::Datastore => "the step's `target` and `access` (and `tables` to scope it)",
+            Capability::Datastore => {
+                "the step's `target` and `access` (and `tables` or `key_prefixes` to scope it)"
+            }
             Capability::Values => {
                 "`values = [\"name\", …]` on the step, defined in the plan's [values]"
             }
@@ -75,7 +77,7 @@ pub fn classify(interface: &str) -> Capability {
     let name = interface.split('@').next().unwrap_or(interface);
     let (package, _) = name.split_once('/').unwrap_or((name, ""));
     match (package, name) {
-        (_, "sluice:plugin/sql") => Capability::Datastore,
+        (_, "sluice:plugin/sql" | "sluice:plugin/kv") => Capability::Datastore,
         (_, "sluice:plugin/values") => Capability::Values,
         (
             _,
@@ -172,6 +174,7 @@ mod tests {
     fn interfaces_map_to_capabilities() {
         let cases = [
             ("sluice:plugin/sql@0.1.0", Capability::Datastore),
+            ("sluice:plugin/kv@0.1.0", Capability::Datastore),
             ("sluice:plugin/values@0.1.0", Capability::Values),
             ("sluice:plugin/backup-store@0.1.0", Capability::Protocol),
             ("sluice:plugin/log@0.1.0", Capability::Protocol),

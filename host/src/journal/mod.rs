@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::backup::ArtifactRef;
-use crate::datastores::sqlite::Fingerprint;
+use crate::datastores::Fingerprint;
 use crate::runtime::{BackupManifest, Metric};
 
 /// Errors of the journal.

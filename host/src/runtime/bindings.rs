@@ -10,6 +10,9 @@ wasmtime::component::bindgen!({
     with: {
         "sluice:plugin/sql.connection": crate::capabilities::sql::ConnectionHandle,
         "sluice:plugin/sql.cursor": crate::capabilities::sql::CursorHandle,
+        "sluice:plugin/sql.copy-reader": crate::capabilities::sql::CopyReaderHandle,
+        "sluice:plugin/sql.copy-writer": crate::capabilities::sql::CopyWriterHandle,
+        "sluice:plugin/kv.kv-connection": crate::capabilities::kv::KvConnectionHandle,
         "sluice:plugin/backup-store.artifact-writer": crate::capabilities::backup_store::WriterHandle,
         "sluice:plugin/backup-store.artifact-reader": crate::capabilities::backup_store::ReaderHandle,
     },
