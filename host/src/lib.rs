@@ -20,6 +20,7 @@ pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod runtime;
+pub mod secret;
 
 /// Marks a point where tests may kill the process (see `failpoints`); no code
 /// at all without the `failpoints` feature.

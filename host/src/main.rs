@@ -146,7 +146,14 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
         Ok(journal) => journal,
         Err(e) => return internal(&e),
     };
-    match journal.force_unlock(&t.lease_key(), &reason) {
+    let key = match plan.lease_key(t) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: target `{target}`: {e}");
+            return exit::PLAN_ERROR;
+        }
+    };
+    match journal.force_unlock(&key, &reason) {
         Ok(Some(holder)) => {
             println!(
                 "unlocked target `{target}`: removed the lease of run {} (host {}, pid {}, since {}); reason recorded",

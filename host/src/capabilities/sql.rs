@@ -1,12 +1,11 @@
 //! `sluice:plugin/sql`: connections to the step's granted targets.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::datastores::sqlite::{Interrupter, Session, TableScope};
-use crate::datastores::{DatastoreError, Rows, SqlValue};
+use crate::datastores::{DatastoreError, Endpoint, Rows, SqlValue};
 use crate::plan::{Access, TargetKind};
 use crate::runtime::bindings::sluice::plugin::sql::{self as wit, QueryResult, RowBatch, Value};
 use crate::runtime::bindings::sluice::plugin::types::{DatastoreError as WitDatastoreError, Error};
@@ -27,8 +26,8 @@ pub struct SqlGrant {
     pub target: String,
     /// Its kind.
     pub kind: TargetKind,
-    /// Database location.
-    pub path: PathBuf,
+    /// Where it is reached.
+    pub endpoint: Endpoint,
     /// Access mode, enforced by the datastore.
     pub access: Access,
     /// Tables the plugin may touch (`None`: all), enforced by the datastore.
@@ -161,8 +160,11 @@ impl wit::Host for SqlCapability {
                 }
             ))));
         };
+        let Endpoint::File(path) = &grant.endpoint else {
+            return Ok(Err(Error::Unsupported(format!("{} targets are not wired yet", grant.kind.as_str()))));
+        };
         let (path, access, scope) = (
-            grant.path.clone(),
+            path.clone(),
             grant.access,
             self.authorize
                 .then(|| TableScope::new(grant.tables.clone())),
@@ -395,7 +397,7 @@ mod tests {
         let grant = SqlGrant {
             target: "shop".into(),
             kind: TargetKind::Sqlite,
-            path: "/tmp/shop.db".into(),
+            endpoint: Endpoint::File("/tmp/shop.db".into()),
             access: Access::ReadOnly,
             tables: None,
         };

@@ -4,6 +4,41 @@
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::plan::TargetKind;
+use crate::secret::Secret;
+
+/// Where a target is reached, resolved from the plan (secrets read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A database file.
+    File(PathBuf),
+    /// A server URL.
+    Url(Secret),
+}
+
+/// The host's own, plugin-independent measurement of a target: the schema
+/// and the content of `scope` (tables, or key prefixes for key-value
+/// targets). Used to check a backup's claims and to prove a rollback.
+pub async fn fingerprint(
+    kind: TargetKind,
+    endpoint: &Endpoint,
+    scope: Vec<String>,
+) -> Result<Fingerprint, DatastoreError> {
+    match (kind, endpoint) {
+        (TargetKind::Sqlite, Endpoint::File(path)) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::fingerprint(&path, Some(&scope)))
+                .await
+                .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
+        }
+        (kind, _) => Err(DatastoreError::host(
+            "SLUICE_UNSUPPORTED",
+            format!("fingerprints of {} targets are not wired yet", kind.as_str()),
+        )),
+    }
+}
 
 /// One SQL value, as drivers exchange it.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,8 +12,9 @@ use std::time::Duration;
 use crate::backup::{BackupError, BackupStore};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::capabilities::sql::SqlGrant;
-use crate::datastores::DatastoreError;
-use crate::datastores::{sqlite, Fingerprint};
+use crate::capabilities::kv::KvGrant;
+use crate::datastores::{self, Endpoint};
+use crate::plan::{Address, ValueError};
 use crate::journal::{
     Journal, JournalError, SqliteJournal, StepRecord, StepState, StoredBackup, Transition,
 };
@@ -41,6 +42,9 @@ pub enum EngineError {
     /// Another run holds a target.
     #[error(transparent)]
     Lease(#[from] crate::journal::lease::LeaseError),
+    /// A plan value (a target's connection URL) cannot be read.
+    #[error("{0}")]
+    Value(#[from] ValueError),
     /// `--to` names no step of the plan.
     #[error("step `{0}` is not in the plan")]
     UnknownStep(String),
@@ -248,6 +252,8 @@ pub struct Engine {
     journal: Box<dyn Journal>,
     backups: Arc<BackupStore>,
     options: EngineOptions,
+    /// Each target's endpoint, its secrets read once when the engine opens.
+    endpoints: BTreeMap<String, Endpoint>,
 }
 
 impl Engine {
@@ -279,7 +285,19 @@ impl Engine {
         let state = plan.state_dir();
         let journal: Box<dyn Journal> = Box::new(SqliteJournal::open(&state)?);
         let backups = Arc::new(BackupStore::open(&state.join("backups"))?);
+        let endpoints = plan
+            .targets
+            .values()
+            .map(|t| {
+                let endpoint = match &t.address {
+                    Address::File(path) => Endpoint::File(path.clone()),
+                    Address::Connection(value) => Endpoint::Url(plan.resolve_value(value)?),
+                };
+                Ok((t.name.clone(), endpoint))
+            })
+            .collect::<Result<_, ValueError>>()?;
         Ok(Engine {
+            endpoints,
             plan,
             runtime,
             plugins,
@@ -559,8 +577,8 @@ impl Engine {
             .plan
             .steps
             .iter()
-            .map(|s| self.plan.targets[&s.target].lease_key())
-            .collect();
+            .map(|s| self.plan.lease_key(&self.plan.targets[&s.target]))
+            .collect::<Result<_, _>>()?;
         targets.sort();
         targets.dedup();
         let lease = self.journal.lease(&targets, run_id, self.plan.lease);
@@ -580,15 +598,27 @@ impl Engine {
 
     fn grants(&self, step: &Step, access: Option<Access>, backup: BackupAccess) -> CallGrants {
         let target = &self.plan.targets[&step.target];
+        let endpoint = &self.endpoints[&step.target];
         CallGrants {
             step_id: step.id.clone(),
-            sql: access.map(|access| SqlGrant {
+            sql: access.filter(|_| target.kind.is_sql()).map(|access| SqlGrant {
                 target: target.name.clone(),
                 kind: target.kind,
-                path: target.path.clone(),
+                endpoint: endpoint.clone(),
                 access,
                 tables: step.tables.clone(),
             }),
+            kv: access
+                .filter(|_| !target.kind.is_sql())
+                .and_then(|access| match endpoint {
+                    Endpoint::Url(url) => Some(KvGrant {
+                        target: target.name.clone(),
+                        url: url.clone(),
+                        access,
+                        prefixes: step.key_prefixes.clone(),
+                    }),
+                    Endpoint::File(_) => None,
+                }),
             backup,
             limits: step.limits,
             progress: self.options.progress.clone(),
@@ -853,7 +883,7 @@ impl Engine {
         }
         let target = &self.plan.targets[&step.target];
         let tables: Vec<String> = manifest.tables.iter().map(|t| t.name.clone()).collect();
-        let fingerprint = fingerprint(&target.path, tables.clone())
+        let fingerprint = datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables.clone())
             .await
             .map_err(|e| {
                 format!(
@@ -989,7 +1019,7 @@ impl Engine {
     async fn prove_pre_step_state(&self, step: &Step, backup: &StoredBackup) -> Result<(), String> {
         let target = &self.plan.targets[&step.target];
         let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
-        let after = fingerprint(&target.path, tables)
+        let after = datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables)
             .await
             .map_err(|e| format!("cannot fingerprint target `{}`: {e}", target.name))?;
         let differences = backup.fingerprint.differences(&after);
@@ -1062,16 +1092,6 @@ fn metrics_used(names: &[&str], values: &BTreeMap<String, f64>) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-async fn fingerprint(
-    path: &std::path::Path,
-    tables: Vec<String>,
-) -> Result<Fingerprint, DatastoreError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || sqlite::fingerprint(&path, Some(&tables)))
-        .await
-        .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
 }
 
 /// What `sluice status` shows of a step.

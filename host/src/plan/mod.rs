@@ -35,6 +35,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use crate::secret::Secret;
+
 pub use threshold::Expr;
 
 /// A place in a plan file.
@@ -101,6 +103,10 @@ impl PlanError {
 pub enum TargetKind {
     /// A SQLite database file.
     Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+    /// A Redis database.
+    Redis,
 }
 
 impl TargetKind {
@@ -108,8 +114,25 @@ impl TargetKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TargetKind::Sqlite => "sqlite",
+            TargetKind::Postgres => "postgres",
+            TargetKind::Redis => "redis",
         }
     }
+
+    /// Whether plugins reach it through `sql` (else through `kv`).
+    pub fn is_sql(self) -> bool {
+        matches!(self, TargetKind::Sqlite | TargetKind::Postgres)
+    }
+}
+
+/// Where a target's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// A database file (absolute path).
+    File(PathBuf),
+    /// A server, reached by the connection URL held in the named plan value
+    /// (never written in the plan itself, never printed).
+    Connection(String),
 }
 
 /// A datastore a plan changes.
@@ -119,17 +142,8 @@ pub struct Target {
     pub name: String,
     /// Its kind.
     pub kind: TargetKind,
-    /// Database file (absolute).
-    pub path: PathBuf,
-}
-
-impl Target {
-    /// What a lease on this target is keyed by: the datastore itself, not the
-    /// plan's alias for it, so two plans naming it differently still exclude
-    /// each other.
-    pub fn lease_key(&self) -> String {
-        format!("{}:{}", self.kind.as_str(), self.path.display())
-    }
+    /// Where it lives.
+    pub address: Address,
 }
 
 /// A plugin the plan uses, read and digested.
@@ -261,6 +275,8 @@ pub struct Step {
     pub access: Access,
     /// Tables the step may touch; `None` means every table.
     pub tables: Option<Vec<String>>,
+    /// Key prefixes a key-value step may touch; `None` means every key.
+    pub key_prefixes: Option<Vec<String>>,
     /// Directories granted to the plugin.
     pub files: Vec<FileGrant>,
     /// Names of the plan values granted to the plugin.
@@ -298,6 +314,35 @@ pub struct Plan {
     pub values: BTreeMap<String, ValueSource>,
     /// How long a run's lease on its targets lasts unless renewed.
     pub lease: std::time::Duration,
+    /// The plan value holding the URL of a shared PostgreSQL journal; `None`
+    /// for the embedded SQLite journal in [`Plan::state_dir`].
+    pub journal: Option<String>,
+}
+
+/// A plan value could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// The plan does not define it.
+    #[error("the plan defines no value `{0}` in [values]")]
+    Undefined(String),
+    /// Its environment variable is unset.
+    #[error("value `{name}`: environment variable {var} is not set")]
+    Unset {
+        /// Value name.
+        name: String,
+        /// The variable.
+        var: String,
+    },
+    /// Its file cannot be read.
+    #[error("value `{name}`: cannot read {}: {source}", path.display())]
+    File {
+        /// Value name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Default lease: a run that dies on another host blocks its targets at most
@@ -313,6 +358,45 @@ impl Plan {
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// Reads a named value now (environment and files are read at use, not
+    /// at load, so a plan can be checked without its secrets).
+    pub fn resolve_value(&self, name: &str) -> Result<Secret, ValueError> {
+        match self.values.get(name) {
+            None => Err(ValueError::Undefined(name.into())),
+            Some(ValueSource::Literal(v)) => Ok(Secret::new(v.clone())),
+            Some(ValueSource::Env(var)) => {
+                std::env::var(var)
+                    .map(Secret::new)
+                    .map_err(|_| ValueError::Unset {
+                        name: name.into(),
+                        var: var.clone(),
+                    })
+            }
+            Some(ValueSource::File(path)) => std::fs::read_to_string(path)
+                .map(|v| Secret::new(v.trim_end()))
+                .map_err(|source| ValueError::File {
+                    name: name.into(),
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
+
+    /// What a lease on `target` is keyed by: the datastore itself, not the
+    /// plan's alias for it, so two plans naming it differently still exclude
+    /// each other. For servers: scheme, host, port and database of the URL,
+    /// never its credentials.
+    pub fn lease_key(&self, target: &Target) -> Result<String, ValueError> {
+        Ok(match &target.address {
+            Address::File(path) => format!("{}:{}", target.kind.as_str(), path.display()),
+            Address::Connection(value) => format!(
+                "{}:{}",
+                target.kind.as_str(),
+                self.resolve_value(value)?.redacted_url()
+            ),
+        })
     }
 }
 
@@ -359,6 +443,7 @@ struct FileGrantFile {
 struct PlanHeader {
     name: Option<String>,
     lease_seconds: Option<u64>,
+    journal: Option<Spanned<String>>,
     #[allow(dead_code)] // shown by `sluice plan` in a later change; accepted now
     description: Option<String>,
 }
@@ -367,7 +452,8 @@ struct PlanHeader {
 #[serde(deny_unknown_fields)]
 struct TargetFile {
     kind: Spanned<String>,
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
+    connection: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +471,7 @@ struct StepFile {
     target: Spanned<String>,
     access: Spanned<Access>,
     tables: Option<Vec<Spanned<String>>>,
+    key_prefixes: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     files: Vec<Spanned<FileGrantFile>>,
     #[serde(default)]
@@ -421,16 +508,66 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         src.error(offset, e.message().trim_end().to_string())
     })?;
 
+    let mut values = BTreeMap::new();
+    for (name, value) in &file.values {
+        src.check_name(name, value.span().start, "value")?;
+        let source = match value.get_ref() {
+            ValueFile::Literal(text) => ValueSource::Literal(text.clone()),
+            ValueFile::Source(ValueSourceFile { env: Some(var), file: None }) => ValueSource::Env(var.clone()),
+            ValueFile::Source(ValueSourceFile { env: None, file: Some(path) }) => ValueSource::File(dir.join(path)),
+            ValueFile::Source(_) => {
+                return Err(src.error(
+                    value.span().start,
+                    format!("value `{name}` needs exactly one of `env = \"VAR\"` or `file = \"path\"`, or a literal string"),
+                ))
+            }
+        };
+        values.insert(name.clone(), source);
+    }
+
     let mut targets = BTreeMap::new();
     for (name, target) in &file.targets {
         src.check_name(name, target.span().start, "target")?;
         let t = target.get_ref();
         let kind = match t.kind.get_ref().as_str() {
             "sqlite" => TargetKind::Sqlite,
+            "postgres" => TargetKind::Postgres,
+            "redis" => TargetKind::Redis,
             other => {
                 return Err(src.error(
                     t.kind.span().start,
-                    format!("target `{name}` has unknown kind `{other}`; supported kinds: sqlite"),
+                    format!("target `{name}` has unknown kind `{other}`; supported kinds: sqlite, postgres, redis"),
+                ))
+            }
+        };
+        let address = match (kind, &t.path, &t.connection) {
+            (TargetKind::Sqlite, Some(path), None) => Address::File(dir.join(path.get_ref())),
+            (TargetKind::Sqlite, _, _) => {
+                return Err(src.error(
+                    target.span().start,
+                    format!("target `{name}`: a sqlite target needs `path = \"file.db\"` (and no `connection`)"),
+                ))
+            }
+            (_, None, Some(value)) => {
+                if !values.contains_key(value.get_ref()) {
+                    return Err(src.error(
+                        value.span().start,
+                        format!(
+                            "target `{name}`: `connection` names value `{}`, which the plan does not define in [values]; defined: {}",
+                            value.get_ref(),
+                            list(values.keys())
+                        ),
+                    ));
+                }
+                Address::Connection(value.get_ref().clone())
+            }
+            (kind, _, _) => {
+                return Err(src.error(
+                    target.span().start,
+                    format!(
+                        "target `{name}`: a {} target needs `connection = \"<value name>\"`, naming a [values] entry that holds its URL (so the URL and its password stay out of the plan); `path` is for sqlite",
+                        kind.as_str()
+                    ),
                 ))
             }
         };
@@ -439,7 +576,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             Target {
                 name: name.clone(),
                 kind,
-                path: dir.join(t.path.get_ref()),
+                address,
             },
         );
     }
@@ -482,23 +619,6 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
                 bytes,
             },
         );
-    }
-
-    let mut values = BTreeMap::new();
-    for (name, value) in &file.values {
-        src.check_name(name, value.span().start, "value")?;
-        let source = match value.get_ref() {
-            ValueFile::Literal(text) => ValueSource::Literal(text.clone()),
-            ValueFile::Source(ValueSourceFile { env: Some(var), file: None }) => ValueSource::Env(var.clone()),
-            ValueFile::Source(ValueSourceFile { env: None, file: Some(path) }) => ValueSource::File(dir.join(path)),
-            ValueFile::Source(_) => {
-                return Err(src.error(
-                    value.span().start,
-                    format!("value `{name}` needs exactly one of `env = \"VAR\"` or `file = \"path\"`, or a literal string"),
-                ))
-            }
-        };
-        values.insert(name.clone(), source);
     }
 
     if file.steps.is_empty() {
@@ -570,6 +690,37 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
                 ));
             }
         }
+        let target_kind = targets[s.target.get_ref()].kind;
+        if let (Some(list), false) = (&s.tables, target_kind.is_sql()) {
+            return Err(src.error(
+                list.first().map_or(step.span().start, |t| t.span().start),
+                format!("step `{id}`: `tables` scopes SQL targets; target `{}` is {}: use `key_prefixes`", s.target.get_ref(), target_kind.as_str()),
+            ));
+        }
+        let key_prefixes = match &s.key_prefixes {
+            None => None,
+            Some(list) if target_kind.is_sql() => {
+                return Err(src.error(
+                    list.first().map_or(step.span().start, |t| t.span().start),
+                    format!("step `{id}`: `key_prefixes` scopes key-value targets; target `{}` is {}: use `tables`", s.target.get_ref(), target_kind.as_str()),
+                ))
+            }
+            Some(list) => {
+                if let Some(empty) = list.iter().find(|p| p.get_ref().is_empty()) {
+                    return Err(src.error(
+                        empty.span().start,
+                        format!("step `{id}`: an empty key prefix would grant every key; remove `key_prefixes` to grant every key"),
+                    ));
+                }
+                if list.is_empty() {
+                    return Err(src.error(
+                        step.span().start,
+                        format!("step `{id}`: `key_prefixes = []` grants no key; remove it to grant every key"),
+                    ));
+                }
+                Some(list.iter().map(|p| p.get_ref().clone()).collect())
+            }
+        };
         let mut files = Vec::new();
         for f in &s.files {
             let grant = f.get_ref();
@@ -626,6 +777,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             target: s.target.get_ref().clone(),
             access: *s.access.get_ref(),
             tables,
+            key_prefixes,
             files,
             values: granted_values,
             params_hash: hex::encode(Sha256::digest(params_json.as_bytes())),
@@ -636,6 +788,19 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         });
     }
 
+    let journal = match file.plan.as_ref().and_then(|p| p.journal.as_ref()) {
+        Some(value) if !values.contains_key(value.get_ref()) => {
+            return Err(src.error(
+                value.span().start,
+                format!(
+                    "`journal` names value `{}`, which the plan does not define in [values]; it must hold the URL of the shared PostgreSQL journal",
+                    value.get_ref()
+                ),
+            ))
+        }
+        Some(value) => Some(value.get_ref().clone()),
+        None => None,
+    };
     let lease_seconds = file
         .plan
         .as_ref()
@@ -656,6 +821,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         steps,
         values,
         lease: std::time::Duration::from_secs(lease_seconds),
+        journal,
     })
 }
 

@@ -23,6 +23,7 @@ use crate::backup::ArtifactRef;
 use crate::capabilities::backup_store::{BackupAccess, BackupCapability};
 use crate::capabilities::log::LogCapability;
 use crate::capabilities::progress::{ProgressCapability, ProgressSink};
+use crate::capabilities::kv::KvGrant;
 use crate::capabilities::sql::{SessionInterrupters, SqlCapability, SqlGrant};
 use crate::capabilities::values::ValuesCapability;
 use crate::capabilities::{self, describe_error};
@@ -112,8 +113,10 @@ pub struct LoadedPlugin {
 pub struct CallGrants {
     /// Step the call runs for (tags logs).
     pub step_id: String,
-    /// Datastore access, if any.
+    /// SQL datastore access, if any.
     pub sql: Option<SqlGrant>,
+    /// Key-value datastore access, if any.
+    pub kv: Option<KvGrant>,
     /// Backup store access.
     pub backup: BackupAccess,
     /// Limits.
@@ -132,6 +135,7 @@ impl CallGrants {
         CallGrants {
             step_id: step_id.to_string(),
             sql: None,
+            kv: None,
             backup: BackupAccess::None,
             limits,
             progress: None,
