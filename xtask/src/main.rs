@@ -1,4 +1,5 @@
-//! Build and test orchestration: `cargo xtask build | demo | test | bench`.
+//! Build and test orchestration: `cargo xtask build | demo | test | bench |
+//! services`.
 //!
 //! A fresh machine runs `cargo xtask demo` or `cargo xtask test` and nothing
 //! else: this program installs what is missing (the wasm32-wasip2 target via
@@ -27,6 +28,9 @@ fn run() -> Result<()> {
         Some("demo") => demo(&root),
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root),
+        Some("services") => services::serve(),
+        // Internal: started by `services::start` to clean up if xtask dies.
+        Some("services-reaper") => services::reap(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -34,7 +38,9 @@ fn run() -> Result<()> {
                  build   install the wasm toolchain if missing; build the host and every plugin\n  \
                  demo    build, create a sample SQLite database and run examples/quickstart\n  \
                  test    build, check formatting and lints, run the whole test suite\n  \
-                 bench   build, run the benchmarks and print ratios against baselines"
+                 bench   build, run the benchmarks and print ratios against baselines\n  \
+                 services  start private PostgreSQL and Redis (installing them if missing),\n            \
+                 print their env vars, stop them on Ctrl-C"
             );
             bail!("unknown or missing command")
         }
@@ -208,7 +214,8 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    let _services = services::start(root)?;
+    // Installs PostgreSQL and Redis if missing; stopped when dropped.
+    let services = services::start()?;
     let mut cmd = cargo(root);
     cmd.args(["test", "--release", "--workspace"]);
     // Plugin crates are wasm components; their native cdylib cannot link.
@@ -222,7 +229,8 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         )
         .env("SLUICE_REPORTS", root.join("target/test-reports"))
         .env("SLUICE_PLUGINS", root.join("target/plugins"))
-        .env("RUST_BACKTRACE", "0");
+        .env("RUST_BACKTRACE", "0")
+        .envs(services.env());
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }
@@ -244,9 +252,11 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 
 fn bench(root: &Path) -> Result<()> {
     let built = build(root)?;
+    let services = services::start()?;
     run_cmd(
         cargo(root)
             .args(["bench", "-p", "sluice-e2e", "--bench", "sluice"])
+            .envs(services.env())
             .env("SLUICE_BIN", &built.sluice)
             .env("SLUICE_PLUGINS", root.join("target/plugins")),
     )
