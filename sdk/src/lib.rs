@@ -24,6 +24,7 @@ pub mod backup_store;
 pub mod checksum;
 pub mod dump;
 mod error;
+pub mod kv;
 pub mod log;
 pub mod progress;
 pub mod row;
