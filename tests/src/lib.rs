@@ -2,6 +2,8 @@
 //! temporary directory, the real `sluice` binary, real plugin components,
 //! and an independent view of SQLite databases.
 
+pub mod services;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
