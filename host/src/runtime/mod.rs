@@ -23,7 +23,7 @@ use crate::backup::ArtifactRef;
 use crate::capabilities::backup_store::{BackupAccess, BackupCapability};
 use crate::capabilities::log::LogCapability;
 use crate::capabilities::progress::{ProgressCapability, ProgressSink};
-use crate::capabilities::kv::KvGrant;
+use crate::capabilities::kv::{KvCapability, KvGrant};
 use crate::capabilities::sql::{SessionInterrupters, SqlCapability, SqlGrant};
 use crate::capabilities::values::ValuesCapability;
 use crate::capabilities::{self, describe_error};
@@ -197,6 +197,7 @@ pub struct StoreState {
     wasi_table: ResourceTable,
     limits: StoreLimits,
     sql: SqlCapability,
+    kv: KvCapability,
     backup: BackupCapability,
     progress: ProgressCapability,
     log: LogCapability,
@@ -280,6 +281,7 @@ impl Runtime {
         link(capabilities::sql::add_to_linker(&mut linker, |s| {
             &mut s.sql
         }))?;
+        link(capabilities::kv::add_to_linker(&mut linker, |s| &mut s.kv))?;
         link(capabilities::backup_store::add_to_linker(
             &mut linker,
             |s| &mut s.backup,
@@ -390,6 +392,7 @@ impl Runtime {
                 .trap_on_grow_failure(true)
                 .build(),
             sql: SqlCapability::new(grants.sql, interrupters, self.enforcement.sql_authorizer),
+            kv: KvCapability::new(grants.kv),
             backup: BackupCapability::new(grants.backup),
             progress: ProgressCapability::new(grants.progress),
             log: LogCapability::new(&plugin.name, &grants.step_id),
