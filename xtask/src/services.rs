@@ -134,6 +134,20 @@ pub fn start() -> Result<Services> {
         let (uid, gid) = os_user_ids(PG_OS_USER)?;
         std::os::unix::fs::chown(&services.dir, Some(uid), Some(gid))
             .with_context(|| format!("giving {} to {PG_OS_USER}", services.dir.display()))?;
+        // Every parent must be searchable by `postgres` too (a TMPDIR under
+        // /root is not); say so plainly instead of through initdb's errors.
+        let reachable = Command::new("runuser")
+            .args(["-u", PG_OS_USER, "--", "test", "-w"])
+            .arg(&services.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !reachable {
+            bail!(
+                "PostgreSQL runs as `{PG_OS_USER}`, which cannot reach {}: point TMPDIR at a \
+                 directory every user can traverse, such as /tmp",
+                services.dir.display()
+            );
+        }
     }
     services.pg_port = Some(start_postgres(&services.dir, &services.pg_bin)?);
     let (redis, port) = start_redis(&services.dir, &redis_server)?;
