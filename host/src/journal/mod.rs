@@ -6,6 +6,7 @@
 //! journal always knows at least as much as the datastores show.
 
 pub mod lease;
+pub mod postgres;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,23 @@ pub enum JournalError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// The shared PostgreSQL journal failed; `at` is host:port/dbname and
+    /// the plan's namespace, never the URL (it may carry a password).
+    #[error("journal {at}: {source}")]
+    Postgres {
+        /// Where the journal is.
+        at: String,
+        /// The error.
+        source: ::postgres::Error,
+    },
+    /// The shared PostgreSQL journal cannot be used (its worker stopped).
+    #[error("journal {at}: {reason}")]
+    Unavailable {
+        /// Where the journal is.
+        at: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A record could not be decoded.
     #[error("journal {path}: corrupt record for step `{step}`: {reason}")]
