@@ -60,7 +60,10 @@ mod tests {
     #[test]
     fn urls_lose_credentials_and_queries() {
         let cases = [
-            ("postgres://app:s3cret@db.internal:5432/shop?sslmode=require", "postgres://db.internal:5432/shop"),
+            (
+                "postgres://app:s3cret@db.internal:5432/shop?sslmode=require",
+                "postgres://db.internal:5432/shop",
+            ),
             ("redis://:pw@127.0.0.1:6379/2", "redis://127.0.0.1:6379/2"),
             ("postgres://127.0.0.1/shop", "postgres://127.0.0.1/shop"),
             ("host=db password=x", "***"),

@@ -170,10 +170,12 @@ async fn plugin_copy(
         sql: Some(SqlGrant {
             target: "bench".into(),
             kind: TargetKind::Sqlite,
-            path: path.to_path_buf(),
+            endpoint: sluice::datastores::Endpoint::File(path.to_path_buf()),
             access: Access::ReadWrite,
             tables,
+            statement_timeout: Duration::from_secs(600),
         }),
+        kv: None,
         backup: BackupAccess::None,
         limits: Limits::default(),
         progress: None,

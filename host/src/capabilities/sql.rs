@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::datastores::sqlite::{Interrupter, Session, TableScope};
+use crate::datastores::postgres;
+use crate::datastores::sqlite::{self, Interrupter, TableScope};
 use crate::datastores::{DatastoreError, Endpoint, Rows, SqlValue};
 use crate::plan::{Access, TargetKind};
 use crate::runtime::bindings::sluice::plugin::sql::{self as wit, QueryResult, RowBatch, Value};
@@ -32,6 +33,8 @@ pub struct SqlGrant {
     pub access: Access,
     /// Tables the plugin may touch (`None`: all), enforced by the datastore.
     pub tables: Option<Vec<String>>,
+    /// Longest a single statement may run (servers enforce it themselves).
+    pub statement_timeout: std::time::Duration,
 }
 
 impl SqlGrant {
@@ -41,20 +44,30 @@ impl SqlGrant {
     }
 }
 
+/// Stops the statement a datastore session is running for a plugin.
+#[derive(Clone)]
+enum Interrupt {
+    Sqlite(Interrupter),
+    Postgres(postgres::Canceller),
+}
+
 /// Interrupters of the sessions a store opened, so a phase that runs out of
-/// time can stop the statement SQLite is running on its behalf.
+/// time can stop the statement the datastore is running on its behalf.
 #[derive(Clone, Default)]
-pub struct SessionInterrupters(Arc<Mutex<Vec<Interrupter>>>);
+pub struct SessionInterrupters(Arc<Mutex<Vec<Interrupt>>>);
 
 impl SessionInterrupters {
     /// Interrupts every running statement.
     pub fn interrupt_all(&self) {
         for i in self.0.lock().expect("not poisoned").iter() {
-            i.interrupt();
+            match i {
+                Interrupt::Sqlite(i) => i.interrupt(),
+                Interrupt::Postgres(c) => c.cancel(),
+            }
         }
     }
 
-    fn push(&self, i: Interrupter) {
+    fn push(&self, i: Interrupt) {
         self.0.lock().expect("not poisoned").push(i);
     }
 }
@@ -83,27 +96,50 @@ impl SqlCapability {
     }
 }
 
+/// A datastore session behind a connection resource.
+#[derive(Clone)]
+enum Session {
+    Sqlite(Arc<sqlite::Session>),
+    Postgres(Arc<postgres::Session>),
+}
+
 /// An open connection resource.
 pub struct ConnectionHandle {
-    session: Arc<Session>,
+    session: Session,
     access: Access,
 }
 
 /// An open cursor resource.
-pub struct CursorHandle {
-    session: Arc<Session>,
-    columns: Vec<String>,
+pub enum CursorHandle {
+    /// SQLite keeps the statement on its session's worker.
+    Sqlite {
+        /// The session.
+        session: Arc<sqlite::Session>,
+        /// Column names.
+        columns: Vec<String>,
+    },
+    /// PostgreSQL streams the rows of a portal.
+    Postgres {
+        /// The session.
+        session: Arc<postgres::Session>,
+        /// The rows.
+        cursor: Box<postgres::PgCursor>,
+        /// Column names.
+        columns: Vec<String>,
+    },
 }
 
 /// An open `COPY … TO STDOUT` stream.
-pub struct CopyReaderHandle;
+pub struct CopyReaderHandle(postgres::CopyOut);
 
-/// An open `COPY … FROM STDIN` stream.
-pub struct CopyWriterHandle;
+/// An open `COPY … FROM STDIN` stream (aborted if dropped unfinished).
+pub struct CopyWriterHandle(postgres::CopyIn);
 
 impl Drop for CursorHandle {
     fn drop(&mut self) {
-        self.session.close_cursor();
+        if let CursorHandle::Sqlite { session, .. } = self {
+            session.close_cursor();
+        }
     }
 }
 
@@ -121,7 +157,12 @@ pub fn add_to_linker<T: Send + 'static>(
     wit::add_to_linker::<T, Sql>(linker, get)
 }
 
+/// A datastore error as the plugin sees it: the host's refusals are
+/// access errors, everything else the datastore's own.
 fn datastore(e: DatastoreError) -> Error {
+    if e.code == "SLUICE_REFUSED" {
+        return Error::AccessDenied(e.message);
+    }
     Error::Datastore(WitDatastoreError {
         code: e.code,
         message: e.message,
@@ -146,6 +187,10 @@ fn batch(rows: Rows) -> RowBatch {
     }
 }
 
+fn no_copy() -> Error {
+    Error::Unsupported("COPY streams need a PostgreSQL target".into())
+}
+
 impl wit::Host for SqlCapability {
     async fn open(
         &mut self,
@@ -160,27 +205,50 @@ impl wit::Host for SqlCapability {
                 }
             ))));
         };
-        let Endpoint::File(path) = &grant.endpoint else {
-            return Ok(Err(Error::Unsupported(format!("{} targets are not wired yet", grant.kind.as_str()))));
+        let access = grant.access;
+        let session = match &grant.endpoint {
+            Endpoint::File(path) => {
+                let (path, scope) = (
+                    path.clone(),
+                    self.authorize
+                        .then(|| TableScope::new(grant.tables.clone())),
+                );
+                let opened = tokio::task::spawn_blocking(move || {
+                    sqlite::Session::open(&path, access, scope)
+                })
+                .await?;
+                match opened {
+                    Ok(s) => {
+                        self.interrupters.push(Interrupt::Sqlite(s.interrupter()));
+                        Session::Sqlite(Arc::new(s))
+                    }
+                    Err(e) => return Ok(Err(datastore(e))),
+                }
+            }
+            Endpoint::Url(url) => {
+                let opened = postgres::Session::open(
+                    url,
+                    access,
+                    grant.tables.as_deref(),
+                    grant.statement_timeout,
+                )
+                .await;
+                match opened {
+                    Ok(s) => {
+                        self.interrupters.push(Interrupt::Postgres(s.canceller()));
+                        Session::Postgres(Arc::new(s))
+                    }
+                    Err(e) => return Ok(Err(datastore(e))),
+                }
+            }
         };
-        let (path, access, scope) = (
-            path.clone(),
-            grant.access,
-            self.authorize
-                .then(|| TableScope::new(grant.tables.clone())),
-        );
-        let opened =
-            tokio::task::spawn_blocking(move || Session::open(&path, access, scope)).await?;
-        let session = match opened {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(datastore(e))),
-        };
-        self.interrupters.push(session.interrupter());
-        let handle = ConnectionHandle {
-            session: Arc::new(session),
-            access,
-        };
-        Ok(Ok(self.table.push(handle)?))
+        Ok(Ok(self.table.push(ConnectionHandle { session, access })?))
+    }
+}
+
+impl SqlCapability {
+    fn session(&self, conn: &Resource<ConnectionHandle>) -> wasmtime::Result<Session> {
+        Ok(self.table.get(conn)?.session.clone())
     }
 }
 
@@ -191,11 +259,12 @@ impl wit::HostConnection for SqlCapability {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let session = self.table.get(&conn)?.session.clone();
-        let params = params.into_iter().map(to_sql).collect();
-        Ok(session
-            .query(statement, params, QUERY_MAX_ROWS)
-            .await
+        let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
+        let rows = match self.session(&conn)? {
+            Session::Sqlite(s) => s.query(statement, params, QUERY_MAX_ROWS).await,
+            Session::Postgres(s) => s.query(&statement, &params, QUERY_MAX_ROWS).await,
+        };
+        Ok(rows
             .map(|rows| QueryResult {
                 columns: rows.columns.clone(),
                 rows: batch(rows),
@@ -209,12 +278,22 @@ impl wit::HostConnection for SqlCapability {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Resource<CursorHandle>, Error>> {
-        let session = self.table.get(&conn)?.session.clone();
-        let params = params.into_iter().map(to_sql).collect();
-        match session.open_cursor(statement, params).await {
-            Ok(columns) => Ok(Ok(self.table.push(CursorHandle { session, columns })?)),
-            Err(e) => Ok(Err(datastore(e))),
-        }
+        let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
+        let handle = match self.session(&conn)? {
+            Session::Sqlite(session) => match session.open_cursor(statement, params).await {
+                Ok(columns) => CursorHandle::Sqlite { session, columns },
+                Err(e) => return Ok(Err(datastore(e))),
+            },
+            Session::Postgres(session) => match session.open_cursor(&statement, &params).await {
+                Ok((cursor, columns)) => CursorHandle::Postgres {
+                    session,
+                    cursor: Box::new(cursor),
+                    columns,
+                },
+                Err(e) => return Ok(Err(datastore(e))),
+            },
+        };
+        Ok(Ok(self.table.push(handle)?))
     }
 
     async fn execute(
@@ -223,9 +302,12 @@ impl wit::HostConnection for SqlCapability {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let session = self.table.get(&conn)?.session.clone();
-        let params = params.into_iter().map(to_sql).collect();
-        Ok(session.execute(statement, params).await.map_err(datastore))
+        let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
+        let result = match self.session(&conn)? {
+            Session::Sqlite(s) => s.execute(statement, params).await,
+            Session::Postgres(s) => s.execute(&statement, &params).await,
+        };
+        Ok(result.map_err(datastore))
     }
 
     async fn execute_batch(
@@ -234,19 +316,18 @@ impl wit::HostConnection for SqlCapability {
         statement: String,
         rows: RowBatch,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let session = self.table.get(&conn)?.session.clone();
         let rows = Rows {
             columns: Vec::new(),
             width: rows.width as usize,
             rows: rows.rows as usize,
             data: rows.data,
         };
-        let result = session
-            .execute_batch(statement, rows)
-            .await
-            .map_err(datastore);
+        let result = match self.session(&conn)? {
+            Session::Sqlite(s) => s.execute_batch(statement, rows).await,
+            Session::Postgres(s) => s.execute_batch(&statement, &rows).await,
+        };
         crate::failpoint!("sql:execute-batch:done");
-        Ok(result)
+        Ok(result.map_err(datastore))
     }
 
     async fn execute_script(
@@ -254,64 +335,85 @@ impl wit::HostConnection for SqlCapability {
         conn: Resource<ConnectionHandle>,
         script: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let session = self.table.get(&conn)?.session.clone();
-        let result = session.script(script).await.map_err(datastore);
+        let result = match self.session(&conn)? {
+            Session::Sqlite(s) => s.script(script).await,
+            Session::Postgres(s) => s.script(&script).await,
+        };
         crate::failpoint!("sql:execute-script:done");
-        Ok(result)
+        Ok(result.map_err(datastore))
     }
 
     async fn begin(
         &mut self,
         conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let handle = self.table.get(&conn)?;
-        // Writers take the write lock up front, so a transaction never fails
-        // half-way because another connection wrote first.
-        let sql = match handle.access {
-            Access::ReadWrite => "BEGIN IMMEDIATE",
-            Access::ReadOnly => "BEGIN",
+        let access = self.table.get(&conn)?.access;
+        let result = match self.session(&conn)? {
+            // Writers take the write lock up front, so a transaction never
+            // fails half-way because another connection wrote first.
+            Session::Sqlite(s) => {
+                let sql = match access {
+                    Access::ReadWrite => "BEGIN IMMEDIATE",
+                    Access::ReadOnly => "BEGIN",
+                };
+                s.script(sql.into()).await
+            }
+            Session::Postgres(s) => s.transaction("BEGIN").await,
         };
-        let session = handle.session.clone();
-        Ok(session.script(sql.into()).await.map_err(datastore))
+        Ok(result.map_err(datastore))
     }
 
     async fn commit(
         &mut self,
         conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let session = self.table.get(&conn)?.session.clone();
+        let session = self.session(&conn)?;
         crate::failpoint!("sql:commit:before");
-        let result = session.script("COMMIT".into()).await.map_err(datastore);
+        let result = match session {
+            Session::Sqlite(s) => s.script("COMMIT".into()).await,
+            Session::Postgres(s) => s.transaction("COMMIT").await,
+        };
         crate::failpoint!("sql:commit:after");
-        Ok(result)
+        Ok(result.map_err(datastore))
     }
 
     async fn rollback(
         &mut self,
         conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let session = self.table.get(&conn)?.session.clone();
-        Ok(session.script("ROLLBACK".into()).await.map_err(datastore))
+        let result = match self.session(&conn)? {
+            Session::Sqlite(s) => s.script("ROLLBACK".into()).await,
+            Session::Postgres(s) => s.transaction("ROLLBACK").await,
+        };
+        Ok(result.map_err(datastore))
     }
 
     async fn copy_out(
         &mut self,
-        _conn: Resource<ConnectionHandle>,
-        _statement: String,
+        conn: Resource<ConnectionHandle>,
+        statement: String,
     ) -> wasmtime::Result<Result<Resource<CopyReaderHandle>, Error>> {
-        Ok(Err(Error::Unsupported(
-            "COPY streams need a PostgreSQL target".into(),
-        )))
+        let Session::Postgres(s) = self.session(&conn)? else {
+            return Ok(Err(no_copy()));
+        };
+        match s.copy_out(&statement).await {
+            Ok(stream) => Ok(Ok(self.table.push(CopyReaderHandle(stream))?)),
+            Err(e) => Ok(Err(datastore(e))),
+        }
     }
 
     async fn copy_in(
         &mut self,
-        _conn: Resource<ConnectionHandle>,
-        _statement: String,
+        conn: Resource<ConnectionHandle>,
+        statement: String,
     ) -> wasmtime::Result<Result<Resource<CopyWriterHandle>, Error>> {
-        Ok(Err(Error::Unsupported(
-            "COPY streams need a PostgreSQL target".into(),
-        )))
+        let Session::Postgres(s) = self.session(&conn)? else {
+            return Ok(Err(no_copy()));
+        };
+        match s.copy_in(&statement).await {
+            Ok(sink) => Ok(Ok(self.table.push(CopyWriterHandle(sink))?)),
+            Err(e) => Ok(Err(datastore(e))),
+        }
     }
 
     async fn drop(&mut self, conn: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
@@ -322,7 +424,11 @@ impl wit::HostConnection for SqlCapability {
 
 impl wit::HostCursor for SqlCapability {
     async fn columns(&mut self, cursor: Resource<CursorHandle>) -> wasmtime::Result<Vec<String>> {
-        Ok(self.table.get(&cursor)?.columns.clone())
+        Ok(match self.table.get(&cursor)? {
+            CursorHandle::Sqlite { columns, .. } | CursorHandle::Postgres { columns, .. } => {
+                columns.clone()
+            }
+        })
     }
 
     async fn next_batch(
@@ -330,13 +436,17 @@ impl wit::HostCursor for SqlCapability {
         cursor: Resource<CursorHandle>,
         max_rows: u32,
     ) -> wasmtime::Result<Result<RowBatch, Error>> {
-        let session = self.table.get(&cursor)?.session.clone();
         let max_rows = (max_rows as usize).clamp(1, BATCH_MAX_ROWS);
-        Ok(session
-            .next_batch(max_rows, BATCH_MAX_BYTES)
-            .await
-            .map(batch)
-            .map_err(datastore))
+        let result = match self.table.get_mut(&cursor)? {
+            CursorHandle::Sqlite { session, .. } => {
+                let session = session.clone();
+                session.next_batch(max_rows, BATCH_MAX_BYTES).await
+            }
+            CursorHandle::Postgres {
+                session, cursor, ..
+            } => session.fetch(cursor, max_rows, BATCH_MAX_BYTES).await,
+        };
+        Ok(result.map(batch).map_err(datastore))
     }
 
     async fn drop(&mut self, cursor: Resource<CursorHandle>) -> wasmtime::Result<()> {
@@ -348,12 +458,12 @@ impl wit::HostCursor for SqlCapability {
 impl wit::HostCopyReader for SqlCapability {
     async fn read(
         &mut self,
-        _reader: Resource<CopyReaderHandle>,
-        _max_bytes: u32,
+        reader: Resource<CopyReaderHandle>,
+        max_bytes: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        Ok(Err(Error::Unsupported(
-            "COPY streams need a PostgreSQL target".into(),
-        )))
+        let max_bytes = (max_bytes as usize).clamp(1, BATCH_MAX_BYTES);
+        let stream = &mut self.table.get_mut(&reader)?.0;
+        Ok(stream.read(max_bytes).await.map_err(datastore))
     }
 
     async fn drop(&mut self, reader: Resource<CopyReaderHandle>) -> wasmtime::Result<()> {
@@ -365,21 +475,19 @@ impl wit::HostCopyReader for SqlCapability {
 impl wit::HostCopyWriter for SqlCapability {
     async fn write(
         &mut self,
-        _writer: Resource<CopyWriterHandle>,
-        _data: Vec<u8>,
+        writer: Resource<CopyWriterHandle>,
+        data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(Error::Unsupported(
-            "COPY streams need a PostgreSQL target".into(),
-        )))
+        let sink = &mut self.table.get_mut(&writer)?.0;
+        Ok(sink.write(data).await.map_err(datastore))
     }
 
     async fn finish(
         &mut self,
-        _writer: Resource<CopyWriterHandle>,
+        writer: Resource<CopyWriterHandle>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(Err(Error::Unsupported(
-            "COPY streams need a PostgreSQL target".into(),
-        )))
+        let sink = &mut self.table.get_mut(&writer)?.0;
+        Ok(sink.finish().await.map_err(datastore))
     }
 
     async fn drop(&mut self, writer: Resource<CopyWriterHandle>) -> wasmtime::Result<()> {
@@ -400,6 +508,7 @@ mod tests {
             endpoint: Endpoint::File("/tmp/shop.db".into()),
             access: Access::ReadOnly,
             tables: None,
+            statement_timeout: std::time::Duration::from_secs(1),
         };
         let cases = [
             ("shop", true),

@@ -1,6 +1,7 @@
 //! Native datastore drivers behind the capabilities. They know nothing of
 //! WebAssembly: capabilities translate between WIT types and these.
 
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
@@ -34,6 +35,7 @@ pub async fn fingerprint(
                 .await
                 .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
         }
+        (TargetKind::Postgres, Endpoint::Url(url)) => postgres::fingerprint(url, &scope).await,
         (TargetKind::Redis, Endpoint::Url(url)) => redis::fingerprint(url, &scope).await,
         (kind, _) => Err(DatastoreError::host(
             "SLUICE_UNSUPPORTED",

@@ -607,6 +607,7 @@ impl Engine {
                 endpoint: endpoint.clone(),
                 access,
                 tables: step.tables.clone(),
+                statement_timeout: std::time::Duration::from_secs(step.limits.phase_seconds),
             }),
             kv: access
                 .filter(|_| !target.kind.is_sql())

@@ -1,0 +1,584 @@
+//! PostgreSQL behind the `sql` capability, with tokio-postgres.
+//!
+//! A session is one connection with its settings pinned (UTC, ISO dates,
+//! exact floats, hex bytea) so every value and every `COPY` line reads the
+//! same on every session — plugin and host checksums depend on it. Read-only
+//! sessions run inside one `REPEATABLE READ READ ONLY` transaction the
+//! plugin cannot end: PostgreSQL refuses every write and validate sees one
+//! snapshot. Every statement passes [`policy`] first; table scopes are
+//! enforced there and, for names only the catalog can resolve (functions,
+//! indexes), against the catalog.
+
+pub mod policy;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
+use sluice_sdk::checksum::TableChecksum;
+use sluice_sdk::row::{Decoder, Encoder};
+use tokio::sync::Mutex;
+use tokio_postgres::{
+    CancelToken, Client, Config, CopyInSink, CopyOutStream, NoTls, RowStream, Statement,
+};
+
+use self::policy::{Policy, Refused, Touches};
+use self::values::{encode_cell, param, RawCell, TextParam};
+use super::{DatastoreError, Fingerprint, Rows, SqlValue, TableFingerprint};
+use crate::plan::Access;
+use crate::secret::Secret;
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Parameter rows sent before waiting for their results (pipelined).
+const PIPELINE_DEPTH: usize = 256;
+
+/// Settings every session pins, so values and COPY text are canonical.
+const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET client_encoding = 'UTF8'";
+
+/// Opens the read-only transaction of a read-only session.
+const BEGIN_READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+fn pg_error(e: tokio_postgres::Error) -> DatastoreError {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut message = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                message.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                message.push_str(&format!("; hint: {hint}"));
+            }
+            DatastoreError {
+                code: format!("PG_{}", db.code().code()),
+                message,
+            }
+        }
+        None => DatastoreError::host("PG_CONNECTION", e.to_string()),
+    }
+}
+
+fn refused(r: Refused) -> DatastoreError {
+    DatastoreError::host("SLUICE_REFUSED", r.0)
+}
+
+/// Connects with the session settings pinned; `who` names the endpoint in
+/// errors without its credentials.
+async fn connect_client(url: &Secret) -> Result<(Client, CancelToken), DatastoreError> {
+    let who = url.redacted_url();
+    let mut config = Config::from_str(url.expose()).map_err(|e| {
+        DatastoreError::host(
+            "PG_CONFIG",
+            format!("{who}: not a valid PostgreSQL connection string: {e}"),
+        )
+    })?;
+    config
+        .connect_timeout(CONNECT_TIMEOUT)
+        .application_name("sluice");
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| DatastoreError::host("PG_CONNECT", format!("{who}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("postgres connection ended: {e}");
+        }
+    });
+    client
+        .batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(pg_error)?;
+    let cancel = client.cancel_token();
+    Ok((client, cancel))
+}
+
+/// Cancels the statement a session is running, from any thread.
+#[derive(Clone)]
+pub struct Canceller(CancelToken);
+
+impl Canceller {
+    /// Asks the server to cancel the running statement (best effort).
+    pub fn cancel(&self) {
+        let token = self.0.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = token.cancel_query(NoTls).await;
+            });
+        }
+    }
+}
+
+/// One plugin connection.
+pub struct Session {
+    client: Client,
+    cancel: CancelToken,
+    policy: Policy,
+    /// Catalog answers already checked (function or index name → allowed).
+    checked: Mutex<BTreeMap<String, Result<(), String>>>,
+    /// A read-only transaction was aborted by an error.
+    aborted: AtomicBool,
+}
+
+/// Rows of a running query.
+pub struct PgCursor {
+    stream: Pin<Box<RowStream>>,
+    columns: Vec<tokio_postgres::types::Type>,
+}
+
+/// A running `COPY … TO STDOUT`.
+pub struct CopyOut(Pin<Box<CopyOutStream>>);
+
+/// A running `COPY … FROM STDIN`.
+pub struct CopyIn(Pin<Box<CopyInSink<Bytes>>>);
+
+impl Session {
+    /// Connects for a plugin with `access`, scoped to `tables`, statements
+    /// limited to `statement_timeout`.
+    pub async fn open(
+        url: &Secret,
+        access: Access,
+        tables: Option<&[String]>,
+        statement_timeout: Duration,
+    ) -> Result<Session, DatastoreError> {
+        let (client, cancel) = connect_client(url).await?;
+        let mut setup = format!(
+            "SET statement_timeout = {}",
+            statement_timeout.as_millis().max(1)
+        );
+        if access == Access::ReadOnly {
+            setup.push_str("; SET default_transaction_read_only = on; ");
+            setup.push_str(BEGIN_READ_ONLY);
+        }
+        client.batch_execute(&setup).await.map_err(pg_error)?;
+        Ok(Session {
+            client,
+            cancel,
+            policy: Policy {
+                access,
+                tables: tables.map(|t| t.iter().map(|n| policy::normalise_table(n)).collect()),
+            },
+            checked: Mutex::new(BTreeMap::new()),
+            aborted: AtomicBool::new(false),
+        })
+    }
+
+    /// Cancels this session's running statement.
+    pub fn canceller(&self) -> Canceller {
+        Canceller(self.cancel.clone())
+    }
+
+    /// Checks a statement before the server sees it.
+    async fn admit(&self, sql: &str) -> Result<(), DatastoreError> {
+        self.recover().await?;
+        let touches = self.policy.check(sql).map_err(refused)?;
+        self.check_catalog(touches).await
+    }
+
+    /// Scoped sessions: functions must be built in (`pg_catalog`) and indexes
+    /// dropped or altered by name must belong to granted tables.
+    async fn check_catalog(&self, touches: Touches) -> Result<(), DatastoreError> {
+        let Some(scope) = &self.policy.tables else {
+            return Ok(());
+        };
+        let mut checked = self.checked.lock().await;
+        for f in &touches.functions {
+            let key = format!("function {f}");
+            if !checked.contains_key(&key) {
+                let bare = f.rsplit('.').next().unwrap_or(f);
+                let schema = f.rsplit_once('.').map(|(s, _)| s.to_string());
+                let rows = self
+                    .client
+                    .query(
+                        "SELECT DISTINCT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                         WHERE p.proname = $1 AND n.nspname <> 'pg_catalog'",
+                        &[&TextParam(sluice_sdk::row::ValueRef::Text(bare))],
+                    )
+                    .await
+            .map_err(|e| self.failed(e))?;
+                let user_defined: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                let verdict = if user_defined.is_empty()
+                    && schema.as_deref().is_none_or(|s| s == "pg_catalog")
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "function `{f}` is not built in (defined in schema {}); a step scoped to tables may call only built-in functions",
+                        if user_defined.is_empty() { schema.unwrap_or_default() } else { user_defined.join(", ") }
+                    ))
+                };
+                checked.insert(key.clone(), verdict);
+            }
+            if let Err(why) = &checked[&key] {
+                return Err(DatastoreError::host("SLUICE_REFUSED", why.clone()));
+            }
+        }
+        for index in &touches.indexes {
+            let table: Option<String> = self
+                .client
+                .query_opt(
+                    "SELECT i.indrelid::regclass::text FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+                    &[&TextParam(sluice_sdk::row::ValueRef::Text(index))],
+                )
+                .await
+            .map_err(|e| self.failed(e))?
+                .map(|r| r.get(0));
+            match table {
+                None => {} // PostgreSQL reports a missing index itself.
+                Some(t) if scope.contains(&policy::normalise_table(&t)) => {}
+                Some(t) => {
+                    return Err(DatastoreError::host(
+                        "SLUICE_REFUSED",
+                        format!(
+                            "index `{index}` belongs to table `{t}`, outside this step's scope"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps an error; a read-only session whose transaction the error
+    /// aborted gets a fresh one before its next statement, so a plugin may
+    /// go on after a failed query.
+    fn failed(&self, e: tokio_postgres::Error) -> DatastoreError {
+        let err = pg_error(e);
+        if self.policy.access == Access::ReadOnly && err.code != "PG_CONNECTION" {
+            self.aborted.store(true, Ordering::SeqCst);
+        }
+        err
+    }
+
+    /// Before the next statement: replaces a read-only transaction an
+    /// earlier error aborted.
+    async fn recover(&self) -> Result<(), DatastoreError> {
+        if self.aborted.swap(false, Ordering::SeqCst) {
+            self.client
+                .batch_execute(&format!("ROLLBACK; {BEGIN_READ_ONLY}"))
+                .await
+                .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<Statement, DatastoreError> {
+        self.admit(sql).await?;
+        self.client.prepare(sql).await.map_err(|e| self.failed(e))
+    }
+
+    /// Runs a query and returns at most `max_rows` rows.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        max_rows: usize,
+    ) -> Result<Rows, DatastoreError> {
+        let statement = self.prepare(sql).await?;
+        let mut cursor = self.start(&statement, params).await?;
+        let columns = statement
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let mut rows = self.fetch(&mut cursor, max_rows + 1, usize::MAX).await?;
+        if rows.rows > max_rows {
+            return Err(DatastoreError::host(
+                "SLUICE_TOO_MANY_ROWS",
+                format!("the query returned more than {max_rows} rows; use a cursor"),
+            ));
+        }
+        rows.columns = columns;
+        Ok(rows)
+    }
+
+    async fn start(
+        &self,
+        statement: &Statement,
+        params: &[SqlValue],
+    ) -> Result<PgCursor, DatastoreError> {
+        check_arity(statement, params.len())?;
+        let stream = self
+            .client
+            .query_raw(statement, params.iter().map(param))
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(PgCursor {
+            stream: Box::pin(stream),
+            columns: statement
+                .columns()
+                .iter()
+                .map(|c| c.type_().clone())
+                .collect(),
+        })
+    }
+
+    /// Starts a query whose rows are fetched in batches; returns the cursor
+    /// and the column names.
+    pub async fn open_cursor(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<(PgCursor, Vec<String>), DatastoreError> {
+        let statement = self.prepare(sql).await?;
+        let names = statement
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        Ok((self.start(&statement, params).await?, names))
+    }
+
+    /// Up to `max_rows` rows (stopping after the row that crosses
+    /// `max_bytes`) from a cursor.
+    pub async fn fetch(
+        &self,
+        cursor: &mut PgCursor,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Rows, DatastoreError> {
+        let mut out = Encoder::default();
+        let mut text = String::new();
+        let mut count = 0;
+        while count < max_rows && out.len() < max_bytes {
+            let Some(row) = cursor.stream.next().await else {
+                break;
+            };
+            let row = row.map_err(|e| self.failed(e))?;
+            for (i, ty) in cursor.columns.iter().enumerate() {
+                let cell: RawCell<'_> = row.try_get(i).map_err(pg_error)?;
+                encode_cell(ty, cell.0, &mut out, &mut text).map_err(|e| {
+                    DatastoreError::host(
+                        "SLUICE_PG_TYPE",
+                        format!("column `{}`: {e}", row.columns()[i].name()),
+                    )
+                })?;
+            }
+            count += 1;
+        }
+        Ok(Rows {
+            columns: Vec::new(),
+            width: cursor.columns.len(),
+            rows: count,
+            data: out.finish(),
+        })
+    }
+
+    /// Runs one statement; returns the rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, DatastoreError> {
+        let statement = self.prepare(sql).await?;
+        check_arity(&statement, params.len())?;
+        self.client
+            .execute_raw(&statement, params.iter().map(param))
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Runs one statement per parameter row, prepared once and pipelined.
+    pub async fn execute_batch(&self, sql: &str, rows: &Rows) -> Result<u64, DatastoreError> {
+        let statement = self.prepare(sql).await?;
+        check_arity(&statement, rows.width)?;
+        let mut decoder = Decoder::new(&rows.data);
+        let mut all = Vec::with_capacity(rows.rows);
+        let mut row = Vec::with_capacity(rows.width);
+        for _ in 0..rows.rows {
+            row.clear();
+            for _ in 0..rows.width {
+                match decoder.next_value() {
+                    Ok(Some(v)) => row.push(v),
+                    _ => {
+                        return Err(DatastoreError::host(
+                            "SLUICE_BAD_BATCH",
+                            "the row batch is shorter than its header says",
+                        ))
+                    }
+                }
+            }
+            all.push(row.iter().map(|v| TextParam(*v)).collect::<Vec<_>>());
+        }
+        let mut changed = 0;
+        for chunk in all.chunks(PIPELINE_DEPTH) {
+            let pending = chunk
+                .iter()
+                .map(|params| self.client.execute_raw(&statement, params.iter()));
+            for result in futures_util::future::join_all(pending).await {
+                changed += result.map_err(|e| self.failed(e))?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Runs a script of statements without parameters.
+    pub async fn script(&self, sql: &str) -> Result<(), DatastoreError> {
+        self.admit(sql).await?;
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Transaction control on behalf of the plugin. Read-only sessions are
+    /// already inside their one transaction: these are no-ops there.
+    pub async fn transaction(&self, command: &str) -> Result<(), DatastoreError> {
+        if self.policy.access == Access::ReadOnly {
+            return Ok(());
+        }
+        self.client.batch_execute(command).await.map_err(pg_error)
+    }
+
+    /// Starts a `COPY … TO STDOUT`.
+    pub async fn copy_out(&self, sql: &str) -> Result<CopyOut, DatastoreError> {
+        self.recover().await?;
+        let touches = self.policy.check_copy(sql, false).map_err(refused)?;
+        self.check_catalog(touches).await?;
+        let stream = self
+            .client
+            .copy_out(sql)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(CopyOut(Box::pin(stream)))
+    }
+
+    /// Starts a `COPY … FROM STDIN`.
+    pub async fn copy_in(&self, sql: &str) -> Result<CopyIn, DatastoreError> {
+        self.recover().await?;
+        let touches = self.policy.check_copy(sql, true).map_err(refused)?;
+        self.check_catalog(touches).await?;
+        let sink = self.client.copy_in(sql).await.map_err(pg_error)?;
+        Ok(CopyIn(Box::pin(sink)))
+    }
+}
+
+fn check_arity(statement: &Statement, given: usize) -> Result<(), DatastoreError> {
+    let wanted = statement.params().len();
+    if wanted == given {
+        Ok(())
+    } else {
+        Err(DatastoreError::host(
+            "SLUICE_PARAMS",
+            format!("the statement takes {wanted} parameters but {given} were given"),
+        ))
+    }
+}
+
+impl CopyOut {
+    /// Whole rows, about `max_bytes` of them (at least one row unless the
+    /// copy has ended); empty at the end.
+    pub async fn read(&mut self, max_bytes: usize) -> Result<Vec<u8>, DatastoreError> {
+        let mut out = Vec::new();
+        while out.len() < max_bytes {
+            match self.0.next().await {
+                Some(chunk) => out.extend_from_slice(&chunk.map_err(pg_error)?),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl CopyIn {
+    /// Sends bytes.
+    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), DatastoreError> {
+        self.0.send(Bytes::from(data)).await.map_err(pg_error)
+    }
+
+    /// Ends the copy; returns the rows loaded.
+    pub async fn finish(&mut self) -> Result<u64, DatastoreError> {
+        self.0.as_mut().finish().await.map_err(pg_error)
+    }
+}
+
+/// Quotes a possibly schema-qualified table name as written in a plan or
+/// manifest (`clientes`, `sales.orders`).
+pub fn quote_table(name: &str) -> String {
+    name.split('.')
+        .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Schema objects the fingerprint covers: columns, indexes, constraints and
+/// views of every user schema (sluice's own journal schema excluded).
+const SCHEMA_QUERY: &str = "
+SELECT 'column', c.table_schema || '.' || c.table_name || '.' || c.column_name,
+       c.data_type || ' ' || c.is_nullable || ' ' || coalesce(c.column_default, '')
+  FROM information_schema.columns c
+  JOIN information_schema.tables t USING (table_schema, table_name)
+ WHERE t.table_type = 'BASE TABLE' AND c.table_schema NOT IN ('pg_catalog', 'information_schema', 'sluice_journal')
+UNION ALL
+SELECT 'index', schemaname || '.' || indexname, indexdef
+  FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal')
+UNION ALL
+SELECT 'constraint', n.nspname || '.' || conrelid::regclass::text || '.' || conname, pg_get_constraintdef(k.oid)
+  FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal') AND k.conrelid <> 0
+UNION ALL
+SELECT 'view', schemaname || '.' || viewname, definition
+  FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal')
+ORDER BY 1, 2";
+
+/// The host's own measurement of a PostgreSQL target, in one read-only
+/// snapshot: a digest of the schema, and for each of `tables` its row count
+/// and the checksum of its `COPY` text lines (the same formula plugins use).
+pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint, DatastoreError> {
+    let (client, _) = connect_client(url).await?;
+    client
+        .batch_execute(BEGIN_READ_ONLY)
+        .await
+        .map_err(pg_error)?;
+    let mut schema = Sha256::new();
+    for row in client.query(SCHEMA_QUERY, &[]).await.map_err(pg_error)? {
+        for i in 0..3 {
+            let part: String = row.get(i);
+            schema.update((part.len() as u64).to_le_bytes());
+            schema.update(part.as_bytes());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for table in tables {
+        let exists: bool = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&TextParam(sluice_sdk::row::ValueRef::Text(&quote_table(
+                    table,
+                )))],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if !exists {
+            continue;
+        }
+        let stream = client
+            .copy_out(&format!(
+                "COPY (SELECT * FROM {}) TO STDOUT",
+                quote_table(table)
+            ))
+            .await
+            .map_err(pg_error)?;
+        let mut stream = Box::pin(stream);
+        let mut checksum = TableChecksum::new();
+        while let Some(chunk) = stream.next().await {
+            checksum.add_copy_lines(&chunk.map_err(pg_error)?);
+        }
+        out.insert(
+            table.clone(),
+            TableFingerprint {
+                rows: checksum.rows(),
+                checksum: checksum.hex(),
+            },
+        );
+    }
+    client.batch_execute("COMMIT").await.map_err(pg_error)?;
+    Ok(Fingerprint {
+        schema: hex::encode(schema.finalize()),
+        tables: out,
+    })
+}
