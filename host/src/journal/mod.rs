@@ -48,7 +48,7 @@ pub enum JournalError {
         /// The error.
         source: ::postgres::Error,
     },
-    /// The shared PostgreSQL journal cannot be used (its worker stopped).
+    /// The shared PostgreSQL journal cannot be used.
     #[error("journal {at}: {reason}")]
     Unavailable {
         /// Where the journal is.
@@ -56,6 +56,9 @@ pub enum JournalError {
         /// What is wrong.
         reason: String,
     },
+    /// The plan value holding the shared journal's URL cannot be read.
+    #[error("shared journal: {0}")]
+    Value(#[from] crate::plan::ValueError),
     /// A record could not be decoded.
     #[error("journal {path}: corrupt record for step `{step}`: {reason}")]
     Corrupt {
@@ -249,6 +252,20 @@ pub trait Journal: Send {
         run_id: &str,
         duration: std::time::Duration,
     ) -> Result<Box<dyn Send>, lease::LeaseError>;
+}
+
+/// The journal of `plan`: the shared PostgreSQL journal when the plan names
+/// one (`[plan] journal = "<value>"`, the value holding its URL), namespaced
+/// by the plan's name; otherwise the embedded SQLite journal in
+/// [`Plan::state_dir`](crate::plan::Plan::state_dir).
+pub fn open_for(plan: &crate::plan::Plan) -> Result<Box<dyn Journal>, JournalError> {
+    Ok(match &plan.journal {
+        Some(value) => {
+            let url = plan.resolve_value(value)?;
+            Box::new(postgres::PgJournal::open(url.expose(), &plan.name)?)
+        }
+        None => Box::new(SqliteJournal::open(&plan.state_dir())?),
+    })
 }
 
 /// The embedded journal of one plan: an SQLite file.
