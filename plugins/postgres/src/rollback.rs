@@ -1,0 +1,331 @@
+//! Rollback, cheapest sound path first:
+//!
+//! 1. the backed-up tables and the schema already equal the backup — a
+//!    transactional migrate that failed was undone by PostgreSQL, or an
+//!    earlier rollback finished — so there is nothing to do;
+//! 2. the step's `compensate` script, then the same check;
+//! 3. a restore from the backup in one transaction: reshaped tables dropped,
+//!    missing ones recreated from their DDL, rows truncated and reloaded with
+//!    `COPY … FROM STDIN`, indexes and constraints put back, and the commit
+//!    only after every restored table's checksum equals the backup's.
+//!
+//! Each path ends in the same state, so running rollback twice is safe.
+
+use std::io::Read;
+
+use sluice_sdk::backup_store;
+use sluice_sdk::sql::Connection;
+use sluice_sdk::{log, progress, BackupManifest, Error, PhaseReached, StepContext, TableState};
+
+use crate::backup::table_state;
+use crate::names::{quote_ident, TableName};
+use crate::schema::{self, SchemaSnapshot, TableDdl, SCHEMA_ARTIFACT};
+use crate::{BackupMetadata, Params, PostgresPlugin};
+
+/// Bytes read from an artifact per `COPY … FROM STDIN` write.
+const RESTORE_CHUNK: usize = 1 << 20;
+
+impl sluice_sdk::Rollback for PostgresPlugin {
+    fn rollback(
+        ctx: &StepContext,
+        manifest: &BackupManifest,
+        reached: PhaseReached,
+    ) -> Result<Vec<TableState>, Error> {
+        let params = Params::of(ctx)?;
+        let metadata: BackupMetadata = serde_json::from_str(&manifest.metadata).map_err(|e| {
+            Error::BackupInvalid(format!("the manifest's metadata is not this plugin's: {e}"))
+        })?;
+        let conn = Connection::open(&ctx.target)?;
+        let reached_name = format!("{reached:?}");
+
+        if let Some(states) = unchanged(&conn, manifest, &metadata)? {
+            let path = if metadata.transactional
+                && matches!(reached, PhaseReached::BackedUp | PhaseReached::Migrating)
+            {
+                "transaction already undone"
+            } else {
+                "nothing to undo"
+            };
+            log::info(
+                &format!("rollback: {path}: tables and schema equal the backup"),
+                &[("path", path), ("reached", &reached_name)],
+            );
+            return Ok(states);
+        }
+
+        if let Some(script) = &params.compensate {
+            log::info(
+                "rollback: running the compensating script",
+                &[("path", "compensate"), ("reached", &reached_name)],
+            );
+            crate::migrate::run_script(&conn, script)?;
+            if let Some(states) = unchanged(&conn, manifest, &metadata)? {
+                log::info(
+                    "rollback: compensated: tables and schema equal the backup",
+                    &[("path", "compensate")],
+                );
+                return Ok(states);
+            }
+            log::warn(
+                "rollback: the compensating script did not bring back the backed-up state; restoring from the backup",
+                &[],
+            );
+        }
+
+        log::info(
+            "rollback: restoring from the backup",
+            &[("path", "restore"), ("reached", &reached_name)],
+        );
+        let snapshot = read_snapshot()?;
+        let states = conn.transaction(|conn| restore(conn, &snapshot, manifest))?;
+        if schema::schema_digest(&conn, &metadata.schemas)? != metadata.schema_digest {
+            log::warn(
+                "rollback: the backed-up tables are restored, but the schema still differs (objects the step created outside them?)",
+                &[],
+            );
+        }
+        Ok(states)
+    }
+}
+
+/// The tables' states when every backed-up table and the schema equal the
+/// backup; `None` when anything differs.
+fn unchanged(
+    conn: &Connection,
+    manifest: &BackupManifest,
+    metadata: &BackupMetadata,
+) -> Result<Option<Vec<TableState>>, Error> {
+    if schema::schema_digest(conn, &metadata.schemas)? != metadata.schema_digest {
+        return Ok(None);
+    }
+    let mut states = Vec::new();
+    for saved in &manifest.tables {
+        let name = TableName::parse(&saved.name, "manifest table")
+            .map_err(|e| Error::BackupInvalid(format!("{e:?}")))?;
+        match table_state(conn, &name)? {
+            Some(now) if now.rows == saved.rows && now.checksum == saved.checksum => {
+                states.push(now)
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(states))
+}
+
+fn read_snapshot() -> Result<SchemaSnapshot, Error> {
+    let mut bytes = Vec::new();
+    backup_store::open(SCHEMA_ARTIFACT)?
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::BackupInvalid(format!("{SCHEMA_ARTIFACT}: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::BackupInvalid(format!("{SCHEMA_ARTIFACT} is not a schema snapshot: {e}"))
+    })
+}
+
+fn restore(
+    conn: &Connection,
+    snapshot: &SchemaSnapshot,
+    manifest: &BackupManifest,
+) -> Result<Vec<TableState>, Error> {
+    // Tables whose columns the step changed are recreated from their DDL.
+    for ddl in snapshot.tables.iter().rev() {
+        let name = ddl.table_name();
+        if schema::exists(conn, &name)? && schema::columns(conn, &name)? != ddl.columns {
+            log::info("dropping reshaped table", &[("table", &ddl.name)]);
+            conn.execute_script(&format!("DROP TABLE {}", name.quoted()))?;
+        }
+    }
+    let mut recreated = Vec::new();
+    for ddl in &snapshot.tables {
+        let name = ddl.table_name();
+        if !schema::exists(conn, &name)? {
+            log::info("recreating table", &[("table", &ddl.name)]);
+            for statement in ddl.create_statements() {
+                conn.execute_script(&statement)?;
+            }
+            recreated.push(ddl.name.clone());
+        }
+    }
+
+    // Constraints and indexes the step added or changed go first, so the
+    // saved rows load against the saved shape.
+    for ddl in &snapshot.tables {
+        let name = ddl.table_name();
+        for now in schema::constraints(conn, &name)? {
+            if !ddl.constraints.contains(&now) {
+                conn.execute_script(&format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {}",
+                    name.quoted(),
+                    quote_ident(&now.name)
+                ))?;
+            }
+        }
+        for now in schema::indexes(conn, &name)? {
+            if !ddl.indexes.contains(&now) {
+                conn.execute_script(&format!(
+                    "DROP INDEX {}.{}",
+                    quote_ident(&ddl.schema),
+                    quote_ident(&now.name)
+                ))?;
+            }
+        }
+    }
+
+    // Every restored table at once, so foreign keys among them allow it.
+    let all: Vec<String> = snapshot
+        .tables
+        .iter()
+        .map(|t| t.table_name().quoted())
+        .collect();
+    if !all.is_empty() {
+        conn.execute_script(&format!("TRUNCATE {}", all.join(", ")))?;
+    }
+    for ddl in &snapshot.tables {
+        load_table(conn, ddl)?;
+    }
+
+    // Then the saved constraints and indexes that are missing (foreign keys
+    // last: the rows they check are all back).
+    for foreign in [false, true] {
+        for ddl in &snapshot.tables {
+            let present = schema::constraints(conn, &ddl.table_name())?;
+            for c in ddl
+                .constraints
+                .iter()
+                .filter(|c| (c.kind == "f") == foreign)
+            {
+                if !present.contains(c) {
+                    conn.execute_script(&ddl.add_constraint(c))?;
+                }
+            }
+        }
+    }
+    for ddl in &snapshot.tables {
+        let present = schema::indexes(conn, &ddl.table_name())?;
+        for index in &ddl.indexes {
+            if !present.contains(index) {
+                conn.execute_script(&index.definition)?;
+            }
+        }
+        if recreated.contains(&ddl.name) {
+            reset_sequences(conn, ddl)?;
+        }
+    }
+
+    // Prove it before committing: the rows read back from the database.
+    let mut states = Vec::new();
+    for ddl in &snapshot.tables {
+        let state = table_state(conn, &ddl.table_name())?.ok_or_else(|| {
+            Error::Internal(format!("table `{}` is missing after its restore", ddl.name))
+        })?;
+        let expected = manifest
+            .tables
+            .iter()
+            .find(|t| t.name == state.name)
+            .ok_or_else(|| {
+                Error::BackupInvalid(format!("manifest has no state for table `{}`", state.name))
+            })?;
+        if expected.rows != state.rows || expected.checksum != state.checksum {
+            return Err(Error::BackupInvalid(format!(
+                "restored `{}` has {} rows (checksum {}), backup had {} rows (checksum {})",
+                state.name, state.rows, state.checksum, expected.rows, expected.checksum
+            )));
+        }
+        states.push(state);
+    }
+    log::info("restore verified", &[("tables", &states.len().to_string())]);
+    Ok(states)
+}
+
+/// Streams a table's artifact into `COPY … FROM STDIN`.
+fn load_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
+    let name = ddl.table_name();
+    let mut reader = backup_store::open(&ddl.artifact)?;
+    let loaded = if ddl.columns.iter().any(|c| c.generated) {
+        // Generated columns cannot be written: the saved rows (every column)
+        // go to a staging table first, then everything else is inserted.
+        let stage = quote_ident(&format!("sluice_restore_{}", ddl.table));
+        conn.execute_script(&format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA",
+            name.quoted()
+        ))?;
+        stream_in(
+            conn,
+            &mut reader,
+            &format!("COPY {stage} FROM STDIN"),
+            &ddl.name,
+        )?;
+        let cols: Vec<String> = ddl
+            .columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let cols = cols.join(", ");
+        let n = conn.execute(
+            &format!(
+                "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {stage}",
+                name.quoted()
+            ),
+            &[],
+        )?;
+        conn.execute_script(&format!("DROP TABLE {stage}"))?;
+        n
+    } else {
+        stream_in(
+            conn,
+            &mut reader,
+            &format!("COPY {} FROM STDIN", name.quoted()),
+            &ddl.name,
+        )?
+    };
+    log::info(
+        "table restored",
+        &[("table", &ddl.name), ("rows", &loaded.to_string())],
+    );
+    Ok(())
+}
+
+fn stream_in(
+    conn: &Connection,
+    reader: &mut impl Read,
+    statement: &str,
+    label: &str,
+) -> Result<u64, Error> {
+    let mut writer = conn.copy_in(statement)?;
+    let mut buffer = vec![0u8; RESTORE_CHUNK];
+    let mut rows = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buffer)
+            .map_err(|e| Error::BackupInvalid(format!("reading the backup of `{label}`: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buffer[..n])?;
+        rows += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        progress::report(rows, None, label);
+    }
+    writer.finish()
+}
+
+/// Moves the sequences of a recreated table past its restored rows.
+fn reset_sequences(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
+    let name = ddl.table_name();
+    for c in ddl
+        .columns
+        .iter()
+        .filter(|c| c.identity.is_some() || c.sequence.is_some())
+    {
+        conn.query(
+            &format!(
+                "SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence($1, $2), \
+                 coalesce(max({col}), 0) + 1, false) FROM {table}",
+                col = quote_ident(&c.name),
+                table = name.quoted()
+            ),
+            &[name.quoted().into(), c.name.as_str().into()],
+        )?;
+    }
+    Ok(())
+}
