@@ -147,7 +147,7 @@ fn set(out: &mut Vec<u8>, members: &mut [Vec<u8>]) {
     }
 }
 
-fn hash(out: &mut Vec<u8>, pairs: &mut [(Vec<u8>, Vec<u8>)]) {
+fn hash(out: &mut Vec<u8>, pairs: &mut [Pair]) {
     pairs.sort_unstable();
     out.push(b'h');
     for (field, value) in pairs.iter() {
@@ -167,8 +167,11 @@ fn zset(out: &mut Vec<u8>, members: &mut [(Vec<u8>, f64)]) {
     }
 }
 
-fn pairs(elements: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PayloadError> {
-    if elements.len() % 2 != 0 {
+/// A field and its value, or a member and its score.
+type Pair = (Vec<u8>, Vec<u8>);
+
+fn pairs(elements: Vec<Vec<u8>>) -> Result<Vec<Pair>, PayloadError> {
+    if !elements.len().is_multiple_of(2) {
         return Err(bad("odd number of elements in a paired listpack"));
     }
     let mut it = elements.into_iter();
