@@ -3,7 +3,8 @@
 //!
 //! A fresh machine runs `cargo xtask demo` or `cargo xtask test` and nothing
 //! else: this program installs what is missing (the wasm32-wasip2 target via
-//! rustup, or the offline Debian toolchain), builds host and plugins, and runs.
+//! rustup, or the offline Debian toolchain; PostgreSQL and Redis from Debian's
+//! packages for the tests), builds host and plugins, and runs.
 
 mod services;
 mod toolchain;
@@ -37,10 +38,12 @@ fn run() -> Result<()> {
                  commands:\n  \
                  build   install the wasm toolchain if missing; build the host and every plugin\n  \
                  demo    build, create a sample SQLite database and run examples/quickstart\n  \
-                 test    build, check formatting and lints, run the whole test suite\n  \
+                 test    build, check formatting and lints, start PostgreSQL and Redis, run the\n          \
+                 whole test suite\n  \
                  bench   build, run the benchmarks and print ratios against baselines\n  \
-                 services  start private PostgreSQL and Redis (installing them if missing),\n            \
-                 print their env vars, stop them on Ctrl-C"
+                 services\n          \
+                 start private PostgreSQL and Redis (installing them if missing), print\n          \
+                 the env vars tests read, stop them on Ctrl-C or end of input"
             );
             bail!("unknown or missing command")
         }
