@@ -134,7 +134,11 @@ pub struct PgCursor {
 }
 
 /// A running `COPY … TO STDOUT`.
-pub struct CopyOut(Pin<Box<CopyOutStream>>);
+pub struct CopyOut {
+    stream: Pin<Box<CopyOutStream>>,
+    /// The stream ended: it must not be polled again.
+    done: bool,
+}
 
 /// A running `COPY … FROM STDIN`.
 pub struct CopyIn(Pin<Box<CopyInSink<Bytes>>>);
@@ -443,7 +447,10 @@ impl Session {
             .copy_out(sql)
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(CopyOut(Box::pin(stream)))
+        Ok(CopyOut {
+            stream: Box::pin(stream),
+            done: false,
+        })
     }
 
     /// Starts a `COPY … FROM STDIN`.
@@ -473,10 +480,10 @@ impl CopyOut {
     /// copy has ended); empty at the end.
     pub async fn read(&mut self, max_bytes: usize) -> Result<Vec<u8>, DatastoreError> {
         let mut out = Vec::new();
-        while out.len() < max_bytes {
-            match self.0.next().await {
+        while !self.done && out.len() < max_bytes {
+            match self.stream.next().await {
                 Some(chunk) => out.extend_from_slice(&chunk.map_err(pg_error)?),
-                None => break,
+                None => self.done = true,
             }
         }
         Ok(out)
@@ -581,4 +588,173 @@ pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint,
         schema: hex::encode(schema.finalize()),
         tables: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database on the test server (`SLUICE_TEST_PG_URL`, started by
+    /// `cargo xtask test`), dropped afterwards.
+    struct Scratch {
+        admin: Client,
+        name: String,
+        url: Secret,
+    }
+
+    impl Scratch {
+        async fn new() -> Scratch {
+            let base = std::env::var("SLUICE_TEST_PG_URL").expect(
+                "SLUICE_TEST_PG_URL: run through `cargo xtask test` or `cargo xtask services`",
+            );
+            let (admin, _) = connect_client(&Secret::new(base.clone())).await.unwrap();
+            let name = format!("sluice_ds_{}", uuid::Uuid::new_v4().simple());
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            let url = Secret::new(format!("{}/{name}", base.rsplit_once('/').unwrap().0));
+            Scratch { admin, name, url }
+        }
+        async fn drop(self) {
+            let _ = self
+                .admin
+                .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+                .await;
+        }
+    }
+
+    fn texts(rows: &Rows) -> Vec<String> {
+        let mut out = Vec::new();
+        sluice_sdk::row::for_each_row(&rows.data, rows.width, |row| {
+            out.extend(row.iter().map(|v| format!("{v:?}")));
+        })
+        .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn values_scopes_read_only_and_copy_on_a_real_server() {
+        let db = Scratch::new().await;
+        let rw = Session::open(&db.url, Access::ReadWrite, None, Duration::from_secs(30))
+            .await
+            .unwrap();
+        rw.script(
+            "CREATE TABLE t (id int PRIMARY KEY, price numeric(10,2), at timestamptz, doc jsonb, \
+             tags text[], u uuid, ok bool, raw bytea, f float8); \
+             CREATE TABLE other (id int); \
+             CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        )
+        .await
+        .unwrap();
+        let params = [
+            SqlValue::Integer(1),
+            SqlValue::Text("12.50".into()),
+            SqlValue::Text("2024-05-01 10:00:00+02".into()),
+            SqlValue::Text(r#"{"a": [1, 2]}"#.into()),
+            SqlValue::Text("{x,y}".into()),
+            SqlValue::Text("6f1c2d3e-0000-4000-8000-000000000001".into()),
+            SqlValue::Integer(1),
+            SqlValue::Blob(vec![0, 255]),
+            SqlValue::Real(0.1),
+        ];
+        let n = rw
+            .execute(
+                "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &params,
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let rows = rw.query("SELECT * FROM t", &[], 10).await.unwrap();
+        assert_eq!(
+            texts(&rows),
+            [
+                "Integer(1)",
+                "Text(\"12.50\")",
+                "Text(\"2024-05-01T08:00:00Z\")",
+                "Text(\"{\\\"a\\\": [1, 2]}\")",
+                "Text(\"[\\\"x\\\",\\\"y\\\"]\")",
+                "Text(\"6f1c2d3e-0000-4000-8000-000000000001\")",
+                "Integer(1)",
+                "Blob([0, 255])",
+                "Real(0.1)",
+            ]
+        );
+
+        // Read-only: PostgreSQL refuses writes; the plugin cannot leave the
+        // transaction; an error does not poison later statements.
+        let ro = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let e = ro.execute("DELETE FROM t", &[]).await.unwrap_err();
+        assert_eq!(e.code, "PG_25006", "{e}");
+        assert_eq!(
+            ro.script("COMMIT; DELETE FROM t").await.unwrap_err().code,
+            "SLUICE_REFUSED"
+        );
+        assert_eq!(
+            ro.query("SELECT count(*) FROM t", &[], 1)
+                .await
+                .unwrap()
+                .rows,
+            1
+        );
+        // Its snapshot holds a lock on `t` until the session ends.
+        drop(ro);
+
+        // Scoped: only `t`, only built-in functions, indexes of `t` only.
+        let scoped = Session::open(
+            &db.url,
+            Access::ReadWrite,
+            Some(&["t".to_string()]),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert!(scoped
+            .query("SELECT upper(u::text) FROM t", &[], 10)
+            .await
+            .is_ok());
+        for sql in [
+            "SELECT * FROM other",
+            "SELECT sneaky() FROM t",
+            "INSERT INTO other VALUES (1)",
+        ] {
+            let e = scoped.query(sql, &[], 10).await.unwrap_err();
+            assert_eq!(e.code, "SLUICE_REFUSED", "{sql}: {e}");
+        }
+        rw.script("CREATE INDEX other_id ON other (id)")
+            .await
+            .unwrap();
+        assert_eq!(
+            scoped.script("DROP INDEX other_id").await.unwrap_err().code,
+            "SLUICE_REFUSED"
+        );
+
+        // COPY out and back in, and the host fingerprint agrees with a
+        // checksum over the same lines.
+        let mut out = scoped.copy_out("COPY t TO STDOUT").await.unwrap();
+        let mut data = Vec::new();
+        loop {
+            let chunk = out.read(1 << 20).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let mut checksum = TableChecksum::new();
+        checksum.add_copy_lines(&data);
+        let before = fingerprint(&db.url, &["t".to_string()]).await.unwrap();
+        assert_eq!(before.tables["t"].checksum, checksum.hex());
+        scoped.script("TRUNCATE t").await.unwrap();
+        let mut sink = scoped.copy_in("COPY t FROM STDIN").await.unwrap();
+        sink.write(data).await.unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 1);
+        let after = fingerprint(&db.url, &["t".to_string()]).await.unwrap();
+        assert_eq!(before, after);
+        assert!(scoped.copy_out("COPY other TO STDOUT").await.is_err());
+        drop((rw, scoped));
+        db.drop().await;
+    }
 }
