@@ -7,7 +7,6 @@ use std::sync::Arc;
 use clap::Parser;
 use sluice::cli::{Cli, Command, LogFormat};
 use sluice::engine::{exit, Engine, EngineOptions};
-use sluice::journal::Journal;
 use sluice::runtime::{ComponentCache, Runtime};
 use sluice::{audit, engine, plan, report};
 
@@ -142,7 +141,7 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
         eprintln!("error: give a reason (--reason \"…\"); it is recorded in the journal");
         return exit::PLAN_ERROR;
     }
-    let journal = match sluice::journal::SqliteJournal::open(&plan.state_dir()) {
+    let journal = match sluice::journal::open_for(&plan) {
         Ok(journal) => journal,
         Err(e) => return internal(&e),
     };

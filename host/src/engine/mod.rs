@@ -16,7 +16,7 @@ use crate::capabilities::kv::KvGrant;
 use crate::datastores::{self, Endpoint};
 use crate::plan::{Address, ValueError};
 use crate::journal::{
-    Journal, JournalError, SqliteJournal, StepRecord, StepState, StoredBackup, Transition,
+    Journal, JournalError, StepRecord, StepState, StoredBackup, Transition,
 };
 use crate::plan::{Access, Plan, Step, ValueSource};
 use crate::runtime::{
@@ -283,7 +283,7 @@ impl Engine {
             crate::grants::check_imports(step, &plugins[&step.plugin].facts)?;
         }
         let state = plan.state_dir();
-        let journal: Box<dyn Journal> = Box::new(SqliteJournal::open(&state)?);
+        let journal = crate::journal::open_for(&plan)?;
         let backups = Arc::new(BackupStore::open(&state.join("backups"))?);
         let endpoints = plan
             .targets
@@ -1108,7 +1108,7 @@ pub struct StepStatus {
 
 /// The state of every step of a plan, from the journal.
 pub fn status(plan: &Plan) -> Result<Vec<StepStatus>, EngineError> {
-    let journal = SqliteJournal::open(&plan.state_dir())?;
+    let journal = crate::journal::open_for(plan)?;
     plan.steps
         .iter()
         .map(|s| {
