@@ -7,5 +7,6 @@ mod crash;
 mod failures;
 mod happy_path;
 mod leases;
+mod redis;
 mod runtime;
 mod security;

@@ -21,13 +21,26 @@ impl sluice_sdk::Migrate for RedisPlugin {
     }
 }
 
-/// Says which op failed, keeping the error's kind.
+/// Says which op failed (by name and keys, not values), keeping the
+/// error's kind.
 fn with_op(e: Error, i: usize, op: &Op) -> Error {
-    let at = format!("ops[{i}] ({op:?})");
+    let what = match op {
+        Op::Set { key, .. } => format!("set `{key}`"),
+        Op::Delete { key } => format!("delete `{key}`"),
+        Op::Rename { from, to } => format!("rename `{from}` to `{to}`"),
+        Op::Copy { from, to } => format!("copy `{from}` to `{to}`"),
+        Op::RenamePrefix { from, to } => format!("rename_prefix `{from}` to `{to}`"),
+        Op::CopyPrefix { from, to } => format!("copy_prefix `{from}` to `{to}`"),
+    };
+    let at = format!("ops[{i}] ({what})");
     match e {
         Error::AccessDenied(m) => Error::AccessDenied(format!("{at}: {m}")),
         Error::PreconditionFailed(m) => Error::PreconditionFailed(format!("{at}: {m}")),
         Error::InvalidParams(m) => Error::InvalidParams(format!("{at}: {m}")),
+        Error::Datastore(mut d) => {
+            d.message = format!("{at}: {}", d.message);
+            Error::Datastore(d)
+        }
         other => other,
     }
 }
