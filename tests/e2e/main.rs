@@ -7,6 +7,7 @@ mod crash;
 mod failures;
 mod happy_path;
 mod leases;
+mod postgres;
 mod redis;
 mod runtime;
 mod security;

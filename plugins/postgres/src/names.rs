@@ -79,33 +79,28 @@ impl TableName {
     }
 
     /// The name the manifest and the host use: `table` in `public`, else
-    /// `schema.table`; a part that would not read back the same unquoted is
-    /// double-quoted.
+    /// `schema.table`, each part as stored in the catalog (the host quotes
+    /// each `.`-separated part as is).
     pub fn display(&self) -> String {
         if self.schema == "public" {
-            plain_or_quoted(&self.table)
+            self.table.clone()
         } else {
-            format!(
-                "{}.{}",
-                plain_or_quoted(&self.schema),
-                plain_or_quoted(&self.table)
-            )
+            format!("{}.{}", self.schema, self.table)
         }
     }
-}
 
-fn plain_or_quoted(part: &str) -> String {
-    let plain = part
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && part
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        part.to_string()
-    } else {
-        quote_ident(part)
+    /// Reads back a name written by [`TableName::display`].
+    pub fn from_manifest(name: &str) -> Self {
+        match name.split_once('.') {
+            Some((schema, table)) => TableName {
+                schema: schema.to_string(),
+                table: table.to_string(),
+            },
+            None => TableName {
+                schema: "public".to_string(),
+                table: name.to_string(),
+            },
+        }
     }
 }
 
@@ -136,7 +131,10 @@ mod tests {
         assert_eq!(parse("orders").display(), "orders");
         assert_eq!(parse("public.orders").display(), "orders");
         assert_eq!(parse("sales.orders").display(), "sales.orders");
-        assert_eq!(parse(r#""Orders""#).display(), r#""Orders""#);
+        assert_eq!(parse(r#""Orders""#).display(), "Orders");
+        for name in ["orders", "sales.orders", "Orders", "sales.Big x"] {
+            assert_eq!(TableName::from_manifest(name).display(), name);
+        }
     }
 
     #[test]

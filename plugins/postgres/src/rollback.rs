@@ -100,8 +100,7 @@ fn unchanged(
     }
     let mut states = Vec::new();
     for saved in &manifest.tables {
-        let name = TableName::parse(&saved.name, "manifest table")
-            .map_err(|e| Error::BackupInvalid(format!("{e:?}")))?;
+        let name = TableName::from_manifest(&saved.name);
         match table_state(conn, &name)? {
             Some(now) if now.rows == saved.rows && now.checksum == saved.checksum => {
                 states.push(now)

@@ -1,0 +1,390 @@
+//! The PostgreSQL plugin against a real server: each test owns a scratch
+//! database, runs a plan through the real `sluice` binary, and checks the
+//! database with its own client (schema and every table's rows), not with
+//! sluice's code.
+
+use std::collections::BTreeMap;
+
+use sluice_e2e::services::{pg_scratch, PgScratch};
+use sluice_e2e::{plugin, sluice_bin, Outcome, Scenario};
+
+/// Customers with a serial key, orders referencing them (numeric, NULLs,
+/// tabs in text: every COPY escape), and an archive holding five orders.
+const SEED: &str = r#"
+CREATE TABLE customers (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    email text UNIQUE,
+    joined timestamptz NOT NULL DEFAULT '2024-01-01 00:00:00+00'
+);
+INSERT INTO customers (name, email)
+    SELECT 'customer ' || g, 'c' || g || '@example.org' FROM generate_series(1, 500) g;
+CREATE TABLE orders (
+    id bigint PRIMARY KEY,
+    customer_id int NOT NULL REFERENCES customers (id),
+    total numeric(10, 2) NOT NULL CHECK (total >= 0),
+    note text
+);
+INSERT INTO orders
+    SELECT g, 1 + g % 500, g * 1.25, CASE WHEN g % 7 = 0 THEN NULL ELSE E'tab\there ' || g END
+    FROM generate_series(1, 2000) g;
+CREATE INDEX orders_customer ON orders (customer_id);
+CREATE TABLE orders_archive (LIKE orders INCLUDING ALL);
+INSERT INTO orders_archive SELECT * FROM orders WHERE id <= 5;
+ANALYZE;
+"#;
+
+/// The database as this test sees it: schema lines and each table's rows
+/// as text, sorted.
+#[derive(Debug, PartialEq, Eq)]
+struct PgState {
+    schema: Vec<String>,
+    tables: BTreeMap<String, Vec<String>>,
+}
+
+fn pg_state(db: &PgScratch) -> PgState {
+    let mut c = db.client();
+    let lines = |c: &mut postgres::Client, sql: &str| -> Vec<String> {
+        c.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    };
+    let mut schema = lines(
+        &mut c,
+        "SELECT concat_ws(' ', 'column', table_name, column_name, data_type, is_nullable, column_default) \
+         FROM information_schema.columns WHERE table_schema = 'public'",
+    );
+    schema.extend(lines(
+        &mut c,
+        "SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    ));
+    schema.extend(lines(
+        &mut c,
+        "SELECT concat_ws(' ', 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)) \
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
+    ));
+    schema.sort();
+    let mut tables = BTreeMap::new();
+    for table in lines(
+        &mut c,
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    ) {
+        let rows = lines(
+            &mut c,
+            &format!("SELECT t::text FROM \"{table}\" t ORDER BY 1"),
+        );
+        tables.insert(table, rows);
+    }
+    PgState { schema, tables }
+}
+
+/// A scenario folder with a plan of one step on a seeded scratch database.
+struct PgScenario {
+    scenario: Scenario,
+    db: PgScratch,
+}
+
+impl PgScenario {
+    fn new(step: &str) -> PgScenario {
+        let db = pg_scratch();
+        db.client().batch_execute(SEED).unwrap();
+        let scenario = Scenario::new();
+        scenario.write(
+            "sluice.toml",
+            &format!(
+                r#"
+[values]
+db = {{ env = "SHOP_PG_URL" }}
+
+[targets.shop]
+kind = "postgres"
+connection = "db"
+
+[plugins.pg]
+path = "{}"
+
+{step}
+"#,
+                plugin("postgres.wasm").display()
+            ),
+        );
+        PgScenario { scenario, db }
+    }
+
+    fn sluice(&self, args: &[&str]) -> Outcome {
+        self.scenario
+            .sluice_with(&sluice_bin(), args, &[("SHOP_PG_URL", &self.db.url)])
+    }
+
+    fn run(&self) -> Outcome {
+        let accepted = self.sluice(&["audit", "--accept", "sluice.toml"]);
+        assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
+        self.sluice(&["run", "sluice.toml"])
+    }
+
+    fn states(&self, step: &str) -> Vec<String> {
+        self.scenario
+            .transitions(step)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+}
+
+const ROLLED_BACK: [&str; 6] = [
+    "backing-up",
+    "backed-up",
+    "migrating",
+    "validating",
+    "rolling-back",
+    "rolled-back",
+];
+
+#[test]
+fn a_failed_transactional_migrate_needs_no_restore() {
+    let s = PgScenario::new(
+        r#"
+[[steps]]
+id = "tier"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+
+[steps.params]
+tables = ["customers", "orders"]
+# The third statement hits a duplicate key: PostgreSQL undoes the first two.
+migrate = """
+ALTER TABLE customers ADD COLUMN tier int;
+UPDATE customers SET tier = 1, name = name || ' (gold)';
+INSERT INTO orders VALUES (1, 1, 0, 'duplicate');
+"""
+"#,
+    );
+    let before = pg_state(&s.db);
+    let run = s.run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("migrate failed"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("rollback: transaction already undone: tables and schema equal the backup"),
+        "rollback took the no-restore path: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("restoring from the backup"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        s.states("tier"),
+        [
+            "backing-up",
+            "backed-up",
+            "migrating",
+            "rolling-back",
+            "rolled-back"
+        ]
+    );
+    assert_eq!(pg_state(&s.db), before, "schema and every table as before");
+}
+
+#[test]
+fn a_transactional_step_failing_validation_is_restored_from_its_backup() {
+    let s = PgScenario::new(
+        r#"
+[[steps]]
+id = "reprice"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["free_orders == 0"]
+
+[steps.params]
+tables = ["orders"]
+migrate = """
+ALTER TABLE orders ADD COLUMN currency text NOT NULL DEFAULT 'EUR';
+UPDATE orders SET total = 0 WHERE id % 10 = 0;
+CREATE INDEX orders_total ON orders (total);
+"""
+
+[[steps.params.metrics]]
+name = "free_orders"
+query = "SELECT count(*) FROM orders WHERE total = 0"
+"#,
+    );
+    let before = pg_state(&s.db);
+    let run = s.run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("threshold `free_orders == 0` not met (free_orders = 200)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("rollback: restoring from the backup"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("restore verified"), "{}", run.stderr);
+    assert_eq!(s.states("reprice"), ROLLED_BACK);
+    assert_eq!(
+        pg_state(&s.db),
+        before,
+        "column, index and prices as before"
+    );
+}
+
+#[test]
+fn a_concurrent_index_is_compensated() {
+    let s = PgScenario::new(
+        r#"
+[[steps]]
+id = "note-index"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["index_used == 1", "count_ms >= 0"]
+
+[steps.params]
+tables = ["orders"]
+migrate = "CREATE INDEX CONCURRENTLY orders_note ON orders (note)"
+compensate = "DROP INDEX CONCURRENTLY IF EXISTS orders_note"
+
+[[steps.params.metrics]]
+name = "index_used"
+# Most rows match: PostgreSQL scans the table, not the new index.
+index_used = { query = "SELECT * FROM orders WHERE note IS NOT NULL", index = "orders_note" }
+
+[[steps.params.metrics]]
+name = "count_ms"
+latency = { query = "SELECT count(*) FROM orders", runs = 5, percentile = 95, baseline = true }
+"#,
+    );
+    let before = pg_state(&s.db);
+    let run = s.run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("running them one by one"),
+        "CREATE INDEX CONCURRENTLY runs outside a transaction: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("threshold `index_used == 1` not met (index_used = 0)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("rollback: compensated: tables and schema equal the backup"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("restoring from the backup"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.states("note-index"), ROLLED_BACK);
+    let indexes: i64 =
+        s.db.client()
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_note'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+    assert_eq!(indexes, 0, "the index is gone");
+    assert_eq!(pg_state(&s.db), before);
+}
+
+#[test]
+fn a_bulk_copy_below_its_threshold_is_restored_and_proven() {
+    let s = PgScenario::new(
+        r#"
+[[steps]]
+id = "archive"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["archived >= 0.99", "duplicates == 0"]
+
+[steps.params]
+tables = ["orders_archive"]
+# The copy forgets orders without a note: about 1 in 7 are missing.
+copy = [{ from = "SELECT * FROM orders WHERE id > 5 AND note IS NOT NULL", into = "orders_archive" }]
+
+[[steps.params.metrics]]
+name = "archived"
+match_rate = { source = "SELECT * FROM orders", target = "SELECT * FROM orders_archive" }
+
+[[steps.params.metrics]]
+name = "duplicates"
+duplicates = { table = "orders_archive", columns = ["id"] }
+"#,
+    );
+    let before = pg_state(&s.db);
+    assert_eq!(before.tables["orders_archive"].len(), 5);
+    let run = s.run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("threshold `archived >= 0.99` not met (archived = 0.857"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("rows copied"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("rollback: restoring from the backup"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("restore verified"), "{}", run.stderr);
+    let proof = s.scenario.transitions("archive");
+    assert!(
+        proof
+            .last()
+            .is_some_and(|(state, detail)| state == "rolled-back"
+                && detail.contains("table checksums equal the pre-step state")),
+        "the host proved the restore with its own checksums: {proof:?}"
+    );
+    assert_eq!(
+        pg_state(&s.db),
+        before,
+        "the archive holds its five rows again"
+    );
+}
+
+#[test]
+fn a_bulk_copy_that_meets_its_thresholds_completes() {
+    let s = PgScenario::new(
+        r#"
+[[steps]]
+id = "archive-all"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["archived == 1", "duplicates == 0"]
+
+[steps.params]
+tables = ["orders_archive"]
+copy = [{ from = "SELECT * FROM orders WHERE id > 5", into = "orders_archive" }]
+
+[[steps.params.metrics]]
+name = "archived"
+match_rate = { source = "SELECT * FROM orders", target = "SELECT * FROM orders_archive" }
+
+[[steps.params.metrics]]
+name = "duplicates"
+duplicates = { table = "orders_archive", columns = ["id"] }
+"#,
+    );
+    let run = s.run();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let state = pg_state(&s.db);
+    assert_eq!(state.tables["orders_archive"], state.tables["orders"]);
+}
