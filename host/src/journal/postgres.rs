@@ -661,7 +661,7 @@ impl Journal for PgJournal {
             )?;
             tx.commit()?;
             let key = lease_lock(&target);
-            terminate_holders(c, key)?;
+            terminate_holders(c, key, None)?;
             wait_for(TERMINATE_WAIT, || Ok(holders(c, key)? == 0))?;
             Ok(holder)
         })
@@ -682,19 +682,31 @@ fn holder_of(
     c: &mut impl GenericClient,
     target: &str,
 ) -> Result<Option<LeaseHolder>, postgres::Error> {
+    Ok(lease_row(c, target)?.map(|(holder, _)| holder))
+}
+
+/// A target's lease row: its holder and the server process of the session
+/// that wrote it.
+fn lease_row(
+    c: &mut impl GenericClient,
+    target: &str,
+) -> Result<Option<(LeaseHolder, i32)>, postgres::Error> {
     Ok(c.query_opt(
         "SELECT run_id, host, pid, acquired_at, heartbeat_at,
-                expires_at - extract(epoch from clock_timestamp())::float8
+                expires_at - extract(epoch from clock_timestamp())::float8, backend_pid
          FROM sluice_journal.leases WHERE key = $1",
         &[&target],
     )?
-    .map(|r| LeaseHolder {
-        run_id: r.get(0),
-        host: r.get(1),
-        pid: u32::try_from(r.get::<_, i64>(2)).unwrap_or(0),
-        since: r.get(3),
-        heartbeat: r.get(4),
-        expires_in: r.get(5),
+    .map(|r| {
+        let holder = LeaseHolder {
+            run_id: r.get(0),
+            host: r.get(1),
+            pid: u32::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+            since: r.get(3),
+            heartbeat: r.get(4),
+            expires_in: r.get(5),
+        };
+        (holder, r.get(6))
     }))
 }
 
@@ -718,14 +730,19 @@ fn holders(c: &mut Client, key: i64) -> Result<i64, postgres::Error> {
     )
 }
 
-/// Ends the sessions holding the advisory lock `key`.
-fn terminate_holders(c: &mut Client, key: i64) -> Result<(), postgres::Error> {
+/// Ends the sessions holding the advisory lock `key`; with `only`, just
+/// the one served by that server process. How many were told to end.
+fn terminate_holders(
+    c: &mut Client,
+    key: i64,
+    only: Option<i32>,
+) -> Result<usize, postgres::Error> {
     let (class, obj) = lock_ids(key);
-    c.query(
-        &format!("SELECT pg_terminate_backend(pid) {HOLDERS}"),
-        &[&class, &obj],
-    )?;
-    Ok(())
+    Ok(c.query(
+        &format!("SELECT pg_terminate_backend(pid) {HOLDERS} AND ($3::int IS NULL OR pid = $3)"),
+        &[&class, &obj, &only],
+    )?
+    .len())
 }
 
 fn try_lock(c: &mut Client, key: i64) -> Result<bool, postgres::Error> {
@@ -829,12 +846,12 @@ fn refusal(
     target: &str,
     key: i64,
 ) -> Result<Result<Option<Takeover>, Refusal>, postgres::Error> {
-    let mut holder = None;
+    let mut row = None;
     let got = wait_for(ROW_WAIT, || {
-        holder = holder_of(c, target)?;
-        Ok(holder.is_some() || try_lock(c, key)?)
+        row = lease_row(c, target)?;
+        Ok(row.is_some() || try_lock(c, key)?)
     })?;
-    let holder = match holder {
+    let holder = match row {
         None if got => return Ok(Ok(None)),
         None => LeaseHolder {
             run_id: "unknown (a session holds the lock but wrote no lease row)".into(),
@@ -844,9 +861,12 @@ fn refusal(
             heartbeat: "never".into(),
             expires_in: 0.0,
         },
-        Some(h) if h.expires_in < 0.0 => {
-            terminate_holders(c, key)?;
-            if wait_for(TERMINATE_WAIT, || try_lock(c, key))? {
+        // Only the session that wrote the expired row: a new holder that has
+        // just taken the lock over from it, row not yet written, is alive.
+        Some((h, backend)) if h.expires_in < 0.0 => {
+            if terminate_holders(c, key, Some(backend))? > 0
+                && wait_for(TERMINATE_WAIT, || try_lock(c, key))?
+            {
                 return Ok(Ok(Some((
                     target.to_string(),
                     h,
@@ -855,7 +875,7 @@ fn refusal(
             }
             h
         }
-        Some(h) => h,
+        Some((h, _)) => h,
     };
     Ok(Err((target.to_string(), holder)))
 }
@@ -892,8 +912,11 @@ impl PgLease {
         run_id: &str,
         duration: Duration,
     ) -> Result<PgLease, LeaseError> {
+        let mut targets = targets.to_vec();
+        targets.sort();
+        targets.dedup();
         let worker = Worker::start(config, at, "sluice-pg-lease", false)?;
-        let (ns, owned, run) = (namespace.to_string(), targets.to_vec(), run_id.to_string());
+        let (ns, owned, run) = (namespace.to_string(), targets.clone(), run_id.to_string());
         if let Err((target, holder)) = worker.run(move |c| take(c, &ns, &owned, &run, duration))? {
             return Err(LeaseError::Held {
                 target,
@@ -1456,6 +1479,34 @@ mod tests {
         assert!(
             lingering.execute("SELECT 1", &[]).is_err(),
             "its session was ended"
+        );
+    }
+
+    #[test]
+    fn a_new_holder_not_yet_in_the_expired_row_is_not_terminated() {
+        let db = TestDb::new();
+        let c = PgJournal::open(&db.url, "shop").unwrap();
+        // The row is a dead run's (expired, another session); the lock is a
+        // live session's that took it over a moment ago.
+        let mut live = db.client();
+        live.execute("SELECT pg_advisory_lock($1)", &[&lease_lock(TARGET)])
+            .unwrap();
+        live.execute(
+            "INSERT INTO sluice_journal.leases
+                (key, namespace, run_id, host, pid, backend_pid, acquired_at, heartbeat_at, expires_at)
+             VALUES ($1, 'shop', 'run-dead', 'elsewhere', 4242, pg_backend_pid() + 100000, 'then', 'then',
+                     extract(epoch from clock_timestamp())::float8 - 5)",
+            &[&TARGET],
+        )
+        .unwrap();
+        match c.lease(&[TARGET.to_string()], "run-c", Duration::from_secs(15)) {
+            Err(LeaseError::Held { holder, .. }) => assert_eq!(holder.run_id, "run-dead"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("leased a target a live session holds"),
+        }
+        assert!(
+            live.execute("SELECT 1", &[]).is_ok(),
+            "the live holder was terminated"
         );
     }
 
