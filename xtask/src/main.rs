@@ -262,5 +262,12 @@ fn bench(root: &Path) -> Result<()> {
             .envs(services.env())
             .env("SLUICE_BIN", &built.sluice)
             .env("SLUICE_PLUGINS", root.join("target/plugins")),
+    )?;
+    run_cmd(
+        cargo(root)
+            .args(["bench", "-p", "sluice-e2e", "--bench", "redis"])
+            .envs(services.env())
+            .env("SLUICE_BIN", &built.sluice)
+            .env("SLUICE_PLUGINS", root.join("target/plugins")),
     )
 }
