@@ -116,6 +116,9 @@ const SCHEMA_LOCK: &str = "sluice_journal:schema";
 /// How long opening a journal waits for the server, unless the URL says.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A journal connection idle longer than this is checked before use.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// How long a lease or an unlock waits for a session it terminated to end.
 const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 
@@ -226,13 +229,19 @@ impl Worker {
                     }
                 };
                 let _ = ready.send(Ok(()));
+                let mut last_used = Instant::now();
                 for job in inbox {
-                    if reconnect && client.is_closed() {
+                    // A connection idle a while may have been closed by the
+                    // server (restart, idle timeout): check before writing.
+                    let stale = last_used.elapsed() > IDLE_CHECK
+                        && client.is_valid(CONNECT_TIMEOUT).is_err();
+                    if reconnect && (stale || client.is_closed()) {
                         if let Ok(fresh) = connect(&config) {
                             client = fresh;
                         }
                     }
                     job(&mut client);
+                    last_used = Instant::now();
                 }
                 // The client is dropped here, on the thread that owns its runtime.
             })
@@ -1250,6 +1259,28 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(artifacts, 2);
+    }
+
+    #[test]
+    fn a_journal_whose_connection_the_server_closed_reconnects() {
+        let db = TestDb::new();
+        let mut pg = PgJournal::open(&db.url, "shop").unwrap();
+        pg.transition("r1", "s", StepState::BackingUp, "", Some(("d", "p")))
+            .unwrap();
+        let ended: i64 = db
+            .client()
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'sluice journal'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(ended, 1);
+        std::thread::sleep(IDLE_CHECK + POLL);
+        pg.transition("r1", "s", StepState::BackedUp, "", None)
+            .unwrap();
+        assert_eq!(pg.step("s").unwrap().unwrap().state, StepState::BackedUp);
     }
 
     #[test]
