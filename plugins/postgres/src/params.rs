@@ -103,7 +103,7 @@ pub struct IndexUsed {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Latency {
-    /// The query; every row is fetched, as a client would.
+    /// The query; every row is read from the server, as a client would.
     pub query: String,
     /// Times it runs.
     #[serde(default = "Latency::default_runs")]

@@ -170,15 +170,17 @@ fn uses_index(plan: &serde_json::Value, index: &str) -> bool {
     }
 }
 
-/// Wall time of `runs` executions, every row fetched, at the percentile
+/// Wall time of `runs` executions, every row read, at the percentile
 /// (nearest rank), in milliseconds.
 fn latency(conn: &Connection, latency: &Latency) -> Result<(f64, String), Error> {
     let query = trim(&latency.query);
     let mut times = Vec::with_capacity(latency.runs as usize);
     for _ in 0..latency.runs {
+        // `execute` runs the query to its end and the host reads every row
+        // from the server, without shipping them into the plugin: the time
+        // is the server's and the wire's, not the sandbox's.
         let start = Instant::now();
-        let mut cursor = conn.cursor(query, &[])?;
-        while cursor.next_batch()?.is_some() {}
+        conn.execute(query, &[])?;
         times.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     let value = percentile(&mut times, latency.percentile);
