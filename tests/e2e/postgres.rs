@@ -388,3 +388,53 @@ duplicates = { table = "orders_archive", columns = ["id"] }
     let state = pg_state(&s.db);
     assert_eq!(state.tables["orders_archive"], state.tables["orders"]);
 }
+
+#[test]
+fn a_restore_interrupted_after_its_commit_is_finished_by_the_next_run() {
+    let s = PgScenario::new(
+        r#"
+[[steps]]
+id = "archive"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["archived >= 0.99"]
+
+[steps.params]
+tables = ["orders_archive"]
+copy = [{ from = "SELECT * FROM orders WHERE id > 5 AND note IS NOT NULL", into = "orders_archive" }]
+
+[[steps.params.metrics]]
+name = "archived"
+match_rate = { source = "SELECT * FROM orders", target = "SELECT * FROM orders_archive" }
+"#,
+    );
+    let before = pg_state(&s.db);
+    let accepted = s.sluice(&["audit", "--accept", "sluice.toml"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    // Commit 1 is the migrate's copy, commit 2 the restore's: killed right
+    // after it, before the journal records the rollback.
+    assert!(
+        s.scenario.kill_at(
+            &["run", "sluice.toml"],
+            "sql:commit:after@2",
+            &[("SHOP_PG_URL", &s.db.url)]
+        ),
+        "the run reached the restore's commit"
+    );
+    assert_eq!(pg_state(&s.db), before, "the restore had committed");
+    let rerun = s.sluice(&["run", "sluice.toml"]);
+    assert_eq!(rerun.code, 1, "{}", rerun.all());
+    assert!(
+        rerun
+            .stderr
+            .contains("rollback: nothing to undo: tables and schema equal the backup"),
+        "the second rollback finds the work done: {}",
+        rerun.stderr
+    );
+    assert_eq!(
+        s.states("archive").last().map(String::as_str),
+        Some("rolled-back")
+    );
+    assert_eq!(pg_state(&s.db), before);
+}
