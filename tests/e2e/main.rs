@@ -9,5 +9,6 @@ mod happy_path;
 mod leases;
 mod postgres;
 mod redis;
+mod pg_journal;
 mod runtime;
 mod security;
