@@ -50,7 +50,6 @@ fn count(journal: &PgScratch, sql: &str, plan: &str) -> i64 {
 }
 
 #[test]
-#[ignore = "until engine::Engine::with_runtime, engine::status and main's unlock open the journal with journal::open_for"]
 fn two_plans_sharing_a_journal_and_a_target_run_one_at_a_time() {
     let journal = pg_scratch();
     let env = [(URL_VAR, journal.url.as_str())];

@@ -130,6 +130,8 @@ pub struct Session {
 /// Rows of a running query.
 pub struct PgCursor {
     stream: Pin<Box<RowStream>>,
+    /// The rows ended: the stream must not be polled again.
+    done: bool,
     columns: Vec<tokio_postgres::types::Type>,
 }
 
@@ -224,6 +226,24 @@ impl Session {
                 return Err(DatastoreError::host("SLUICE_REFUSED", why.clone()));
             }
         }
+        for relation in &touches.catalogs {
+            let is_catalog: bool = self
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relname = $1 AND n.nspname = 'pg_catalog')",
+                    &[&TextParam(sluice_sdk::row::ValueRef::Text(relation))],
+                )
+                .await
+                .map_err(|e| self.failed(e))?
+                .get(0);
+            if !is_catalog {
+                return Err(DatastoreError::host(
+                    "SLUICE_REFUSED",
+                    format!("table `{relation}` is outside this step's scope"),
+                ));
+            }
+        }
         for index in &touches.indexes {
             let table: Option<String> = self
                 .client
@@ -316,6 +336,7 @@ impl Session {
             .map_err(|e| self.failed(e))?;
         Ok(PgCursor {
             stream: Box::pin(stream),
+            done: false,
             columns: statement
                 .columns()
                 .iter()
@@ -351,8 +372,9 @@ impl Session {
         let mut out = Encoder::default();
         let mut text = String::new();
         let mut count = 0;
-        while count < max_rows && out.len() < max_bytes {
+        while !cursor.done && count < max_rows && out.len() < max_bytes {
             let Some(row) = cursor.stream.next().await else {
+                cursor.done = true;
                 break;
             };
             let row = row.map_err(|e| self.failed(e))?;
@@ -682,6 +704,11 @@ mod tests {
             ]
         );
 
+        let (mut cursor, _) = rw.open_cursor("SELECT id FROM t", &[]).await.unwrap();
+        assert_eq!(rw.fetch(&mut cursor, 10, 1 << 20).await.unwrap().rows, 1);
+        assert_eq!(rw.fetch(&mut cursor, 10, 1 << 20).await.unwrap().rows, 0);
+        assert_eq!(rw.fetch(&mut cursor, 10, 1 << 20).await.unwrap().rows, 0);
+
         // Read-only: PostgreSQL refuses writes; the plugin cannot leave the
         // transaction; an error does not poison later statements.
         let ro = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30))
@@ -716,6 +743,15 @@ mod tests {
             .query("SELECT upper(u::text) FROM t", &[], 10)
             .await
             .is_ok());
+        assert!(scoped
+            .query("SELECT relname FROM pg_class", &[], 10_000)
+            .await
+            .is_ok());
+        rw.script("CREATE TABLE pg_notes (id int)").await.unwrap();
+        assert!(scoped
+            .query("SELECT * FROM pg_notes", &[], 10)
+            .await
+            .is_err());
         for sql in [
             "SELECT * FROM other",
             "SELECT sneaky() FROM t",

@@ -36,6 +36,9 @@ pub struct Touches {
     pub functions: BTreeSet<String>,
     /// Indexes dropped or altered by name (their tables are looked up).
     pub indexes: BTreeSet<String>,
+    /// Unqualified `pg_…` relations read outside the scope: allowed when
+    /// they are system catalogs (which the search path finds first).
+    pub catalogs: BTreeSet<String>,
 }
 
 /// The rules of one session.
@@ -263,8 +266,26 @@ impl Policy {
             )));
         }
         if let Some(scope) = &self.tables {
+            // Plugins read the system catalogs to learn a table's shape.
+            let reads = matches!(
+                statement,
+                Statement::Query(_) | Statement::Explain { .. } | Statement::Copy { to: true, .. }
+            );
             for table in &names.relations {
-                if !names.ctes.contains(table) && !scope.contains(table) {
+                if names.ctes.contains(table) || scope.contains(table) {
+                    continue;
+                }
+                if reads
+                    && (table.starts_with("pg_catalog.")
+                        || table.starts_with("information_schema."))
+                {
+                    continue;
+                }
+                if reads && table.starts_with("pg_") && !table.contains('.') {
+                    touches.catalogs.insert(table.clone());
+                    continue;
+                }
+                {
                     return Err(Refused(format!(
                         "table `{table}` is outside this step's scope (granted: {})",
                         scope.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -484,6 +505,18 @@ mod tests {
         assert!(touches.indexes.contains("idx_c"));
         let touches = p.check("SELECT lower(nombre) FROM clientes").unwrap();
         assert!(touches.functions.contains("lower"));
+        // Catalog reads are allowed (unqualified `pg_…` names checked
+        // against the catalog by the session); catalog writes are not.
+        assert!(p
+            .check("SELECT * FROM information_schema.columns WHERE table_name = 'clientes'")
+            .is_ok());
+        assert!(p.check("SELECT relname FROM pg_catalog.pg_class").is_ok());
+        let touches = p.check("SELECT indexdef FROM pg_indexes").unwrap();
+        assert!(touches.catalogs.contains("pg_indexes"));
+        assert!(p
+            .check("UPDATE pg_catalog.pg_class SET relname = 'x'")
+            .is_err());
+        assert!(p.check("DELETE FROM pg_authid").is_err());
     }
 
     #[test]
