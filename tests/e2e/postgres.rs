@@ -438,3 +438,167 @@ match_rate = { source = "SELECT * FROM orders", target = "SELECT * FROM orders_a
     );
     assert_eq!(pg_state(&s.db), before);
 }
+
+/// The crash suite on PostgreSQL: a two-step plan whose target AND journal
+/// are on PostgreSQL — step 1 reshapes `customers` in one transaction and
+/// passes, step 2 is a bulk copy that fails its threshold and is restored
+/// from its backup. The real process is SIGKILLed at every failpoint an
+/// uninterrupted run passes; after each kill the database must be in a
+/// state some prefix of the plan leaves, and a plain re-run must finish the
+/// plan (step 1 applied, step 2 rolled back) with no manual action.
+mod crash {
+    use super::*;
+
+    const STEP1_SQL: &str = "ALTER TABLE customers ADD COLUMN tier text; \
+        UPDATE customers SET tier = CASE WHEN id % 2 = 0 THEN 'gold' ELSE 'basic' END";
+    const STEP2_SQL: &str =
+        "INSERT INTO orders_archive SELECT * FROM orders WHERE id > 5 AND note IS NOT NULL";
+
+    fn scenario() -> PgScenario {
+        let s = PgScenario::new(&format!(
+            r#"
+[[steps]]
+id = "tiers"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["tiered == 500"]
+
+[steps.params]
+tables = ["customers"]
+migrate = "{STEP1_SQL}"
+
+[[steps.params.metrics]]
+name = "tiered"
+query = "SELECT count(*) FROM customers WHERE tier IS NOT NULL"
+
+[[steps]]
+id = "archive"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["archived >= 0.99"]
+
+[steps.params]
+tables = ["orders_archive"]
+copy = [{{ from = "SELECT * FROM orders WHERE id > 5 AND note IS NOT NULL", into = "orders_archive" }}]
+
+[[steps.params.metrics]]
+name = "archived"
+match_rate = {{ source = "SELECT * FROM orders", target = "SELECT * FROM orders_archive" }}
+"#
+        ));
+        // The journal lives in the same database (schema `sluice_journal`,
+        // which the states below do not look at).
+        let plan = s.scenario.read("sluice.toml").replace(
+            "[values]",
+            "[plan]\nname = \"pg-crash\"\njournal = \"db\"\n\n[values]",
+        );
+        s.scenario.write("sluice.toml", &plan);
+        let accepted = s.sluice(&["audit", "--accept", "sluice.toml"]);
+        assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
+        s
+    }
+
+    /// Seed, after step 1, after step 1 and step 2's migrate: computed by
+    /// applying the SQL directly, not through sluice.
+    fn allowed_states() -> [PgState; 3] {
+        let db = pg_scratch();
+        let mut c = db.client();
+        c.batch_execute(SEED).unwrap();
+        let seed = pg_state(&db);
+        c.batch_execute(STEP1_SQL).unwrap();
+        let step1 = pg_state(&db);
+        c.batch_execute(STEP2_SQL).unwrap();
+        [seed, step1, pg_state(&db)]
+    }
+
+    #[test]
+    fn a_kill_at_every_point_leaves_a_consistent_database_and_a_rerun_finishes() {
+        let [seed, step1, step2] = allowed_states();
+        let reference = scenario();
+        let trace = reference.scenario.path().join("trace.txt");
+        let out = reference.scenario.sluice_with(
+            &sluice_e2e::failpoints_bin(),
+            &["run", "sluice.toml"],
+            &[
+                ("SHOP_PG_URL", reference.db.url.as_str()),
+                ("SLUICE_FAILPOINT_TRACE", trace.to_str().unwrap()),
+            ],
+        );
+        assert_eq!(out.code, 1, "the reference run: {}", out.all());
+        assert_eq!(pg_state(&reference.db), step1);
+        let points: Vec<String> = std::fs::read_to_string(trace)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        assert!(
+            points.len() >= 24,
+            "expected dozens of fault points, got {points:?}"
+        );
+        let mut violations = Vec::new();
+        for point in &points {
+            let s = scenario();
+            if !s.scenario.kill_at(
+                &["run", "sluice.toml"],
+                point,
+                &[("SHOP_PG_URL", s.db.url.as_str())],
+            ) {
+                violations.push(format!("{point} was not reached"));
+                continue;
+            }
+            let after_kill = pg_state(&s.db);
+            if ![&seed, &step1, &step2].contains(&&after_kill) {
+                violations.push(format!(
+                    "{point}: after the kill the database is in no step boundary state"
+                ));
+                continue;
+            }
+            let rerun = s.sluice(&["run", "sluice.toml"]);
+            if rerun.code != 1 {
+                violations.push(format!(
+                    "{point}: the re-run exited {} instead of 1:\n{}",
+                    rerun.code,
+                    rerun.all()
+                ));
+                continue;
+            }
+            if pg_state(&s.db) != step1 {
+                violations.push(format!(
+                    "{point}: after the re-run the database is not step 1's state"
+                ));
+                continue;
+            }
+            let status = s.sluice(&["status", "sluice.toml"]);
+            let consistent = status
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("tiers") && l.contains("completed"))
+                && status
+                    .stdout
+                    .lines()
+                    .any(|l| l.starts_with("archive") && l.contains("rolled-back"));
+            if !consistent {
+                violations.push(format!(
+                    "{point}: journal not consistent:\n{}",
+                    status.stdout
+                ));
+            }
+        }
+        sluice_e2e::report(
+            "crash-postgres.txt",
+            &format!(
+                "kill-at-every-point (PostgreSQL target + PostgreSQL journal): {} fault points exercised, {} violations",
+                points.len(),
+                violations.len()
+            ),
+        );
+        assert!(
+            violations.is_empty(),
+            "{} violations:\n{}",
+            violations.len(),
+            violations.join("\n")
+        );
+    }
+}

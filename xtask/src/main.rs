@@ -256,18 +256,14 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 fn bench(root: &Path) -> Result<()> {
     let built = build(root)?;
     let services = services::start()?;
-    run_cmd(
-        cargo(root)
-            .args(["bench", "-p", "sluice-e2e", "--bench", "sluice"])
-            .envs(services.env())
-            .env("SLUICE_BIN", &built.sluice)
-            .env("SLUICE_PLUGINS", root.join("target/plugins")),
-    )?;
-    run_cmd(
-        cargo(root)
-            .args(["bench", "-p", "sluice-e2e", "--bench", "redis"])
-            .envs(services.env())
-            .env("SLUICE_BIN", &built.sluice)
-            .env("SLUICE_PLUGINS", root.join("target/plugins")),
-    )
+    for bench in ["sluice", "postgres", "redis"] {
+        run_cmd(
+            cargo(root)
+                .args(["bench", "-p", "sluice-e2e", "--bench", bench])
+                .envs(services.env())
+                .env("SLUICE_BIN", &built.sluice)
+                .env("SLUICE_PLUGINS", root.join("target/plugins")),
+        )?;
+    }
+    Ok(())
 }

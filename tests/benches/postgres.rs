@@ -1,0 +1,152 @@
+//! `cargo xtask bench` (PostgreSQL part): the bulk path, plugin-fed COPY vs
+//! `psql \copy`, on the same 1,000,000 rows in the same run.
+//!
+//! The plugin side runs the `postgres` plugin's migrate phase through
+//! sluice's runtime — the same grants, statement checks and capability a
+//! `sluice run` uses — with `copy = [{ from = "SELECT * FROM src", into =
+//! "dst" }]`: `COPY (…) TO STDOUT` bytes stream into the plugin and back out
+//! to `COPY dst FROM STDIN`, with no host call per value. The baseline is
+//! what an operator would type: `psql -c '\copy (SELECT * FROM src) TO
+//! STDOUT' | psql -c '\copy dst FROM STDIN'`. Rounds are interleaved; the
+//! medians and their ratio are printed (target: plugin ≥ 0.7× psql's speed).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice::datastores::Endpoint;
+use sluice::plan::{Access, Limits, TargetKind};
+use sluice::runtime::{CallGrants, ComponentCache, PhaseInput, Runtime, StepContext};
+use sluice::secret::Secret;
+use sluice_e2e::services::pg_scratch;
+
+const ROWS: i64 = 1_000_000;
+const ROUNDS: usize = 3;
+
+fn main() {
+    let db = pg_scratch();
+    let started = Instant::now();
+    db.client()
+        .batch_execute(&format!(
+            "CREATE TABLE src (id bigint PRIMARY KEY, name text, email text, score float8, joined timestamptz, balance numeric(12,2));
+             INSERT INTO src SELECT g, 'customer ' || g, 'c' || g || '@example.org', g * 0.5,
+                 timestamptz '2024-01-01' + g * interval '1 second', g * 1.25
+               FROM generate_series(1, {ROWS}) g;
+             CREATE TABLE dst (LIKE src);
+             ANALYZE src;"
+        ))
+        .unwrap();
+    println!(
+        "postgres copy bench: {ROWS} rows loaded in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut plugin_times, mut psql_times) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(ComponentCache::new(Some(dir.path().join("cache")))).unwrap();
+        let plugin = runtime
+            .load(&sluice_e2e::plugin_ref("postgres.wasm"))
+            .await
+            .unwrap();
+        let url = Secret::new(db.url.clone());
+        for _ in 0..ROUNDS {
+            truncate(&db.url);
+            plugin_times.push(plugin_copy(&runtime, &plugin, &url).await);
+            assert_eq!(count(&db.url), ROWS, "the plugin copied every row");
+            truncate(&db.url);
+            psql_times.push(psql_copy(&db.url));
+            assert_eq!(count(&db.url), ROWS, "psql copied every row");
+        }
+    });
+    let (plugin, psql) = (median(&mut plugin_times), median(&mut psql_times));
+    println!(
+        "postgres copy of {ROWS} rows: plugin-fed COPY {:.2}s, psql \\copy {:.2}s (medians of {ROUNDS})",
+        plugin.as_secs_f64(),
+        psql.as_secs_f64()
+    );
+    println!(
+        "RATIO plugin-fed COPY / psql \\copy speed: {:.2}x (target >= 0.7)",
+        psql.as_secs_f64() / plugin.as_secs_f64()
+    );
+}
+
+async fn plugin_copy(
+    runtime: &Runtime,
+    plugin: &sluice::runtime::LoadedPlugin,
+    url: &Secret,
+) -> Duration {
+    let mut grants = CallGrants::none("bench", Limits::default());
+    grants.sql = Some(sluice::capabilities::sql::SqlGrant {
+        target: "shop".into(),
+        kind: TargetKind::Postgres,
+        endpoint: Endpoint::Url(url.clone()),
+        access: Access::ReadWrite,
+        tables: None,
+        statement_timeout: Duration::from_secs(600),
+    });
+    let ctx = StepContext {
+        step_id: "bench".into(),
+        target: "shop".into(),
+        target_kind: "postgres".into(),
+        params: serde_json::json!({ "copy": [{ "from": "SELECT * FROM src", "into": "dst" }] })
+            .to_string(),
+    };
+    let started = Instant::now();
+    let (result, _) = runtime.call(plugin, grants, PhaseInput::Migrate(ctx)).await;
+    let elapsed = started.elapsed();
+    result.expect("plugin copy");
+    elapsed
+}
+
+fn psql_copy(url: &str) -> Duration {
+    let started = Instant::now();
+    let mut out = Command::new("psql")
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "\\copy (SELECT * FROM src) TO STDOUT",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("psql (PostgreSQL's client) is installed with the server");
+    let status = Command::new("psql")
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "\\copy dst FROM STDIN",
+        ])
+        .stdin(out.stdout.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success() && out.wait().unwrap().success(),
+        "psql \\copy failed"
+    );
+    started.elapsed()
+}
+
+fn truncate(url: &str) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.batch_execute("TRUNCATE dst").unwrap();
+}
+
+fn count(url: &str) -> i64 {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.query_one("SELECT count(*) FROM dst", &[]).unwrap().get(0)
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
