@@ -141,7 +141,7 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
         eprintln!("error: give a reason (--reason \"…\"); it is recorded in the journal");
         return exit::PLAN_ERROR;
     }
-    let journal = match sluice::journal::open_for(&plan) {
+    let journal = match sluice::journal::open_for(plan) {
         Ok(journal) => journal,
         Err(e) => return internal(&e),
     };

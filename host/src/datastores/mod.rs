@@ -39,7 +39,10 @@ pub async fn fingerprint(
         (TargetKind::Redis, Endpoint::Url(url)) => redis::fingerprint(url, &scope).await,
         (kind, _) => Err(DatastoreError::host(
             "SLUICE_UNSUPPORTED",
-            format!("fingerprints of {} targets are not wired yet", kind.as_str()),
+            format!(
+                "fingerprints of {} targets are not wired yet",
+                kind.as_str()
+            ),
         )),
     }
 }

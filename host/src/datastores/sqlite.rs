@@ -296,132 +296,6 @@ impl TableScope {
     }
 }
 
-#[cfg(test)]
-mod scope_tests {
-    use super::*;
-    use rusqlite::hooks::AuthAction as A;
-
-    #[test]
-    fn table_scope_allows_only_its_tables() {
-        let scoped = TableScope::new(Some(vec!["clientes".into()]));
-        let all = TableScope::new(None);
-        let cases: Vec<(A<'_>, bool, bool)> = vec![
-            (
-                A::Read {
-                    table_name: "clientes",
-                    column_name: "id",
-                },
-                true,
-                true,
-            ),
-            (
-                A::Read {
-                    table_name: "customers",
-                    column_name: "id",
-                },
-                false,
-                true,
-            ),
-            (
-                A::Insert {
-                    table_name: "CLIENTES",
-                },
-                true,
-                true,
-            ),
-            (
-                A::Delete {
-                    table_name: "customers",
-                },
-                false,
-                true,
-            ),
-            (
-                A::CreateTable {
-                    table_name: "other",
-                },
-                false,
-                true,
-            ),
-            (
-                A::DropTable {
-                    table_name: "clientes",
-                },
-                true,
-                true,
-            ),
-            (
-                A::CreateIndex {
-                    index_name: "i",
-                    table_name: "customers",
-                },
-                false,
-                true,
-            ),
-            (
-                A::Read {
-                    table_name: "sqlite_master",
-                    column_name: "sql",
-                },
-                true,
-                true,
-            ),
-            (
-                A::Pragma {
-                    pragma_name: "table_info",
-                    pragma_value: Some("t"),
-                },
-                true,
-                true,
-            ),
-            (
-                A::Pragma {
-                    pragma_name: "writable_schema",
-                    pragma_value: Some("1"),
-                },
-                false,
-                false,
-            ),
-            (
-                A::Pragma {
-                    pragma_name: "query_only",
-                    pragma_value: Some("0"),
-                },
-                false,
-                false,
-            ),
-            (
-                A::Attach {
-                    filename: "/etc/passwd",
-                },
-                false,
-                false,
-            ),
-            (A::Select, true, true),
-            (
-                A::Read {
-                    table_name: "pragma_table_info",
-                    column_name: "name",
-                },
-                true,
-                true,
-            ),
-            (
-                A::Read {
-                    table_name: "pragma_writable_schema",
-                    column_name: "x",
-                },
-                false,
-                false,
-            ),
-        ];
-        for (action, in_scope, in_all) in cases {
-            assert_eq!(scoped.allows(&action), in_scope, "scoped {action:?}");
-            assert_eq!(all.allows(&action), in_all, "all {action:?}");
-        }
-    }
-}
-
 /// The worker loop: plain requests, and a nested loop while a cursor is open.
 fn serve(conn: Connection, inbox: mpsc::Receiver<Request>) {
     while let Ok(request) = inbox.recv() {
@@ -776,4 +650,130 @@ pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint
         schema: hex::encode(schema.finalize()),
         tables: out,
     })
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+    use rusqlite::hooks::AuthAction as A;
+
+    #[test]
+    fn table_scope_allows_only_its_tables() {
+        let scoped = TableScope::new(Some(vec!["clientes".into()]));
+        let all = TableScope::new(None);
+        let cases: Vec<(A<'_>, bool, bool)> = vec![
+            (
+                A::Read {
+                    table_name: "clientes",
+                    column_name: "id",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Read {
+                    table_name: "customers",
+                    column_name: "id",
+                },
+                false,
+                true,
+            ),
+            (
+                A::Insert {
+                    table_name: "CLIENTES",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Delete {
+                    table_name: "customers",
+                },
+                false,
+                true,
+            ),
+            (
+                A::CreateTable {
+                    table_name: "other",
+                },
+                false,
+                true,
+            ),
+            (
+                A::DropTable {
+                    table_name: "clientes",
+                },
+                true,
+                true,
+            ),
+            (
+                A::CreateIndex {
+                    index_name: "i",
+                    table_name: "customers",
+                },
+                false,
+                true,
+            ),
+            (
+                A::Read {
+                    table_name: "sqlite_master",
+                    column_name: "sql",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Pragma {
+                    pragma_name: "table_info",
+                    pragma_value: Some("t"),
+                },
+                true,
+                true,
+            ),
+            (
+                A::Pragma {
+                    pragma_name: "writable_schema",
+                    pragma_value: Some("1"),
+                },
+                false,
+                false,
+            ),
+            (
+                A::Pragma {
+                    pragma_name: "query_only",
+                    pragma_value: Some("0"),
+                },
+                false,
+                false,
+            ),
+            (
+                A::Attach {
+                    filename: "/etc/passwd",
+                },
+                false,
+                false,
+            ),
+            (A::Select, true, true),
+            (
+                A::Read {
+                    table_name: "pragma_table_info",
+                    column_name: "name",
+                },
+                true,
+                true,
+            ),
+            (
+                A::Read {
+                    table_name: "pragma_writable_schema",
+                    column_name: "x",
+                },
+                false,
+                false,
+            ),
+        ];
+        for (action, in_scope, in_all) in cases {
+            assert_eq!(scoped.allows(&action), in_scope, "scoped {action:?}");
+            assert_eq!(all.allows(&action), in_all, "all {action:?}");
+        }
+    }
 }

@@ -11,14 +11,12 @@ use std::time::Duration;
 
 use crate::backup::{BackupError, BackupStore};
 use crate::capabilities::backup_store::BackupAccess;
-use crate::capabilities::sql::SqlGrant;
 use crate::capabilities::kv::KvGrant;
+use crate::capabilities::sql::SqlGrant;
 use crate::datastores::{self, Endpoint};
-use crate::plan::{Address, ValueError};
-use crate::journal::{
-    Journal, JournalError, StepRecord, StepState, StoredBackup, Transition,
-};
+use crate::journal::{Journal, JournalError, StepRecord, StepState, StoredBackup, Transition};
 use crate::plan::{Access, Plan, Step, ValueSource};
+use crate::plan::{Address, ValueError};
 use crate::runtime::{
     BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
     PhaseOutput, PhaseReached, Runtime, StepContext,
@@ -601,14 +599,16 @@ impl Engine {
         let endpoint = &self.endpoints[&step.target];
         CallGrants {
             step_id: step.id.clone(),
-            sql: access.filter(|_| target.kind.is_sql()).map(|access| SqlGrant {
-                target: target.name.clone(),
-                kind: target.kind,
-                endpoint: endpoint.clone(),
-                access,
-                tables: step.tables.clone(),
-                statement_timeout: std::time::Duration::from_secs(step.limits.phase_seconds),
-            }),
+            sql: access
+                .filter(|_| target.kind.is_sql())
+                .map(|access| SqlGrant {
+                    target: target.name.clone(),
+                    kind: target.kind,
+                    endpoint: endpoint.clone(),
+                    access,
+                    tables: step.tables.clone(),
+                    statement_timeout: std::time::Duration::from_secs(step.limits.phase_seconds),
+                }),
             kv: access
                 .filter(|_| !target.kind.is_sql())
                 .and_then(|access| match endpoint {
@@ -884,14 +884,15 @@ impl Engine {
         }
         let target = &self.plan.targets[&step.target];
         let tables: Vec<String> = manifest.tables.iter().map(|t| t.name.clone()).collect();
-        let fingerprint = datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables.clone())
-            .await
-            .map_err(|e| {
-                format!(
-                    "backup not verified: cannot fingerprint target `{}`: {e}",
-                    target.name
-                )
-            })?;
+        let fingerprint =
+            datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables.clone())
+                .await
+                .map_err(|e| {
+                    format!(
+                        "backup not verified: cannot fingerprint target `{}`: {e}",
+                        target.name
+                    )
+                })?;
         for table in &manifest.tables {
             match fingerprint.tables.get(&table.name) {
                 Some(host) if host.rows == table.rows && host.checksum == table.checksum => {}

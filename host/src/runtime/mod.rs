@@ -21,9 +21,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::backup::ArtifactRef;
 use crate::capabilities::backup_store::{BackupAccess, BackupCapability};
+use crate::capabilities::kv::{KvCapability, KvGrant};
 use crate::capabilities::log::LogCapability;
 use crate::capabilities::progress::{ProgressCapability, ProgressSink};
-use crate::capabilities::kv::{KvCapability, KvGrant};
 use crate::capabilities::sql::{SessionInterrupters, SqlCapability, SqlGrant};
 use crate::capabilities::values::ValuesCapability;
 use crate::capabilities::{self, describe_error};

@@ -252,9 +252,18 @@ fn numeric(ty: &Type, raw: &[u8], out: &mut String) -> Result<(), CellError> {
         word(3)? as usize,
     );
     match sign {
-        0xC000 => return Ok(out.push_str("NaN")),
-        0xD000 => return Ok(out.push_str("Infinity")),
-        0xF000 => return Ok(out.push_str("-Infinity")),
+        0xC000 => {
+            out.push_str("NaN");
+            return Ok(());
+        }
+        0xD000 => {
+            out.push_str("Infinity");
+            return Ok(());
+        }
+        0xF000 => {
+            out.push_str("-Infinity");
+            return Ok(());
+        }
         0x4000 => out.push('-'),
         0x0000 => {}
         _ => return Err(malformed(ty, "unknown sign")),
@@ -316,7 +325,6 @@ fn array(ty: &Type, element: &Type, raw: &[u8], out: &mut String) -> Result<(), 
     let len = int(12)?.max(0) as usize;
     let mut at = 20;
     let mut items = Vec::with_capacity(len);
-    let mut scratch = Encoder::default();
     let mut text = String::new();
     for _ in 0..len {
         let n = int(at)?;
@@ -329,7 +337,7 @@ fn array(ty: &Type, element: &Type, raw: &[u8], out: &mut String) -> Result<(), 
             .get(at..at + n as usize)
             .ok_or_else(|| malformed(ty, "truncated"))?;
         at += n as usize;
-        scratch = Encoder::default();
+        let mut scratch = Encoder::default();
         encode_cell(element, Some(cell), &mut scratch, &mut text)?;
         let encoded = scratch.finish();
         let value = match sluice_sdk::row::Decoder::new(&encoded).next_value() {
@@ -342,9 +350,7 @@ fn array(ty: &Type, element: &Type, raw: &[u8], out: &mut String) -> Result<(), 
             _ => serde_json::Value::Null,
         };
         items.push(value);
-        scratch = Encoder::default();
     }
-    drop(scratch);
     out.push_str(&serde_json::Value::Array(items).to_string());
     Ok(())
 }
