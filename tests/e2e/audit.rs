@@ -54,7 +54,7 @@ fn audit_shows_each_steps_grants_and_risks() {
         "step merge-legacy — plugin sqlite",
         "granted:   read-write on target `shop`, tables: every table",
         "granted:   read-write on target `shop`, tables: clientes, legacy_contacts",
-        "RISKY:     read-write on every table of target `shop`",
+        "RISKY:     read-write on every table or key of target `shop`",
         "requested: runtime basics (no authority); sluice protocol (backup store, progress, log); datastore access",
         "lock: DIFFERS",
     ] {

@@ -192,6 +192,46 @@ INSERT INTO orders VALUES (1, 1, 0, 'duplicate');
 }
 
 #[test]
+fn a_table_other_tables_reference_is_merged_back_without_touching_them() {
+    // `orders` references `customers`, and only `customers` is backed up:
+    // it cannot be truncated, so its rows are merged back by primary key,
+    // its added column dropped, and the rows the step added deleted.
+    let s = PgScenario::new(
+        r#"
+[[steps]]
+id = "tiers"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["gold == 0"]
+
+[steps.params]
+tables = ["customers"]
+migrate = """
+ALTER TABLE customers ADD COLUMN tier text;
+UPDATE customers SET tier = 'gold', name = upper(name) WHERE id % 3 = 0;
+INSERT INTO customers (name, email) VALUES ('new one', 'new@example.org');
+"""
+
+[[steps.params.metrics]]
+name = "gold"
+query = "SELECT count(*) FROM customers WHERE tier = 'gold'"
+"#,
+    );
+    let before = pg_state(&s.db);
+    let run = s.run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("dropping added column"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("table merged back by primary key"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.states("tiers"), ROLLED_BACK);
+    assert_eq!(pg_state(&s.db), before, "names, rows and shape as before");
+}
+
+#[test]
 fn a_transactional_step_failing_validation_is_restored_from_its_backup() {
     let s = PgScenario::new(
         r#"
@@ -449,10 +489,9 @@ match_rate = { source = "SELECT * FROM orders", target = "SELECT * FROM orders_a
 mod crash {
     use super::*;
 
-    // Step 1 reshapes `orders`, which no other table references: restoring
-    // a table other tables reference by foreign key is a known gap of the
-    // postgres plugin's restore (it ends in rollback-failed, clearly, with
-    // nothing lost) — see the issue notes.
+    // Step 1 reshapes `orders` (its restore truncates and reloads);
+    // `a_table_other_tables_reference_is_merged_back_without_touching_them`
+    // covers the merge path for referenced tables.
     const STEP1_SQL: &str = "ALTER TABLE orders ADD COLUMN tier text; \
         UPDATE orders SET tier = CASE WHEN id % 2 = 0 THEN 'gold' ELSE 'basic' END";
     const STEP2_SQL: &str = "INSERT INTO orders_archive \

@@ -246,6 +246,16 @@ metrics = [
 ]
 "#,
     );
+    // A reviewer sees the key prefixes, and nothing surplus or undeclared.
+    let audit = s.sluice(&["audit", "sluice.toml"]);
+    assert!(
+        audit.stdout.contains("key prefixes: flags:")
+            && !audit.stdout.contains("undeclared")
+            && !audit.stdout.contains("RISKY")
+            && !audit.stdout.contains("surplus"),
+        "{}",
+        audit.stdout
+    );
     let run = s.run("sluice.toml");
     assert_eq!(run.code, 0, "{}", run.all());
     let after = snapshot(&db);

@@ -165,6 +165,9 @@ pub struct LockedStep {
     pub access: String,
     /// Table scope (`["*"]` for every table).
     pub tables: Vec<String>,
+    /// Key-prefix scope of a key-value step (empty when not scoped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_prefixes: Vec<String>,
     /// Directories: `name = "access path"` (path relative to the plan).
     pub files: BTreeMap<String, String>,
     /// Granted value names.
@@ -193,6 +196,7 @@ impl Lock {
                             target: s.target.clone(),
                             access: s.access.as_str().to_string(),
                             tables: s.tables.clone().unwrap_or_else(|| vec!["*".to_string()]),
+                            key_prefixes: s.key_prefixes.clone().unwrap_or_default(),
                             files: s
                                 .files
                                 .iter()
@@ -255,6 +259,9 @@ impl Lock {
             out.insert(format!("step {id}: plugin {}", s.plugin));
             out.insert(format!("step {id}: {} on target {}", s.access, s.target));
             out.insert(format!("step {id}: tables {}", s.tables.join(", ")));
+            if !s.key_prefixes.is_empty() {
+                out.insert(format!("step {id}: key prefixes {}", s.key_prefixes.join(", ")));
+            }
             for (name, grant) in &s.files {
                 out.insert(format!("step {id}: files {name} = {grant}"));
             }
@@ -321,9 +328,9 @@ pub struct StepAudit {
     pub risky: Vec<String>,
 }
 
-fn needs_name(cap: &Capability) -> Option<&'static str> {
+fn needs_name(cap: &Capability, datastore: &'static str) -> Option<&'static str> {
     match cap {
-        Capability::Datastore => Some("sql"),
+        Capability::Datastore => Some(datastore),
         Capability::Values => Some("values"),
         Capability::Files => Some("files"),
         Capability::Network => Some("network"),
@@ -339,13 +346,27 @@ pub fn audit_step(step: &Step, plugin: &LoadedPlugin) -> StepAudit {
         .iter()
         .map(|i| grants::classify(i))
         .collect();
+    // The datastore interface the plugin imports names its declared need.
+    let datastore = if plugin
+        .facts
+        .imports
+        .iter()
+        .any(|i| i.starts_with("sluice:plugin/kv"))
+    {
+        "kv"
+    } else {
+        "sql"
+    };
+    let scope = match (datastore, &step.tables, &step.key_prefixes) {
+        (_, _, Some(prefixes)) => format!("key prefixes: {}", prefixes.join(", ")),
+        ("kv", _, None) => "every key".to_string(),
+        (_, Some(tables), _) => format!("tables: {}", tables.join(", ")),
+        (_, None, _) => "tables: every table".to_string(),
+    };
     let mut granted = vec![format!(
-        "{} on target `{}`, tables: {}",
+        "{} on target `{}`, {scope}",
         step.access.as_str(),
         step.target,
-        step.tables
-            .as_ref()
-            .map_or("every table".to_string(), |t| t.join(", "))
     )];
     granted.extend(step.files.iter().map(|f| {
         format!(
@@ -363,11 +384,11 @@ pub fn audit_step(step: &Step, plugin: &LoadedPlugin) -> StepAudit {
     let mut surplus = Vec::new();
     if !requested.contains(&Capability::Datastore) {
         surplus.push(format!(
-            "datastore access to `{}` (the plugin does not import sql)",
+            "datastore access to `{}` (the plugin imports neither sql nor kv)",
             step.target
         ));
     } else if step.access == Access::ReadWrite
-        && !plugin.info.needs.iter().any(|n| n.capability == "sql")
+        && !plugin.info.needs.iter().any(|n| n.capability == datastore)
     {
         surplus.push("read-write access the plugin does not declare a need for".to_string());
     }
@@ -386,7 +407,7 @@ pub fn audit_step(step: &Step, plugin: &LoadedPlugin) -> StepAudit {
         .collect();
     let undeclared = requested
         .iter()
-        .filter_map(|cap| needs_name(cap).map(|n| (cap, n)))
+        .filter_map(|cap| needs_name(cap, datastore).map(|n| (cap, n)))
         .filter(|(_, n)| !plugin.info.needs.iter().any(|need| need.capability == *n))
         .map(|(cap, n)| format!("{n} ({})", cap.human()))
         .collect();

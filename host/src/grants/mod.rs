@@ -148,9 +148,9 @@ pub fn check_imports(step: &Step, facts: &ComponentFacts) -> Result<(), Ungrante
 /// A grant a reviewer should look at twice.
 pub fn risks(step: &Step) -> Vec<String> {
     let mut out = Vec::new();
-    if step.access == Access::ReadWrite && step.tables.is_none() {
+    if step.access == Access::ReadWrite && step.tables.is_none() && step.key_prefixes.is_none() {
         out.push(format!(
-            "read-write on every table of target `{}`",
+            "read-write on every table or key of target `{}`",
             step.target
         ));
     }

@@ -390,7 +390,15 @@ impl Plan {
     /// never its credentials.
     pub fn lease_key(&self, target: &Target) -> Result<String, ValueError> {
         Ok(match &target.address {
-            Address::File(path) => format!("{}:{}", target.kind.as_str(), path.display()),
+            // Canonical where the file exists, so `a/../a/shop.db` and
+            // `a/shop.db` are one datastore.
+            Address::File(path) => format!(
+                "{}:{}",
+                target.kind.as_str(),
+                std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+            ),
             Address::Connection(value) => format!(
                 "{}:{}",
                 target.kind.as_str(),

@@ -126,10 +126,31 @@ fn restore(
     snapshot: &SchemaSnapshot,
     manifest: &BackupManifest,
 ) -> Result<Vec<TableState>, Error> {
-    // Tables whose columns the step changed are recreated from their DDL.
+    // Columns the step appended are dropped (the table, and every foreign
+    // key pointing at it, stays); tables it reshaped otherwise are
+    // recreated from their DDL.
     for ddl in snapshot.tables.iter().rev() {
         let name = ddl.table_name();
-        if schema::exists(conn, &name)? && schema::columns(conn, &name)? != ddl.columns {
+        if !schema::exists(conn, &name)? {
+            continue;
+        }
+        let now = schema::columns(conn, &name)?;
+        if now == ddl.columns {
+            continue;
+        }
+        if now.len() > ddl.columns.len() && now[..ddl.columns.len()] == ddl.columns[..] {
+            for extra in &now[ddl.columns.len()..] {
+                log::info(
+                    "dropping added column",
+                    &[("table", &ddl.name), ("column", &extra.name)],
+                );
+                conn.execute_script(&format!(
+                    "ALTER TABLE {} DROP COLUMN {}",
+                    name.quoted(),
+                    quote_ident(&extra.name)
+                ))?;
+            }
+        } else {
             log::info("dropping reshaped table", &[("table", &ddl.name)]);
             conn.execute_script(&format!("DROP TABLE {}", name.quoted()))?;
         }
@@ -170,17 +191,28 @@ fn restore(
         }
     }
 
-    // Every restored table at once, so foreign keys among them allow it.
-    let all: Vec<String> = snapshot
-        .tables
-        .iter()
-        .map(|t| t.table_name().quoted())
-        .collect();
-    if !all.is_empty() {
+    // Tables that tables outside the backup reference by foreign key
+    // cannot be truncated: their rows are merged back by primary key. The
+    // rest are truncated together (foreign keys among them allow it) and
+    // reloaded.
+    let mut truncated = Vec::new();
+    let mut merged = Vec::new();
+    for ddl in &snapshot.tables {
+        if referenced_from_outside(conn, ddl, snapshot)? {
+            merged.push(ddl);
+        } else {
+            truncated.push(ddl);
+        }
+    }
+    if !truncated.is_empty() {
+        let all: Vec<String> = truncated.iter().map(|t| t.table_name().quoted()).collect();
         conn.execute_script(&format!("TRUNCATE {}", all.join(", ")))?;
     }
-    for ddl in &snapshot.tables {
+    for ddl in &truncated {
         load_table(conn, ddl)?;
+    }
+    for ddl in &merged {
+        merge_table(conn, ddl)?;
     }
 
     // Then the saved constraints and indexes that are missing (foreign keys
@@ -234,6 +266,121 @@ fn restore(
     }
     log::info("restore verified", &[("tables", &states.len().to_string())]);
     Ok(states)
+}
+
+/// Whether a table not in the backup has a foreign key to `ddl`'s table.
+fn referenced_from_outside(
+    conn: &Connection,
+    ddl: &TableDdl,
+    snapshot: &SchemaSnapshot,
+) -> Result<bool, Error> {
+    let referencing = conn.query(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_constraint k \
+         JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE k.contype = 'f' AND k.confrelid = to_regclass($1)",
+        &[ddl.table_name().quoted().into()],
+    )?;
+    let mut outside = false;
+    sluice_sdk::sql::for_each_row(&referencing.batch, |row| {
+        if let [schema, table] = row {
+            let (schema, table) = (text(schema), text(table));
+            outside |= !snapshot
+                .tables
+                .iter()
+                .any(|t| t.schema == schema && t.table == table);
+        }
+    })?;
+    Ok(outside)
+}
+
+fn text(v: &sluice_sdk::row::ValueRef<'_>) -> String {
+    match v {
+        sluice_sdk::row::ValueRef::Text(t) => t.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Restores a table other tables reference, without removing rows they
+/// still point at: the saved rows are loaded into a staging table, rows the
+/// step added (keys absent from the backup) are deleted, and every saved row
+/// is upserted by primary key.
+fn merge_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
+    let name = ddl.table_name();
+    let key: Vec<String> = conn
+        .query(
+            "SELECT a.attname FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY a.attnum",
+            &[name.quoted().into()],
+        )?
+        .values()?
+        .into_iter()
+        .filter_map(|row| match row.into_iter().next() {
+            Some(sluice_sdk::sql::Value::Text(t)) => Some(quote_ident(&t)),
+            _ => None,
+        })
+        .collect();
+    if key.is_empty() {
+        return Err(Error::PreconditionFailed(format!(
+            "table `{}` is referenced by tables outside the backup and has no primary key: it cannot be restored without touching them; add those tables to the step's `tables`",
+            ddl.name
+        )));
+    }
+    let stage = quote_ident(&format!("sluice_restore_{}", ddl.table));
+    conn.execute_script(&format!(
+        "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA",
+        name.quoted()
+    ))?;
+    let mut reader = backup_store::open(&ddl.artifact)?;
+    stream_in(conn, &mut reader, &format!("COPY {stage} FROM STDIN"), &ddl.name)?;
+    let key_list = key.join(", ");
+    let matches = key
+        .iter()
+        .map(|k| format!("s.{k} = t.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let removed = conn.execute(
+        &format!(
+            "DELETE FROM {} t WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {matches})",
+            name.quoted()
+        ),
+        &[],
+    )?;
+    let writable: Vec<String> = ddl
+        .columns
+        .iter()
+        .filter(|c| !c.generated)
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let updates: Vec<String> = writable
+        .iter()
+        .filter(|c| !key.contains(c))
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let on_conflict = if updates.is_empty() {
+        format!("ON CONFLICT ({key_list}) DO NOTHING")
+    } else {
+        format!("ON CONFLICT ({key_list}) DO UPDATE SET {}", updates.join(", "))
+    };
+    let cols = writable.join(", ");
+    let upserted = conn.execute(
+        &format!(
+            "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {stage} {on_conflict}",
+            name.quoted()
+        ),
+        &[],
+    )?;
+    conn.execute_script(&format!("DROP TABLE {stage}"))?;
+    log::info(
+        "table merged back by primary key (other tables reference it)",
+        &[
+            ("table", &ddl.name),
+            ("removed", &removed.to_string()),
+            ("restored", &upserted.to_string()),
+        ],
+    );
+    Ok(())
 }
 
 /// Streams a table's artifact into `COPY … FROM STDIN`.
