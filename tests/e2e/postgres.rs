@@ -221,7 +221,11 @@ query = "SELECT count(*) FROM customers WHERE tier = 'gold'"
     let before = pg_state(&s.db);
     let run = s.run();
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("dropping added column"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("dropping added column"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains("table merged back by primary key"),
         "{}",

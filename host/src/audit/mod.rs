@@ -260,7 +260,10 @@ impl Lock {
             out.insert(format!("step {id}: {} on target {}", s.access, s.target));
             out.insert(format!("step {id}: tables {}", s.tables.join(", ")));
             if !s.key_prefixes.is_empty() {
-                out.insert(format!("step {id}: key prefixes {}", s.key_prefixes.join(", ")));
+                out.insert(format!(
+                    "step {id}: key prefixes {}",
+                    s.key_prefixes.join(", ")
+                ));
             }
             for (name, grant) in &s.files {
                 out.insert(format!("step {id}: files {name} = {grant}"));

@@ -268,6 +268,13 @@ pub fn open_for(plan: &crate::plan::Plan) -> Result<Box<dyn Journal>, JournalErr
     })
 }
 
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// The embedded journal of one plan: an SQLite file.
 pub struct SqliteJournal {
     path: PathBuf,
@@ -334,16 +341,29 @@ impl SqliteJournal {
             path: state_dir.to_path_buf(),
             source,
         })?;
-        let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute_batch(lease::SCHEMA).map_err(err)?;
-        Ok(SqliteJournal { path, conn })
+        // Switching a new file to WAL takes an exclusive lock, and SQLite
+        // reports contention there without calling the busy handler: when
+        // several runs create the journal at once, retry the whole setup.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::setup(&path) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(e)),
+                Ok(conn) => return Ok(SqliteJournal { path, conn }),
+            }
+        }
+    }
+
+    fn setup(path: &Path) -> Result<Connection, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(lease::SCHEMA)?;
+        Ok(conn)
     }
 
     /// The journal file.
@@ -420,7 +440,10 @@ impl Journal for SqliteJournal {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         let error = matches!(
             state,
             StepState::Failed | StepState::RollbackFailed | StepState::RollingBack
@@ -469,7 +492,10 @@ impl Journal for SqliteJournal {
             source,
         };
         let json = serde_json::to_string(backup).expect("backups serialize");
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         tx.execute(
             "UPDATE steps SET backup = ?2 WHERE step_id = ?1",
             params![step_id, json],

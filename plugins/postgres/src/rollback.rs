@@ -333,7 +333,12 @@ fn merge_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
         name.quoted()
     ))?;
     let mut reader = backup_store::open(&ddl.artifact)?;
-    stream_in(conn, &mut reader, &format!("COPY {stage} FROM STDIN"), &ddl.name)?;
+    stream_in(
+        conn,
+        &mut reader,
+        &format!("COPY {stage} FROM STDIN"),
+        &ddl.name,
+    )?;
     let key_list = key.join(", ");
     let matches = key
         .iter()
@@ -361,7 +366,10 @@ fn merge_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
     let on_conflict = if updates.is_empty() {
         format!("ON CONFLICT ({key_list}) DO NOTHING")
     } else {
-        format!("ON CONFLICT ({key_list}) DO UPDATE SET {}", updates.join(", "))
+        format!(
+            "ON CONFLICT ({key_list}) DO UPDATE SET {}",
+            updates.join(", ")
+        )
     };
     let cols = writable.join(", ");
     let upserted = conn.execute(
