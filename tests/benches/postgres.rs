@@ -44,23 +44,22 @@ fn main() {
         .build()
         .unwrap();
     let (mut plugin_times, mut psql_times) = (Vec::new(), Vec::new());
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = Runtime::new(ComponentCache::new(Some(dir.path().join("cache")))).unwrap();
-        let plugin = runtime
-            .load(&sluice_e2e::plugin_ref("postgres.wasm"))
-            .await
-            .unwrap();
-        let url = Secret::new(db.url.clone());
-        for _ in 0..ROUNDS {
-            truncate(&db.url);
-            plugin_times.push(plugin_copy(&runtime, &plugin, &url).await);
-            assert_eq!(count(&db.url), ROWS, "the plugin copied every row");
-            truncate(&db.url);
-            psql_times.push(psql_copy(&db.url));
-            assert_eq!(count(&db.url), ROWS, "psql copied every row");
-        }
-    });
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(ComponentCache::new(Some(dir.path().join("cache")))).unwrap();
+    let plugin = rt
+        .block_on(runtime.load(&sluice_e2e::plugin_ref("postgres.wasm")))
+        .unwrap();
+    let url = Secret::new(db.url.clone());
+    // The sync PostgreSQL client used for setup and checks runs outside
+    // the async runtime.
+    for _ in 0..ROUNDS {
+        truncate(&db.url);
+        plugin_times.push(rt.block_on(plugin_copy(&runtime, &plugin, &url)));
+        assert_eq!(count(&db.url), ROWS, "the plugin copied every row");
+        truncate(&db.url);
+        psql_times.push(psql_copy(&db.url));
+        assert_eq!(count(&db.url), ROWS, "psql copied every row");
+    }
     let (plugin, psql) = (median(&mut plugin_times), median(&mut psql_times));
     println!(
         "postgres copy of {ROWS} rows: plugin-fed COPY {:.2}s, psql \\copy {:.2}s (medians of {ROUNDS})",
