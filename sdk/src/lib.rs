@@ -56,7 +56,9 @@ use __private::bindings::exports::sluice::plugin::describe as describe_types;
 use __private::bindings::sluice::plugin::types;
 
 pub use describe_types::{CapabilityNeed, PluginInfo};
-pub use types::{BackupManifest, DatastoreError, Error, Metric, PhaseReached, TableState};
+pub use types::{
+    BackupManifest, ChangeKind, DatastoreError, Error, Metric, PhaseReached, TableState,
+};
 
 /// The step a phase call runs for: its id, target and params.
 #[derive(Debug, Clone)]

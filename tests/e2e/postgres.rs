@@ -334,6 +334,12 @@ latency = { query = "SELECT count(*) FROM orders", runs = 5, percentile = 95, ba
         run.stderr
     );
     assert_eq!(s.states("note-index"), ROLLED_BACK);
+    let status = s.sluice(&["status", "sluice.toml"]);
+    assert!(
+        status.stdout.contains("non-transactional"),
+        "status says how the step changes its target:\n{}",
+        status.stdout
+    );
     let indexes: i64 =
         s.db.client()
             .query_one(

@@ -1094,6 +1094,7 @@ mod tests {
                     checksum: "ab12".into(),
                 }],
                 metadata: r#"{"schema":"CREATE TABLE customers (id)"}"#.into(),
+                change: crate::runtime::bindings::ChangeKind::Transactional,
             },
             artifacts: vec![
                 ArtifactRef {

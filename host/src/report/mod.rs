@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::engine::{Phase, RunSummary, StepOutcome, StepStatus, StepSummary};
 use crate::journal::StepState;
 use crate::plan::PlanError;
+use crate::runtime::bindings::ChangeKind;
 
 /// A number as operators read it: integers plainly, others with 4 decimals.
 pub fn number(v: f64) -> String {
@@ -233,6 +234,21 @@ pub fn status(plan_name: &str, steps: &[StepStatus]) -> String {
                 "  {:<24} {:<16} {:<26} {}",
                 "", "resumed", t.at, t.detail
             );
+        }
+        let change = r.backup.as_ref().map(|b| b.manifest.change);
+        let kind = match change {
+            Some(ChangeKind::NonTransactional) => Some((
+                "non-transactional",
+                "applied statement by statement: a failure is undone by its compensating action or the backup",
+            )),
+            Some(ChangeKind::Irreversible) => Some((
+                "irreversible",
+                "only restoring the backup undoes it (acknowledged in params)",
+            )),
+            _ => None,
+        };
+        if let Some((kind, what)) = kind {
+            let _ = writeln!(out, "  {:<24} {kind:<16} {:<26} {what}", "", "");
         }
     }
     out

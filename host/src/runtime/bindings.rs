@@ -20,5 +20,5 @@ wasmtime::component::bindgen!({
 
 pub use self::exports::sluice::plugin::describe::PluginInfo;
 pub use self::sluice::plugin::types::{
-    BackupManifest, Error as PluginError, Metric, PhaseReached, StepContext, TableState,
+    BackupManifest, ChangeKind, Error as PluginError, Metric, PhaseReached, StepContext, TableState,
 };

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use sluice_sdk::backup_store;
 use sluice_sdk::checksum::TableChecksum;
 use sluice_sdk::kv::{self, Connection, Dumped};
-use sluice_sdk::{log, progress, BackupManifest, Error, StepContext, TableState};
+use sluice_sdk::{log, progress, BackupManifest, ChangeKind, Error, StepContext, TableState};
 
 use crate::artifact::{self, KEYS_ARTIFACT};
 use crate::{Params, RedisPlugin};
@@ -57,6 +57,8 @@ impl sluice_sdk::Backup for RedisPlugin {
                 batch_keys: params.batch_keys,
             })
             .map_err(|e| Error::Internal(e.to_string()))?,
+            // Each key operation applies on its own; rollback restores.
+            change: ChangeKind::NonTransactional,
         })
     }
 }

@@ -4,7 +4,7 @@ use sluice_sdk::backup_store;
 use sluice_sdk::checksum::TableChecksum;
 use sluice_sdk::dump;
 use sluice_sdk::sql::Connection;
-use sluice_sdk::{log, progress, BackupManifest, Error, StepContext, TableState};
+use sluice_sdk::{log, progress, BackupManifest, ChangeKind, Error, StepContext, TableState};
 
 use crate::schema::{self, SchemaSnapshot, TableLayout, SCHEMA_ARTIFACT};
 use crate::{Params, SqlitePlugin};
@@ -73,6 +73,8 @@ fn snapshot(conn: &Connection, params: &Params) -> Result<BackupManifest, Error>
         artifacts,
         tables: states,
         metadata: String::new(),
+        // Migrations run in one SQLite transaction.
+        change: ChangeKind::Transactional,
     })
 }
 
