@@ -34,6 +34,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Formats of `sluice report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown.
+    Md,
+    /// Pretty JSON.
+    Json,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -54,6 +63,19 @@ pub enum Command {
         /// Keep this step and the ones before it applied.
         #[arg(long)]
         to: Option<String>,
+    },
+    /// The evidence of one run, from the journal: per step its grants,
+    /// phases and their durations, backups, metrics against thresholds and
+    /// rollback.
+    Report {
+        /// The plan file.
+        plan: PathBuf,
+        /// The run (default: the latest).
+        #[arg(long)]
+        run: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
     },
     /// Check a plan without running anything.
     Check {

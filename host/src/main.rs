@@ -32,6 +32,7 @@ async fn run(command: Command) -> i32 {
         Command::Inspect { plugin, json } => return inspect(plugin, *json).await,
         Command::Run { plan }
         | Command::Status { plan }
+        | Command::Report { plan, .. }
         | Command::Rollback { plan, .. }
         | Command::Check { plan }
         | Command::Unlock { plan, .. }
@@ -63,6 +64,7 @@ async fn run(command: Command) -> i32 {
             }
             Err(e) => internal(&e),
         },
+        Command::Report { run, format, .. } => report(&plan, run.as_deref(), format),
         Command::Audit { accept, json, .. } => audit(plan, accept, json).await,
         Command::Unlock {
             target,
@@ -112,6 +114,28 @@ async fn run(command: Command) -> i32 {
                 Err(e) => internal(&e),
             }
         }
+    }
+}
+
+fn report(plan: &plan::Plan, run: Option<&str>, format: sluice::cli::ReportFormat) -> i32 {
+    use report::evidence::{self, EvidenceError};
+    let journal = match sluice::journal::open_for(plan) {
+        Ok(journal) => journal,
+        Err(e) => return internal(&e),
+    };
+    match evidence::build(plan, journal.as_ref(), run) {
+        Ok(e) => {
+            match format {
+                sluice::cli::ReportFormat::Json => println!("{}", evidence::json(&e)),
+                sluice::cli::ReportFormat::Md => print!("{}", evidence::markdown(&e)),
+            }
+            exit::OK
+        }
+        Err(e @ (EvidenceError::UnknownRun { .. } | EvidenceError::NoRuns(_))) => {
+            eprintln!("error: {e}");
+            exit::PLAN_ERROR
+        }
+        Err(e) => internal(&e),
     }
 }
 

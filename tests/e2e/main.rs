@@ -10,5 +10,6 @@ mod leases;
 mod pg_journal;
 mod postgres;
 mod redis;
+mod report;
 mod runtime;
 mod security;

@@ -200,6 +200,23 @@ pub struct Transition {
     pub detail: String,
 }
 
+/// One recorded run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// The command (`run`, `rollback`).
+    pub command: String,
+    /// Hash of the plan it ran.
+    pub plan_hash: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it finished (RFC 3339); `None` while running or if it died.
+    pub finished_at: Option<String>,
+    /// How it ended; `None` while running or if it died.
+    pub outcome: Option<String>,
+}
+
 /// Where the engine records what it does, durably, before doing it. SQLite
 /// ([`SqliteJournal`]) is the embedded default; a shared journal for several
 /// hosts implements the same trait.
@@ -215,6 +232,8 @@ pub trait Journal: Send {
     fn run_command(&self, run_id: &str) -> Result<Option<String>, JournalError>;
     /// Records how a run ended.
     fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), JournalError>;
+    /// Every recorded run, oldest first (newest last).
+    fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
     /// Moves a step to `state` and records the transition, atomically and
     /// durably; `identity` (plugin digest, params hash) when a step starts.
     fn transition(
@@ -422,6 +441,31 @@ impl Journal for SqliteJournal {
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
+        // started_at has a one-second resolution in the id but milliseconds
+        // here; rowid breaks ties in insertion order.
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, command, plan_hash, started_at, finished_at, outcome FROM runs
+                 ORDER BY started_at, rowid",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    command: r.get(1)?,
+                    plan_hash: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    outcome: r.get(5)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     /// Moves a step to `state`, recording the transition, in one transaction.
@@ -642,5 +686,41 @@ impl Journal for SqliteJournal {
         Ok(Box::new(lease::Lease::acquire(
             &self.path, targets, run_id, duration,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_list_oldest_first_with_how_they_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = SqliteJournal::open(dir.path()).unwrap();
+        assert!(j.runs().unwrap().is_empty());
+        let a = j.begin_run("run", Path::new("p.toml"), "h1").unwrap();
+        j.finish_run(&a, "applied").unwrap();
+        let b = j.begin_run("rollback", Path::new("p.toml"), "h2").unwrap();
+        let runs = j.runs().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            (
+                runs[0].id.as_str(),
+                runs[0].command.as_str(),
+                runs[0].plan_hash.as_str()
+            ),
+            (a.as_str(), "run", "h1")
+        );
+        assert_eq!(runs[0].outcome.as_deref(), Some("applied"));
+        assert!(runs[0].finished_at.is_some());
+        assert_eq!(
+            (runs[1].id.as_str(), runs[1].command.as_str()),
+            (b.as_str(), "rollback")
+        );
+        assert_eq!(
+            (runs[1].finished_at.as_ref(), runs[1].outcome.as_ref()),
+            (None, None)
+        );
+        assert!(runs[0].started_at <= runs[1].started_at);
     }
 }

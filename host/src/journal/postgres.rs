@@ -35,7 +35,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::lease::{host_name, LeaseError, LeaseHolder};
-use super::{now, Journal, JournalError, StepRecord, StepState, StoredBackup, Transition};
+use super::{
+    now, Journal, JournalError, RunRecord, StepRecord, StepState, StoredBackup, Transition,
+};
 use crate::runtime::Metric;
 
 /// The tables, created once per database under an advisory transaction lock
@@ -445,6 +447,27 @@ impl Journal for PgJournal {
                 &[&ns, &id, &now(), &outcome],
             )?;
             Ok(())
+        })
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
+        let ns = self.namespace.clone();
+        self.worker.run(move |c| {
+            Ok(c.query(
+                "SELECT id, command, plan_hash, started_at, finished_at, outcome
+                 FROM sluice_journal.runs WHERE namespace = $1 ORDER BY started_at, id",
+                &[&ns],
+            )?
+            .iter()
+            .map(|r| RunRecord {
+                id: r.get(0),
+                command: r.get(1),
+                plan_hash: r.get(2),
+                started_at: r.get(3),
+                finished_at: r.get(4),
+                outcome: r.get(5),
+            })
+            .collect())
         })
     }
 
@@ -1188,6 +1211,14 @@ mod tests {
         );
         assert_eq!(pg.run_command(&pg_run).unwrap().as_deref(), Some("run"));
         assert_eq!(pg.run_command("no-such-run").unwrap(), None);
+        let (a, b) = (sqlite.runs().unwrap(), pg.runs().unwrap());
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].id, pg_run);
+        assert_eq!(
+            (&a[0].command, &a[0].plan_hash, &a[0].outcome),
+            (&b[0].command, &b[0].plan_hash, &b[0].outcome)
+        );
+        assert!(b[0].finished_at.is_some());
         for step in ["merge", "load", "ghost", "never"] {
             let (a, b) = (sqlite.step(step).unwrap(), pg.step(step).unwrap());
             assert_eq!(a.is_some(), b.is_some(), "{step}");
