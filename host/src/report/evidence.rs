@@ -180,45 +180,10 @@ fn millis_between(from: &str, to: &str) -> Option<i64> {
     Some(epoch_millis(to)? - epoch_millis(from)?)
 }
 
-/// Milliseconds since the epoch of an RFC 3339 time as the journal writes it
-/// (`2026-01-01T00:00:00.250Z`, or with a `+hh:mm` offset). The host's `time`
-/// crate is built without its parser, and this one shape is all we read.
+/// Milliseconds since the epoch of an RFC 3339 time, as the journal writes it.
 fn epoch_millis(s: &str) -> Option<i64> {
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let month = time::Month::try_from(num(5..7)? as u8).ok()?;
-    let date = time::Date::from_calendar_date(num(0..4)? as i32, month, num(8..10)? as u8).ok()?;
-    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let ms = format!("{:0<3}", &frac[..digits.min(3)]);
-        millis = ms.parse::<i64>().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh = rest[1..3].parse::<i64>().ok()?;
-            let om = rest[4..6].parse::<i64>().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return None,
-    };
-    let days = i64::from(date.to_julian_day()) - 2_440_588;
-    Some((days * 86_400 + h * 3600 + m * 60 + sec - offset) * 1000 + millis)
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// Builds the evidence of `run_id` (default: the latest run) of `plan`.
