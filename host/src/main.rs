@@ -7,12 +7,14 @@ use std::sync::Arc;
 use clap::Parser;
 use sluice::cli::{Cli, Command, LogFormat};
 use sluice::engine::{exit, Engine, EngineOptions};
+use sluice::progress_bar::ProgressBars;
 use sluice::runtime::{ComponentCache, Runtime};
 use sluice::{audit, engine, plan, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    let bars = ProgressBars::for_stderr(cli.log_format);
+    init_logging(&cli, bars.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -23,11 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL as u8);
         }
     };
-    let code = runtime.block_on(run(cli.command));
+    let code = runtime.block_on(run(cli.command, bars));
     ExitCode::from(code as u8)
 }
 
-async fn run(command: Command) -> i32 {
+async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
     let plan_path = match &command {
         Command::Inspect { plugin, json } => return inspect(plugin, *json).await,
         Command::Run { plan }
@@ -80,7 +82,7 @@ async fn run(command: Command) -> i32 {
             }
             let options = EngineOptions {
                 stop: Some(stop_on_signals()),
-                ..EngineOptions::default()
+                progress: bars.as_ref().map(ProgressBars::sink),
             };
             let mut engine = match Engine::open(plan, options).await {
                 Ok(engine) => engine,
@@ -94,6 +96,9 @@ async fn run(command: Command) -> i32 {
                 Command::Rollback { to, .. } => engine.rollback(to.as_deref()).await,
                 _ => engine.run().await,
             };
+            if let Some(bars) = &bars {
+                bars.clear();
+            }
             match summary {
                 Ok(summary) => {
                     print!("{}", report::summary(&summary));
@@ -333,7 +338,7 @@ fn internal(e: &dyn std::error::Error) -> i32 {
     exit::INTERNAL
 }
 
-fn init_logging(cli: &Cli) {
+fn init_logging(cli: &Cli, bars: Option<ProgressBars>) {
     let default = match cli.verbose {
         0 => "warn,plugin=info",
         1 => "debug,cranelift=info,wasmtime=info",
@@ -343,7 +348,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(ProgressBars::log_writer(bars));
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder
