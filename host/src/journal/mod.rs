@@ -444,13 +444,14 @@ impl Journal for SqliteJournal {
     }
 
     fn runs(&self) -> Result<Vec<RunRecord>, JournalError> {
-        // started_at has a one-second resolution in the id but milliseconds
-        // here; rowid breaks ties in insertion order.
+        // Insertion order is start order. (Not `started_at`: RFC 3339 text
+        // with a variable fraction, `…:07Z` and `…:07.5Z`, does not sort as
+        // time does.)
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT id, command, plan_hash, started_at, finished_at, outcome FROM runs
-                 ORDER BY started_at, rowid",
+                 ORDER BY rowid",
             )
             .map_err(self.err())?;
         let rows = stmt

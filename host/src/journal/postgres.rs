@@ -455,7 +455,7 @@ impl Journal for PgJournal {
         self.worker.run(move |c| {
             Ok(c.query(
                 "SELECT id, command, plan_hash, started_at, finished_at, outcome
-                 FROM sluice_journal.runs WHERE namespace = $1 ORDER BY started_at, id",
+                 FROM sluice_journal.runs WHERE namespace = $1 ORDER BY started_at::timestamptz, id",
                 &[&ns],
             )?
             .iter()
