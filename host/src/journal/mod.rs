@@ -287,6 +287,51 @@ pub fn open_for(plan: &crate::plan::Plan) -> Result<Box<dyn Journal>, JournalErr
     })
 }
 
+/// A step row as both journals store it: state and JSON columns as text.
+pub(crate) struct RawStep {
+    pub(crate) state: String,
+    pub(crate) run_id: String,
+    pub(crate) plugin_digest: String,
+    pub(crate) params_hash: String,
+    pub(crate) backup: Option<String>,
+    pub(crate) metrics: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) updated_at: String,
+}
+
+impl RawStep {
+    /// Parses the state and the JSON columns; `corrupt` says where.
+    pub(crate) fn decode(
+        self,
+        step_id: String,
+        corrupt: impl Fn(String) -> JournalError,
+    ) -> Result<StepRecord, JournalError> {
+        let state = self.state.parse().map_err(&corrupt)?;
+        let backup = self
+            .backup
+            .map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(|e| corrupt(format!("backup: {e}")))?;
+        let metrics = self
+            .metrics
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .map_err(|e| corrupt(format!("metrics: {e}")))?
+            .unwrap_or_default();
+        Ok(StepRecord {
+            step_id,
+            state,
+            run_id: self.run_id,
+            plugin_digest: self.plugin_digest,
+            params_hash: self.params_hash,
+            backup,
+            metrics,
+            error: self.error,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -606,23 +651,7 @@ impl Journal for SqliteJournal {
         else {
             return Ok(None);
         };
-        let corrupt = |reason: String| JournalError::Corrupt {
-            path: self.path.clone(),
-            step: step_id.clone(),
-            reason,
-        };
-        let state = state.parse().map_err(corrupt)?;
-        let backup = backup
-            .map(|b| serde_json::from_str(&b))
-            .transpose()
-            .map_err(|e| corrupt(format!("backup: {e}")))?;
-        let metrics = metrics
-            .map(|m| serde_json::from_str(&m))
-            .transpose()
-            .map_err(|e| corrupt(format!("metrics: {e}")))?
-            .unwrap_or_default();
-        Ok(Some(StepRecord {
-            step_id,
+        let raw = RawStep {
             state,
             run_id,
             plugin_digest,
@@ -631,7 +660,13 @@ impl Journal for SqliteJournal {
             metrics,
             error,
             updated_at,
-        }))
+        };
+        raw.decode(step_id.clone(), |reason| JournalError::Corrupt {
+            path: self.path.clone(),
+            step: step_id.clone(),
+            reason,
+        })
+        .map(Some)
     }
 
     /// Every transition of a step, oldest first.

@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 
 use super::lease::{host_name, LeaseError, LeaseHolder};
 use super::{
-    now, Journal, JournalError, RunRecord, StepRecord, StepState, StoredBackup, Transition,
+    now, Journal, JournalError, RawStep, RunRecord, StepRecord, StepState, StoredBackup, Transition,
 };
 use crate::runtime::Metric;
 
@@ -611,18 +611,7 @@ impl Journal for PgJournal {
         else {
             return Ok(None);
         };
-        let state = state.parse().map_err(|r| self.corrupt(&step_id, r))?;
-        let backup = backup
-            .map(|b| serde_json::from_str(&b))
-            .transpose()
-            .map_err(|e| self.corrupt(&step_id, format!("backup: {e}")))?;
-        let metrics = metrics
-            .map(|m| serde_json::from_str(&m))
-            .transpose()
-            .map_err(|e| self.corrupt(&step_id, format!("metrics: {e}")))?
-            .unwrap_or_default();
-        Ok(Some(StepRecord {
-            step_id,
+        let raw = RawStep {
             state,
             run_id,
             plugin_digest,
@@ -631,7 +620,9 @@ impl Journal for PgJournal {
             metrics,
             error,
             updated_at,
-        }))
+        };
+        raw.decode(step_id.clone(), |r| self.corrupt(&step_id, r))
+            .map(Some)
     }
 
     fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError> {
