@@ -1,12 +1,13 @@
 //! Write sluice plugins in plain Rust.
 //!
 //! A plugin implements one trait per exported interface — [`Plugin`]
-//! (describe), [`Backup`], [`Migrate`], [`Validate`], [`Rollback`] — and calls
-//! [`export_plugin!`] once:
+//! (describe), [`Preview`], [`Backup`], [`Migrate`], [`Validate`],
+//! [`Rollback`] — and calls [`export_plugin!`] once:
 //!
 //! ```ignore
 //! struct MyPlugin;
 //! impl sluice_sdk::Plugin for MyPlugin { /* describe */ }
+//! impl sluice_sdk::Preview for MyPlugin { /* what a step will do */ }
 //! impl sluice_sdk::Backup for MyPlugin { /* ... */ }
 //! impl sluice_sdk::Migrate for MyPlugin { /* ... */ }
 //! impl sluice_sdk::Validate for MyPlugin { /* ... */ }
@@ -26,6 +27,7 @@ pub mod dump;
 mod error;
 pub mod kv;
 pub mod log;
+pub mod preview;
 pub mod progress;
 pub mod row;
 pub mod sql;
@@ -53,9 +55,11 @@ pub mod __private {
 }
 
 use __private::bindings::exports::sluice::plugin::describe as describe_types;
+use __private::bindings::exports::sluice::plugin::preview as preview_types;
 use __private::bindings::sluice::plugin::types;
 
 pub use describe_types::{CapabilityNeed, PluginInfo};
+pub use preview_types::StepPreview;
 pub use types::{
     BackupManifest, ChangeKind, DatastoreError, Error, Metric, PhaseReached, TableState,
 };
@@ -129,6 +133,24 @@ pub trait Plugin {
     fn describe() -> PluginInfo;
 }
 
+/// Before anything runs: what a step will do, read from its params alone.
+///
+/// The host calls this with no datastore, files or values granted (only
+/// [`log`]), for every step, whenever it checks a plan: parse and check the
+/// params here (an [`Error::InvalidParams`] becomes a plan error naming the
+/// step), and list the metrics `validate` will report, so the host can
+/// reject a threshold naming a metric that will never exist.
+pub trait Preview {
+    /// What the step will do. The default says the plugin cannot tell
+    /// ([`Error::Unsupported`]): the host then shows the step without a
+    /// preview and cannot check its thresholds' metric names, so override it.
+    fn preview(_ctx: &StepContext) -> Result<StepPreview, Error> {
+        Err(Error::Unsupported(
+            "this plugin does not preview its steps".to_string(),
+        ))
+    }
+}
+
 /// Phase 1: save what the step will change.
 pub trait Backup {
     /// Writes artifacts through [`backup_store`] and returns their manifest.
@@ -162,8 +184,9 @@ pub trait Rollback {
     ) -> Result<Vec<TableState>, Error>;
 }
 
-/// Exports a type implementing [`Plugin`], [`Backup`], [`Migrate`],
-/// [`Validate`] and [`Rollback`] as the plugin's component exports.
+/// Exports a type implementing [`Plugin`], [`Preview`], [`Backup`],
+/// [`Migrate`], [`Validate`] and [`Rollback`] as the plugin's component
+/// exports.
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ident) => {
@@ -190,6 +213,11 @@ macro_rules! export_plugin {
             impl __exports::describe::Guest for $ty {
                 fn describe() -> __exports::describe::PluginInfo {
                     <$ty as $crate::Plugin>::describe()
+                }
+            }
+            impl __exports::preview::Guest for $ty {
+                fn preview(ctx: __types::StepContext) -> Result<__exports::preview::StepPreview, __types::Error> {
+                    <$ty as $crate::Preview>::preview(&$crate::__private::StepContext::from_wit(ctx))
                 }
             }
             impl __exports::backup::Guest for $ty {

@@ -5,7 +5,7 @@ use std::io::Write;
 use sluice_sdk::backup_store;
 use sluice_sdk::checksum::TableChecksum;
 use sluice_sdk::sql::Connection;
-use sluice_sdk::{log, progress, BackupManifest, ChangeKind, Error, StepContext, TableState};
+use sluice_sdk::{log, progress, BackupManifest, Error, StepContext, TableState};
 
 use crate::names::TableName;
 use crate::schema::{self, SchemaSnapshot, SCHEMA_ARTIFACT};
@@ -72,11 +72,7 @@ fn snapshot(conn: &Connection, params: &Params) -> Result<BackupManifest, Error>
         tables: states,
         metadata: serde_json::to_string(&metadata)
             .map_err(|e| Error::Internal(format!("encoding the backup metadata: {e}")))?,
-        change: match params.change() {
-            c if c.irreversible => ChangeKind::Irreversible,
-            c if c.transactional => ChangeKind::Transactional,
-            _ => ChangeKind::NonTransactional,
-        },
+        change: params.change_kind(),
     })
 }
 

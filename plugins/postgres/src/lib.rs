@@ -1,5 +1,8 @@
 //! sluice plugin for PostgreSQL.
 //!
+//! - preview: from the params alone, the statements migrate runs and how
+//!   ([`classify`]: one transaction, statement by statement, or
+//!   irreversible), the metrics validate reports, the tables backed up;
 //! - backup: each table in `tables` (default: every table of `public`) as its
 //!   DDL plus its rows streamed with `COPY … TO STDOUT` into the backup store,
 //!   with the row count and the checksum the host recomputes the same way;
@@ -20,6 +23,7 @@ pub mod classify;
 mod migrate;
 pub mod names;
 pub mod params;
+mod preview;
 mod rollback;
 pub mod schema;
 mod validate;

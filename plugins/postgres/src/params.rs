@@ -1,7 +1,7 @@
 //! The step params this plugin understands (`[steps.params]`, as JSON).
 
 use serde::Deserialize;
-use sluice_sdk::{Error, StepContext};
+use sluice_sdk::{ChangeKind, Error, StepContext};
 
 use crate::classify::{classify, transaction_control, Change};
 use crate::names::TableName;
@@ -237,6 +237,17 @@ impl Params {
             .enumerate()
             .map(|(i, t)| TableName::parse(t, &format!("params.tables[{i}]")))
             .collect()
+    }
+
+    /// How `migrate` changes the target, as preview and backup declare it.
+    /// [`Params::parse`] has checked that an irreversible script is
+    /// acknowledged with `irreversible = true`.
+    pub fn change_kind(&self) -> ChangeKind {
+        match self.change() {
+            c if c.irreversible => ChangeKind::Irreversible,
+            c if c.transactional => ChangeKind::Transactional,
+            _ => ChangeKind::NonTransactional,
+        }
     }
 
     /// How `migrate` must run (a step with only `copy` is transactional).

@@ -1,5 +1,7 @@
 //! sluice plugin for Redis.
 //!
+//! - preview: the key operations migrate runs (one by one), the metrics
+//!   validate reports and the prefixes the backup saves, from the params;
 //! - backup: every key under the `prefixes` param, as `DUMP` payloads with
 //!   absolute expiries, written in pipelined batches of `batch_keys`; the
 //!   manifest reports each prefix's key count and checksum, which the host
@@ -16,6 +18,7 @@ mod artifact;
 mod backup;
 mod migrate;
 mod params;
+mod preview;
 mod rollback;
 mod validate;
 

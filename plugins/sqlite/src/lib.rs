@@ -1,5 +1,7 @@
 //! sluice plugin for SQLite.
 //!
+//! - preview: the statements migrate runs (one transaction), the metrics
+//!   validate reports and the tables the backup saves, from the params alone;
 //! - backup: a consistent snapshot (one read transaction) of the tables the
 //!   step touches (`tables`, default: all) plus the whole schema;
 //! - migrate: the step's SQL (`migrate`), inside one transaction;
@@ -11,6 +13,7 @@
 mod backup;
 mod migrate;
 mod params;
+mod preview;
 mod rollback;
 mod schema;
 mod validate;
