@@ -6,6 +6,7 @@
 //! rustup, or the offline Debian toolchain; PostgreSQL and Redis from Debian's
 //! packages for the tests), builds host and plugins, and runs.
 
+mod browser;
 mod services;
 mod toolchain;
 
@@ -30,6 +31,7 @@ fn run() -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root),
         Some("services") => services::serve(),
+        Some("chromium") => browser::ensure_chromium().map(|p| println!("{}", p.display())),
         // Internal: started by `services::start` to clean up if xtask dies.
         Some("services-reaper") => services::reap(&args[1..]),
         _ => {
@@ -43,7 +45,10 @@ fn run() -> Result<()> {
                  bench   build, run the benchmarks and print ratios against baselines\n  \
                  services\n          \
                  start private PostgreSQL and Redis (installing them if missing), print\n          \
-                 the env vars tests read, stop them on Ctrl-C or end of input"
+                 the env vars tests read, stop them on Ctrl-C or end of input\n  \
+                 chromium\n          \
+                 install Chromium if missing (the HTML report test renders in it), print\n          \
+                 its path for SLUICE_CHROMIUM"
             );
             bail!("unknown or missing command")
         }
@@ -219,6 +224,8 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     ]))?;
     // Installs PostgreSQL and Redis if missing; stopped when dropped.
     let services = services::start()?;
+    // The HTML report test renders in a real headless Chromium.
+    let chromium = browser::ensure_chromium()?;
     let mut cmd = cargo(root);
     cmd.args(["test", "--release", "--workspace"]);
     // Plugin crates are wasm components; their native cdylib cannot link.
@@ -232,6 +239,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         )
         .env("SLUICE_REPORTS", root.join("target/test-reports"))
         .env("SLUICE_PLUGINS", root.join("target/plugins"))
+        .env(browser::CHROMIUM_ENV, &chromium)
         .env("RUST_BACKTRACE", "0")
         .envs(services.env());
     if !extra.is_empty() {

@@ -317,7 +317,9 @@ fn redis_server() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+/// Installs Debian packages with `apt-get` (as root; otherwise says what to
+/// install), running `apt-get update` once if the first attempt fails.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
     let list = packages.join(" ");
     if !is_root() {
         bail!(
