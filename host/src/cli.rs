@@ -77,6 +77,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
     },
+    /// Run the whole plan against copies of its targets (a SQLite file copy,
+    /// a scratch PostgreSQL database, an empty Redis database), roll every
+    /// applied step back, and write a staging report of each phase's
+    /// timings, metrics, backups and rollbacks. Production is never touched:
+    /// it is fingerprinted before and after (exit 4 if it changed).
+    Rehearse {
+        /// The plan file.
+        plan: PathBuf,
+        /// Where the report, journal and backups of the rehearsal go
+        /// (default: `<plan dir>/.sluice/rehearsals/<UTC time>/`).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Keep the copies afterwards (scratch databases are otherwise
+        /// dropped, Redis databases emptied, files deleted).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Check a plan without running anything.
     Check {
         /// The plan file.

@@ -19,6 +19,7 @@ pub mod grants;
 pub mod journal;
 pub mod plan;
 pub mod progress_bar;
+pub mod rehearse;
 pub mod report;
 pub mod runtime;
 pub mod secret;

@@ -37,6 +37,7 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
         | Command::Report { plan, .. }
         | Command::Rollback { plan, .. }
         | Command::Check { plan }
+        | Command::Rehearse { plan, .. }
         | Command::Unlock { plan, .. }
         | Command::Audit { plan, .. } => plan.clone(),
     };
@@ -68,6 +69,7 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
         },
         Command::Report { run, format, .. } => report(&plan, run.as_deref(), format),
         Command::Audit { accept, json, .. } => audit(plan, accept, json).await,
+        Command::Rehearse { output, keep, .. } => rehearse(&plan, output, keep, bars).await,
         Command::Unlock {
             target,
             force,
@@ -142,6 +144,84 @@ fn report(plan: &plan::Plan, run: Option<&str>, format: sluice::cli::ReportForma
         }
         Err(e) => internal(&e),
     }
+}
+
+/// `sluice rehearse`: the plan on copies of its targets; exits as `run`
+/// would have, or 4 when production changed.
+async fn rehearse(
+    plan: &plan::Plan,
+    output: Option<std::path::PathBuf>,
+    keep: bool,
+    bars: Option<ProgressBars>,
+) -> i32 {
+    // The plugins that will run for real are the ones rehearsed: reviewed first.
+    if let Err(e) = audit::check_lock(plan) {
+        eprintln!("error: refused: {e}");
+        return exit::REFUSED;
+    }
+    let options = sluice::rehearse::RehearsalOptions {
+        output,
+        keep,
+        engine: EngineOptions {
+            stop: Some(stop_on_signals()),
+            progress: bars.as_ref().map(ProgressBars::sink),
+        },
+    };
+    let result = sluice::rehearse::rehearse(plan, options).await;
+    if let Some(bars) = &bars {
+        bars.clear();
+    }
+    match result {
+        Ok(r) => {
+            print!("{}", sluice::rehearse::report::summary(&r));
+            println!("{}", r.output.join("rehearsal.md").display());
+            r.exit_code
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Loads the plan's plugins and previews every step (`sluice plan`,
+/// `sluice check`): params the plugin rejects and thresholds naming metrics
+/// it will not report are plan errors. Errors are printed; `Err` holds the
+/// exit code.
+async fn previews(
+    plan: &plan::Plan,
+    estimate: preview::Estimate,
+) -> Result<Vec<preview::StepPreview>, i32> {
+    let runtime = Runtime::new(ComponentCache::new(ComponentCache::default_dir()))
+        .map_err(|e| internal(&e))?;
+    let mut loaded = std::collections::BTreeMap::new();
+    for (name, plugin) in &plan.plugins {
+        match runtime.load(plugin).await {
+            Ok(p) => {
+                loaded.insert(name.clone(), p);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(exit::PLAN_ERROR);
+            }
+        }
+    }
+    let steps = match preview::preview(plan, &runtime, &loaded, estimate).await {
+        Ok(steps) => steps,
+        Err(preview::PreviewError::Plan(e)) => {
+            eprintln!("{}", report::plan_error(&e));
+            return Err(exit::PLAN_ERROR);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(exit::PLAN_ERROR);
+        }
+    };
+    if let Err(e) = preview::check_metrics(plan, &steps) {
+        eprintln!("{}", report::plan_error(&e));
+        return Err(exit::PLAN_ERROR);
+    }
+    Ok(steps)
 }
 
 fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) -> i32 {

@@ -11,6 +11,7 @@ mod pg_journal;
 mod postgres;
 mod progress;
 mod redis;
+mod rehearse;
 mod report;
 mod runtime;
 mod security;
