@@ -94,7 +94,19 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Check a plan without running anything.
+    /// What each step will do, before anything runs: plugin, target,
+    /// grants, the plugin's summary, how the change can be undone, the
+    /// metrics it reports against the thresholds, and the backup size.
+    /// Nothing is changed; targets are only read to estimate backups.
+    Plan {
+        /// The plan file.
+        plan: PathBuf,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a plan without running anything: parse it, load its plugins,
+    /// and check each step's params and threshold metrics with the plugin.
     Check {
         /// The plan file.
         plan: PathBuf,

@@ -18,6 +18,7 @@ pub mod failpoints;
 pub mod grants;
 pub mod journal;
 pub mod plan;
+pub mod preview;
 pub mod progress_bar;
 pub mod rehearse;
 pub mod report;

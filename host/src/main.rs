@@ -9,7 +9,7 @@ use sluice::cli::{Cli, Command, LogFormat};
 use sluice::engine::{exit, Engine, EngineOptions};
 use sluice::progress_bar::ProgressBars;
 use sluice::runtime::{ComponentCache, Runtime};
-use sluice::{audit, engine, plan, report};
+use sluice::{audit, engine, plan, preview, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,6 +37,7 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
         | Command::Report { plan, .. }
         | Command::Rollback { plan, .. }
         | Command::Check { plan }
+        | Command::Plan { plan, .. }
         | Command::Rehearse { plan, .. }
         | Command::Unlock { plan, .. }
         | Command::Audit { plan, .. } => plan.clone(),
@@ -50,16 +51,35 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
     };
     match command {
         Command::Inspect { .. } => unreachable!("handled above"),
-        Command::Check { .. } => {
-            println!(
-                "plan {} is valid: {} steps, {} plugins, {} targets",
-                plan.name,
-                plan.steps.len(),
-                plan.plugins.len(),
-                plan.targets.len()
-            );
-            exit::OK
-        }
+        Command::Check { .. } => match previews(&plan, preview::Estimate::Skip).await {
+            Ok(_) => {
+                println!(
+                    "plan {} is valid: {} steps, {} plugins, {} targets",
+                    plan.name,
+                    plan.steps.len(),
+                    plan.plugins.len(),
+                    plan.targets.len()
+                );
+                exit::OK
+            }
+            Err(code) => code,
+        },
+        Command::Plan { json, .. } => match previews(&plan, preview::Estimate::Measure).await {
+            Ok(steps) if json => {
+                let out =
+                    serde_json::json!({ "plan": plan.path, "name": plan.name, "steps": steps });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).expect("serializes")
+                );
+                exit::OK
+            }
+            Ok(steps) => {
+                print!("{}", preview::text(&plan, &steps));
+                exit::OK
+            }
+            Err(code) => code,
+        },
         Command::Status { .. } => match engine::status(&plan) {
             Ok(steps) => {
                 print!("{}", report::status(&plan.name, &steps));

@@ -9,6 +9,7 @@ mod happy_path;
 mod leases;
 mod pg_journal;
 mod postgres;
+mod preview;
 mod progress;
 mod redis;
 mod rehearse;

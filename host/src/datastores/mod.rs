@@ -47,6 +47,42 @@ pub async fn fingerprint(
     }
 }
 
+/// Estimates, read-only, how many bytes a backup of `scope` will hold:
+/// tables of SQL targets, key prefixes of key-value targets; `None` (or an
+/// empty scope) means the whole target. Measured by the host, never by a
+/// plugin, for `sluice plan`.
+pub async fn estimate_backup(
+    kind: TargetKind,
+    endpoint: &Endpoint,
+    scope: Option<Vec<String>>,
+) -> Result<u64, DatastoreError> {
+    let scope = scope.filter(|s| !s.is_empty());
+    match (kind, endpoint) {
+        (TargetKind::Sqlite, Endpoint::File(path)) => {
+            if !path.exists() {
+                return Err(DatastoreError::host(
+                    "SQLITE_CANTOPEN",
+                    format!("{} does not exist", path.display()),
+                ));
+            }
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::estimate_backup(&path, scope.as_deref()))
+                .await
+                .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
+        }
+        (TargetKind::Postgres, Endpoint::Url(url)) => {
+            postgres::estimate_backup(url, scope.as_deref()).await
+        }
+        (TargetKind::Redis, Endpoint::Url(url)) => {
+            redis::estimate_backup(url, scope.as_deref().unwrap_or_default()).await
+        }
+        (kind, _) => Err(DatastoreError::host(
+            "SLUICE_UNSUPPORTED",
+            format!("a {} target is not reached that way", kind.as_str()),
+        )),
+    }
+}
+
 /// One SQL value, as drivers exchange it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {

@@ -652,6 +652,88 @@ pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint
     })
 }
 
+/// Estimates, read-only, the bytes a backup of `tables` (every table when
+/// `None`) will hold: each table's pages as `dbstat` counts them; without
+/// `dbstat`, the whole file (`page_count * page_size`) when unscoped, else
+/// the stored length of every value. Tables that do not exist count 0.
+pub fn estimate_backup(path: &Path, tables: Option<&[String]>) -> Result<u64, DatastoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    conn.execute_batch("BEGIN").map_err(error)?;
+    let names: Vec<String> = {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .map_err(error)?;
+        let all = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error)?;
+        match tables {
+            None => all,
+            Some(only) => all.into_iter().filter(|t| only.contains(t)).collect(),
+        }
+    };
+    let dbstat = |table: &str| -> rusqlite::Result<i64> {
+        conn.query_row(
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+    };
+    let mut total: u64 = 0;
+    for table in &names {
+        let bytes = match dbstat(table) {
+            Ok(n) => n,
+            Err(_) if tables.is_none() => {
+                // No dbstat: the whole file is the honest upper bound.
+                return conn
+                    .query_row(
+                        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map(|n| n.max(0) as u64)
+                    .map_err(error);
+            }
+            Err(_) => stored_length(&conn, table).map_err(error)?,
+        };
+        total = total.saturating_add(bytes.max(0) as u64);
+    }
+    Ok(total)
+}
+
+/// Sum of the stored length of every value of `table`.
+fn stored_length(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")?
+        .query_map([table], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if columns.is_empty() {
+        return Ok(0);
+    }
+    let quote = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
+    let lengths: Vec<String> = columns
+        .iter()
+        .map(|c| format!("coalesce(length(CAST({} AS BLOB)), 0)", quote(c)))
+        .collect();
+    conn.query_row(
+        &format!(
+            "SELECT coalesce(sum({}), 0) FROM {}",
+            lengths.join(" + "),
+            quote(table)
+        ),
+        [],
+        |r| r.get(0),
+    )
+}
+
 #[cfg(test)]
 mod scope_tests {
     use super::*;

@@ -27,7 +27,8 @@ fn duration(d: Duration) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+/// A size as operators read it: `512 B`, `60.0 KiB`, `1.2 GiB`.
+pub fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),

@@ -19,6 +19,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::sluice::plugin::describe::PluginInfo;
+pub use self::exports::sluice::plugin::preview::StepPreview;
 pub use self::sluice::plugin::types::{
     BackupManifest, ChangeKind, Error as PluginError, Metric, PhaseReached, StepContext, TableState,
 };

@@ -30,7 +30,8 @@ use crate::capabilities::{self, describe_error};
 use crate::grants::ComponentFacts;
 use crate::plan::{Access, FileGrant, Limits, PluginRef};
 pub use bindings::{
-    BackupManifest, Metric, PhaseReached, PluginError, PluginInfo, StepContext, TableState,
+    BackupManifest, Metric, PhaseReached, PluginError, PluginInfo, StepContext, StepPreview,
+    TableState,
 };
 pub use cache::{CacheOutcome, ComponentCache};
 use std::collections::BTreeMap;
@@ -45,6 +46,9 @@ const HOST_GRACE: Duration = Duration::from_secs(2);
 const MAX_CAPTURED_OUTPUT: usize = 64 * 1024;
 /// Time `describe` may take.
 const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
+/// Time `preview` may take: a pure function of the params, it needs no more
+/// than `describe` (and no datastore can slow it down).
+const PREVIEW_DEADLINE: Duration = Duration::from_secs(10);
 /// Wasm stack a plugin may use before a stack-overflow trap.
 const MAX_WASM_STACK: usize = 1 << 20;
 /// Tables and instances a plugin may create (a component has a handful).
@@ -439,6 +443,41 @@ impl Runtime {
                 limit: DESCRIBE_DEADLINE,
             }),
         }
+    }
+
+    /// Calls the plugin's `preview` for one step in a fresh store that
+    /// grants nothing (no datastore, files or values; only `log`), under the
+    /// step's memory limit and [`PREVIEW_DEADLINE`].
+    pub async fn preview(
+        &self,
+        plugin: &LoadedPlugin,
+        ctx: &StepContext,
+        limits: Limits,
+    ) -> Result<StepPreview, PhaseError> {
+        let span = tracing::info_span!("phase", plugin = %plugin.name, step = %ctx.step_id, phase = "preview");
+        let grants = CallGrants::none(&ctx.step_id, limits);
+        let (mut store, captured) = self.new_store(plugin, grants, SessionInterrupters::default());
+        set_deadline(&mut store, PREVIEW_DEADLINE);
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .sluice_plugin_preview()
+                .call_preview(&mut store, ctx)
+                .await
+        };
+        let result = match tokio::time::timeout(PREVIEW_DEADLINE + HOST_GRACE, call)
+            .instrument(span)
+            .await
+        {
+            Ok(Ok(Ok(preview))) => Ok(preview),
+            Ok(Ok(Err(e))) => Err(PhaseError::Plugin(e)),
+            Ok(Err(e)) => Err(trap_error(e, PREVIEW_DEADLINE, &captured)),
+            Err(_) => Err(PhaseError::Timeout {
+                limit: PREVIEW_DEADLINE,
+            }),
+        };
+        captured.log(&plugin.name);
+        result
     }
 
     /// Calls one phase of a plugin in a fresh store with `grants`.

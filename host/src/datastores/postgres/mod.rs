@@ -612,6 +612,52 @@ pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint,
     })
 }
 
+/// Estimates, read-only, the bytes a backup of `tables` (every user table
+/// when `None`) will hold: `pg_table_size` (rows and TOAST, no indexes) of
+/// each. Tables that do not exist count 0.
+pub async fn estimate_backup(
+    url: &Secret,
+    tables: Option<&[String]>,
+) -> Result<u64, DatastoreError> {
+    let (client, _) = connect_client(url).await?;
+    client
+        .batch_execute(BEGIN_READ_ONLY)
+        .await
+        .map_err(pg_error)?;
+    let total: i64 = match tables {
+        None => client
+            .query_one(
+                "SELECT coalesce(sum(pg_table_size(c.oid)), 0)::bigint FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') \
+                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal') \
+                 AND n.nspname NOT LIKE 'pg_toast%'",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0),
+        Some(tables) => {
+            let mut sum = 0i64;
+            for table in tables {
+                let quoted = quote_table(table);
+                let size: i64 = client
+                    .query_one(
+                        "SELECT coalesce(pg_table_size(to_regclass($1)), 0)::bigint",
+                        &[&TextParam(sluice_sdk::row::ValueRef::Text(&quoted))],
+                    )
+                    .await
+                    .map_err(pg_error)?
+                    .get(0);
+                sum = sum.saturating_add(size);
+            }
+            sum
+        }
+    };
+    client.batch_execute("COMMIT").await.map_err(pg_error)?;
+    Ok(total.max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
