@@ -235,6 +235,20 @@ pub async fn preview(
     Ok(out)
 }
 
+/// The plan check before anything runs (`sluice check`, and the engine
+/// before a run): every step previewed without touching its target, bad
+/// params and thresholds naming metrics the plugin will not report as plan
+/// errors.
+pub async fn check(
+    plan: &Plan,
+    runtime: &Runtime,
+    plugins: &BTreeMap<String, LoadedPlugin>,
+) -> Result<Vec<StepPreview>, PreviewError> {
+    let previews = preview(plan, runtime, plugins, Estimate::Skip).await?;
+    check_metrics(plan, &previews)?;
+    Ok(previews)
+}
+
 /// Checks the plugin's answer against the host's bounds; cuts the summary.
 fn bounded(
     step: &Step,
@@ -309,7 +323,7 @@ fn address(plan: &Plan, address: &Address) -> String {
         Address::File(path) => path.display().to_string(),
         Address::Connection(value) => match plan.resolve_value(value) {
             Ok(url) => url.redacted_url(),
-            Err(e) => format!("value `{value}` ({e})"),
+            Err(e) => format!("unresolved: {e}"),
         },
     }
 }

@@ -34,10 +34,10 @@ fn summary(params: &Params) -> String {
         let how = match params.change_kind() {
             ChangeKind::Transactional => "in one transaction",
             ChangeKind::NonTransactional => "statement by statement (each commits on its own)",
-            ChangeKind::Irreversible => "statement by statement, IRREVERSIBLY (acknowledged)",
+            ChangeKind::Irreversible => "IRREVERSIBLY (acknowledged), statement by statement",
         };
         parts.push(format!(
-            "runs {} {how}: {}",
+            "{how}, runs {}: {}",
             count(change.statements.len(), "statement"),
             statement_list(&lines)
         ));
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(p.change, ChangeKind::Transactional);
         assert!(
             p.summary
-                .starts_with("runs 2 statements in one transaction"),
+                .starts_with("in one transaction, runs 2 statements"),
             "{}",
             p.summary
         );
