@@ -41,6 +41,9 @@ pub enum ReportFormat {
     Md,
     /// Pretty JSON.
     Json,
+    /// One self-contained HTML page with a timeline of the phases (no
+    /// script, nothing fetched): for approvers, and for printing.
+    Html,
 }
 
 /// Subcommands.
@@ -76,6 +79,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
         format: ReportFormat,
+        /// Write the report to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Run the whole plan against copies of its targets (a SQLite file copy,
     /// a scratch PostgreSQL database, an empty Redis database), roll every

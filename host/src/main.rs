@@ -87,7 +87,12 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
             }
             Err(e) => internal(&e),
         },
-        Command::Report { run, format, .. } => report(&plan, run.as_deref(), format),
+        Command::Report {
+            run,
+            format,
+            output,
+            ..
+        } => report(&plan, run.as_deref(), format, output.as_deref()),
         Command::Audit { accept, json, .. } => audit(plan, accept, json).await,
         Command::Rehearse { output, keep, .. } => rehearse(&plan, output, keep, bars).await,
         Command::Unlock {
@@ -144,7 +149,12 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
     }
 }
 
-fn report(plan: &plan::Plan, run: Option<&str>, format: sluice::cli::ReportFormat) -> i32 {
+fn report(
+    plan: &plan::Plan,
+    run: Option<&str>,
+    format: sluice::cli::ReportFormat,
+    output: Option<&std::path::Path>,
+) -> i32 {
     use report::evidence::{self, EvidenceError};
     let journal = match sluice::journal::open_for(plan) {
         Ok(journal) => journal,
@@ -152,9 +162,22 @@ fn report(plan: &plan::Plan, run: Option<&str>, format: sluice::cli::ReportForma
     };
     match evidence::build(plan, journal.as_ref(), run) {
         Ok(e) => {
-            match format {
-                sluice::cli::ReportFormat::Json => println!("{}", evidence::json(&e)),
-                sluice::cli::ReportFormat::Md => print!("{}", evidence::markdown(&e)),
+            let text = match format {
+                sluice::cli::ReportFormat::Json => format!("{}\n", evidence::json(&e)),
+                sluice::cli::ReportFormat::Md => evidence::markdown(&e),
+                sluice::cli::ReportFormat::Html => report::html::html(&e),
+            };
+            match output {
+                None => print!("{text}"),
+                Some(path) => {
+                    if let Err(err) = std::fs::write(path, text) {
+                        eprintln!(
+                            "error: cannot write the report to {}: {err}",
+                            path.display()
+                        );
+                        return exit::INTERNAL;
+                    }
+                }
             }
             exit::OK
         }

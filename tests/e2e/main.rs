@@ -14,5 +14,6 @@ mod progress;
 mod redis;
 mod rehearse;
 mod report;
+mod report_html;
 mod runtime;
 mod security;

@@ -58,7 +58,7 @@ pub struct PlanEvidence {
 }
 
 /// What a step was, was allowed, and did in the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StepEvidence {
     /// Step id.
     pub id: String,
@@ -86,10 +86,22 @@ pub struct StepEvidence {
     pub final_state: Option<String>,
     /// The detail of that last transition.
     pub detail: Option<String>,
+    /// How this run resumed the step an earlier run left in flight, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<ResumedEvidence>,
+}
+
+/// The journal's record of a step this run resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResumedEvidence {
+    /// When it was resumed (RFC 3339).
+    pub at: String,
+    /// What the earlier run left and what this one did about it.
+    pub detail: String,
 }
 
 /// The grants of a step (names only: no secret and no URL).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Grants {
     /// Access to the target.
     pub access: String,
@@ -181,7 +193,7 @@ fn millis_between(from: &str, to: &str) -> Option<i64> {
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time, as the journal writes it.
-fn epoch_millis(s: &str) -> Option<i64> {
+pub(crate) fn epoch_millis(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
@@ -338,6 +350,14 @@ fn step_evidence(
         thresholds,
         final_state: ours.last().map(|t| t.state.as_str().to_string()),
         detail: ours.last().map(|t| t.detail.clone()),
+        // The engine marks the transition that resumes a step (see `Engine::resume`).
+        resumed: ours
+            .iter()
+            .find(|t| t.detail.starts_with("resumed:"))
+            .map(|t| ResumedEvidence {
+                at: t.at.clone(),
+                detail: t.detail.clone(),
+            }),
     })
 }
 

@@ -1,6 +1,7 @@
 //! What operators read: the one-screen run summary and `sluice status`.
 
 pub mod evidence;
+pub mod html;
 
 use std::fmt::Write;
 use std::time::Duration;
