@@ -83,6 +83,39 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Approve a step paused for review or before it runs; the next
+    /// `sluice run` goes on. Recorded with who, when, the plan hash and the
+    /// evidence shown; a later change to the plan or plugin voids it.
+    Approve {
+        /// The plan file.
+        plan: PathBuf,
+        /// The paused step.
+        step: String,
+        /// The run that paused it (default: the one the journal names); give
+        /// it to be sure you approve the evidence you reviewed.
+        #[arg(long)]
+        run: Option<String>,
+        /// Who approves (default: $SLUICE_APPROVER, else the login).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a paused step: a migrated step is rolled back from its verified
+    /// backup, one paused before it ran is left unchanged.
+    Reject {
+        /// The plan file.
+        plan: PathBuf,
+        /// The paused step.
+        step: String,
+        /// Who rejects (default: $SLUICE_APPROVER, else the login).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Run the whole plan against copies of its targets (a SQLite file copy,
     /// a scratch PostgreSQL database, an empty Redis database), roll every
     /// applied step back, and write a staging report of each phase's

@@ -6,6 +6,7 @@
 //! → [`datastores`]; the engine writes the [`journal`] and the [`backup`]
 //! store; [`report`] reads the journal.
 
+pub mod approval;
 pub mod audit;
 pub mod backup;
 pub mod capabilities;

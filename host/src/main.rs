@@ -40,6 +40,8 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
         | Command::Plan { plan, .. }
         | Command::Rehearse { plan, .. }
         | Command::Unlock { plan, .. }
+        | Command::Approve { plan, .. }
+        | Command::Reject { plan, .. }
         | Command::Audit { plan, .. } => plan.clone(),
     };
     let plan = match plan::load(&plan_path) {
@@ -101,7 +103,14 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
             reason,
             ..
         } => unlock(&plan, &target, force, reason),
-        Command::Run { .. } | Command::Rollback { .. } => {
+        Command::Approve {
+            step,
+            run,
+            by,
+            reason,
+            ..
+        } => approve(&plan, &step, run.as_deref(), by, reason.as_deref()),
+        Command::Run { .. } | Command::Rollback { .. } | Command::Reject { .. } => {
             // Nothing runs until a reviewer has accepted these plugins and grants.
             if let Err(e) = audit::check_lock(&plan) {
                 eprintln!("error: refused: {e}");
@@ -121,6 +130,12 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
             };
             let summary = match &command {
                 Command::Rollback { to, .. } => engine.rollback(to.as_deref()).await,
+                Command::Reject {
+                    step, by, reason, ..
+                } => {
+                    let by = by.clone().unwrap_or_else(sluice::approval::default_approver);
+                    engine.reject(step, &by, reason.as_deref()).await
+                }
                 _ => engine.run().await,
             };
             if let Some(bars) = &bars {
@@ -135,6 +150,10 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
                     eprintln!("error: {e}");
                     exit::PLAN_ERROR
                 }
+                Err(engine::EngineError::Approval(e)) => {
+                    eprintln!("error: refused: {e}");
+                    exit::REFUSED
+                }
                 Err(
                     e @ engine::EngineError::Lease(sluice::journal::lease::LeaseError::Held {
                         ..
@@ -145,6 +164,43 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
                 }
                 Err(e) => internal(&e),
             }
+        }
+    }
+}
+
+/// `sluice approve`: records the decision; the next `sluice run` acts on it.
+fn approve(
+    plan: &plan::Plan,
+    step: &str,
+    run: Option<&str>,
+    by: Option<String>,
+    reason: Option<&str>,
+) -> i32 {
+    let journal = match sluice::journal::open_for(plan) {
+        Ok(journal) => journal,
+        Err(e) => return internal(&e),
+    };
+    let by = by.unwrap_or_else(sluice::approval::default_approver);
+    match sluice::approval::approve(journal.as_ref(), plan, step, run, &by, reason) {
+        Ok(a) => {
+            println!(
+                "approved step `{step}` (paused by run {}) by {} at {}, for plan {}; `sluice run {}` goes on",
+                a.run_id,
+                a.by,
+                a.at,
+                &a.plan_hash[..12.min(a.plan_hash.len())],
+                plan.path.display()
+            );
+            exit::OK
+        }
+        Err(sluice::approval::ApprovalError::Journal(e)) => internal(&e),
+        Err(e @ sluice::approval::ApprovalError::UnknownStep(_)) => {
+            eprintln!("error: {e}");
+            exit::PLAN_ERROR
+        }
+        Err(e) => {
+            eprintln!("error: refused: {e}");
+            exit::REFUSED
         }
     }
 }

@@ -74,6 +74,7 @@ pub struct StepContext {
     /// Kind of the target datastore, for example `sqlite`.
     pub target_kind: String,
     params_json: String,
+    wanted_metrics: Vec<String>,
 }
 
 impl StepContext {
@@ -92,7 +93,21 @@ impl StepContext {
             target: target.to_string(),
             target_kind: target_kind.to_string(),
             params_json: params_json.to_string(),
+            wanted_metrics: Vec::new(),
         }
+    }
+
+    /// Whether `validate` should measure the metric `name`: the host may ask
+    /// for a subset (the `baseline.` metrics it measures before migrate,
+    /// when what migrate creates does not exist yet). Skip the others.
+    pub fn wants_metric(&self, name: &str) -> bool {
+        self.wanted_metrics.is_empty() || self.wanted_metrics.iter().any(|m| m == name)
+    }
+
+    /// This context asking only for `metrics` (empty: every metric).
+    pub fn wanting_metrics(mut self, metrics: Vec<String>) -> Self {
+        self.wanted_metrics = metrics;
+        self
     }
 
     /// Takes the string param `key` out of the params: returns its value and a
@@ -107,7 +122,8 @@ impl StepContext {
         let rest = serde_json::Value::Object(params).to_string();
         (
             value,
-            StepContext::new(&self.step_id, &self.target, &self.target_kind, &rest),
+            StepContext::new(&self.step_id, &self.target, &self.target_kind, &rest)
+                .wanting_metrics(self.wanted_metrics.clone()),
         )
     }
 
@@ -123,6 +139,7 @@ impl StepContext {
             target: ctx.target,
             target_kind: ctx.target_kind,
             params_json: ctx.params,
+            wanted_metrics: ctx.metrics,
         }
     }
 }

@@ -92,6 +92,7 @@ async fn plugin_copy(
         target_kind: "postgres".into(),
         params: serde_json::json!({ "copy": [{ "from": "SELECT * FROM src", "into": "dst" }] })
             .to_string(),
+        metrics: Vec::new(),
     };
     let started = Instant::now();
     let (result, _) = runtime.call(plugin, grants, PhaseInput::Migrate(ctx)).await;

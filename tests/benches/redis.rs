@@ -154,6 +154,7 @@ async fn backup(
         target: "cache".into(),
         target_kind: "redis".into(),
         params: format!(r#"{{"prefixes":["{PREFIX}"],"batch_keys":{batch_keys}}}"#),
+        metrics: Vec::new(),
     };
     let (result, report) = runtime.call(plugin, grants, PhaseInput::Backup(ctx)).await;
     match result {

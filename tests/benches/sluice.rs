@@ -187,6 +187,7 @@ async fn plugin_copy(
         target: "bench".into(),
         target_kind: "sqlite".into(),
         params: params.to_string(),
+        metrics: Vec::new(),
     };
     let t = Instant::now();
     let (result, _) = runtime.call(loaded, grants, PhaseInput::Migrate(ctx)).await;

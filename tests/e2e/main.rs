@@ -5,6 +5,7 @@ mod audit;
 mod bad_plans;
 mod crash;
 mod failures;
+mod gates;
 mod happy_path;
 mod leases;
 mod pg_journal;

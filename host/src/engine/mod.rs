@@ -9,13 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::approval::{self, Standing};
 use crate::backup::{BackupError, BackupStore};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::capabilities::kv::KvGrant;
 use crate::capabilities::sql::SqlGrant;
 use crate::datastores::{self, Endpoint};
-use crate::journal::{Journal, JournalError, StepRecord, StepState, StoredBackup, Transition};
-use crate::plan::{Access, Plan, Step, ValueSource};
+use crate::journal::{
+    Decision, Journal, JournalError, StepRecord, StepState, StoredBackup, Transition,
+};
+use crate::plan::gate::{BandReached, ConditionResult, BASELINE};
+use crate::plan::{Access, Action, ApprovalPoint, BreachScope, Plan, Step, ValueSource, Watch};
 use crate::plan::{Address, ValueError};
 use crate::runtime::{
     BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
@@ -46,6 +50,9 @@ pub enum EngineError {
     /// `--to` names no step of the plan.
     #[error("step `{0}` is not in the plan")]
     UnknownStep(String),
+    /// An approval or rejection cannot be recorded.
+    #[error(transparent)]
+    Approval(#[from] approval::ApprovalError),
 }
 
 /// The phase a step was in when it failed.
@@ -59,6 +66,12 @@ pub enum Phase {
     Validate,
     /// Threshold evaluation.
     Thresholds,
+    /// Validate before migrate, for `baseline.` metrics.
+    Baseline,
+    /// The watch window after the step.
+    Watch,
+    /// An operator's review of a paused step.
+    Review,
     /// Rollback.
     Rollback,
 }
@@ -71,20 +84,12 @@ impl Phase {
             Phase::Migrate => "migrate",
             Phase::Validate => "validate",
             Phase::Thresholds => "thresholds",
+            Phase::Baseline => "baseline",
+            Phase::Watch => "watch",
+            Phase::Review => "review",
             Phase::Rollback => "rollback",
         }
     }
-}
-
-/// How one threshold came out.
-#[derive(Debug, Clone)]
-pub struct ThresholdResult {
-    /// As written.
-    pub source: String,
-    /// Whether it held; `None` when it could not be evaluated.
-    pub held: Option<bool>,
-    /// Why it could not be evaluated.
-    pub error: Option<String>,
 }
 
 /// What happened to one step in this invocation.
@@ -129,6 +134,11 @@ pub enum StepOutcome {
     },
     /// Not reached because an earlier step stopped the run.
     NotRun,
+    /// Paused until an operator approves or rejects it.
+    AwaitingApproval {
+        /// Why it waits, with the evidence in words.
+        reason: String,
+    },
     /// Stopped by a signal at a phase boundary; `rolled_back` when migrate
     /// had run and was undone (else nothing had changed).
     Stopped {
@@ -149,7 +159,12 @@ pub struct StepSummary {
     /// Metrics reported by validate.
     pub metrics: Vec<Metric>,
     /// Threshold results.
-    pub thresholds: Vec<ThresholdResult>,
+    pub thresholds: Vec<ConditionResult>,
+    /// The band the metrics reached, when the step has bands.
+    pub band: Option<BandReached>,
+    /// What else happened to the step worth a line: refused approvals,
+    /// watch windows, rollbacks caused by a later step.
+    pub notes: Vec<String>,
     /// Artifacts and bytes of the verified backup.
     pub backup: Option<(usize, u64)>,
     /// How an interrupted run of this step was resumed, if it was.
@@ -164,6 +179,8 @@ impl StepSummary {
             phases: Vec::new(),
             metrics: Vec::new(),
             thresholds: Vec::new(),
+            band: None,
+            notes: Vec::new(),
             backup: None,
             resumed: None,
         }
@@ -195,6 +212,9 @@ pub mod exit {
     pub const REFUSED: i32 = 3;
     /// A rollback failed or was refused: the target needs attention.
     pub const NEEDS_ATTENTION: i32 = 4;
+    /// A step waits for `sluice approve` or `sluice reject`; the journal
+    /// holds its state and evidence. Run again after the decision.
+    pub const AWAITING_APPROVAL: i32 = 5;
     /// Stopped by SIGINT/SIGTERM at a phase boundary; the step in progress
     /// was finished or rolled back and the journal is consistent.
     pub const STOPPED: i32 = 130;
@@ -211,8 +231,16 @@ impl RunSummary {
                 StepOutcome::RollbackFailed { .. } => exit::NEEDS_ATTENTION,
                 StepOutcome::Drift { .. } | StepOutcome::Interrupted { .. } => exit::REFUSED,
                 StepOutcome::Stopped { .. } => exit::STOPPED,
+                StepOutcome::AwaitingApproval { .. } => exit::AWAITING_APPROVAL,
+                // A rejection undoing what it was asked to is its goal.
+                StepOutcome::FailedUnchanged {
+                    phase: Phase::Review,
+                    ..
+                } => exit::OK,
                 StepOutcome::FailedUnchanged { .. } => exit::STEP_FAILED,
-                StepOutcome::RolledBack { phase, .. } if phase != Phase::Rollback => {
+                StepOutcome::RolledBack { phase, .. }
+                    if !matches!(phase, Phase::Rollback | Phase::Review) =>
+                {
                     exit::STEP_FAILED
                 }
                 _ => exit::OK,
@@ -228,6 +256,7 @@ impl RunSummary {
             exit::STEP_FAILED => "step-failed",
             exit::REFUSED => "refused",
             exit::STOPPED => "stopped",
+            exit::AWAITING_APPROVAL => "awaiting-approval",
             _ => "needs-attention",
         }
     }
@@ -330,7 +359,8 @@ impl Engine {
         Ok((summary, lease))
     }
 
-    /// Runs every pending step in order; stops at the first failure.
+    /// Runs every pending step in order; stops at the first failure or
+    /// pause.
     pub async fn run(&mut self) -> Result<RunSummary, EngineError> {
         let (mut summary, _lease) = self.begin("run")?;
         let run_id = summary.run_id.clone();
@@ -368,14 +398,232 @@ impl Engine {
                     let record = record.expect("matched Some");
                     self.resume(&run_id, step, &plugin, &record).await?
                 }
-                _ => self.execute(&run_id, step, &plugin).await?,
+                Some(StepState::AwaitingReview) => {
+                    let record = record.expect("matched Some");
+                    self.review(&run_id, step, &plugin, &record).await?
+                }
+                _ => match self.gate_before(&run_id, step, &plugin, record.as_ref())? {
+                    Some(paused) => paused,
+                    None => self.execute(&run_id, step, &plugin).await?,
+                },
             };
             stopped = !matches!(
                 step_summary.outcome,
                 StepOutcome::Applied | StepOutcome::AlreadyApplied
             );
+            let breached_plan = matches!(
+                step_summary.outcome,
+                StepOutcome::RolledBack {
+                    phase: Phase::Watch,
+                    ..
+                }
+            ) && step.watch.is_some_and(|w| w.on_breach == BreachScope::Plan);
             summary.steps.push(step_summary);
+            if breached_plan {
+                self.roll_back_applied(&run_id, &step.id, &mut summary)
+                    .await?;
+            }
         }
+        self.journal.finish_run(&run_id, summary.outcome_word())?;
+        Ok(summary)
+    }
+
+    /// After `breached`'s watch window rolled it back, rolls back every
+    /// earlier step this run applied, newest first, as the plan asks.
+    async fn roll_back_applied(
+        &mut self,
+        run_id: &str,
+        breached: &str,
+        summary: &mut RunSummary,
+    ) -> Result<(), EngineError> {
+        let applied: Vec<usize> = (0..summary.steps.len())
+            .rev()
+            .filter(|&i| matches!(summary.steps[i].outcome, StepOutcome::Applied))
+            .collect();
+        for i in applied {
+            let step = self
+                .plan
+                .step(&summary.steps[i].id)
+                .expect("summarized steps are in the plan")
+                .clone();
+            let plugin = self.plugins[&step.plugin].clone();
+            let Some(record) = self.journal.step(&step.id)? else {
+                continue;
+            };
+            let reason = format!("the watch window of step `{breached}` breached; the plan rolls back every step of the run");
+            let s = &mut summary.steps[i];
+            s.outcome = self
+                .roll_back(run_id, &step, &plugin, &record, Phase::Rollback, reason, s)
+                .await?;
+            if matches!(s.outcome, StepOutcome::RollbackFailed { .. }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The approval point before a step (`approval = "before"`): `None` when
+    /// the step may run (no such point, or a valid approval of this pause);
+    /// otherwise the pause, recorded in the journal.
+    fn gate_before(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        record: Option<&StepRecord>,
+    ) -> Result<Option<StepSummary>, EngineError> {
+        if step.approval != Some(ApprovalPoint::Before) {
+            return Ok(None);
+        }
+        let identity = Some((plugin.digest.as_str(), step.params_hash.as_str()));
+        let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+        let reason = match record.filter(|r| r.state == StepState::AwaitingApproval) {
+            Some(record) => {
+                match approval::standing(
+                    self.journal.as_ref(),
+                    &self.plan,
+                    step,
+                    record,
+                    &plugin.digest,
+                )? {
+                    Standing::Valid(a) => {
+                        self.journal.transition(
+                            run_id,
+                            &step.id,
+                            StepState::Pending,
+                            &format!("approved by {} at {}", a.by, a.at),
+                            identity,
+                        )?;
+                        return Ok(None);
+                    }
+                    Standing::Stale(why) => {
+                        s.notes.push(format!("approval refused: {why}"));
+                        format!("approval required before this step runs (again: {why})")
+                    }
+                    Standing::None | Standing::Rejected(_) => {
+                        s.outcome = StepOutcome::AwaitingApproval {
+                            reason: record.error.clone().unwrap_or_else(|| {
+                                "approval required before this step runs".into()
+                            }),
+                        };
+                        return Ok(Some(s));
+                    }
+                }
+            }
+            None => "approval required before this step runs; nothing has changed".to_string(),
+        };
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::AwaitingApproval,
+            &reason,
+            identity,
+        )?;
+        s.outcome = StepOutcome::AwaitingApproval { reason };
+        Ok(Some(s))
+    }
+
+    /// A step paused for review: an approval of this pause for the plan,
+    /// plugin and params as they are now completes it; an approval given for
+    /// something else is refused and the step judged afresh; none keeps it
+    /// paused.
+    async fn review(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        record: &StepRecord,
+    ) -> Result<StepSummary, EngineError> {
+        let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+        s.metrics = record.metrics.clone();
+        if let Some(what) = drift(record, plugin, step) {
+            s.outcome = StepOutcome::Drift {
+                what: format!("{what} while it awaited review; `sluice reject` rolls it back"),
+            };
+            return Ok(s);
+        }
+        let verdict = match approval::standing(
+            self.journal.as_ref(),
+            &self.plan,
+            step,
+            record,
+            &plugin.digest,
+        )? {
+            Standing::Valid(a) => Ok(Forward::Advance(format!(
+                "approved by {} at {}",
+                a.by, a.at
+            ))),
+            Standing::Stale(why) => {
+                s.notes.push(format!("approval refused: {why}"));
+                let baseline = baseline_of(record);
+                self.judge(run_id, step, plugin, &mut s, &baseline).await?
+            }
+            Standing::None | Standing::Rejected(_) => {
+                s.outcome = StepOutcome::AwaitingApproval {
+                    reason: record
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "awaiting review".into()),
+                };
+                return Ok(s);
+            }
+        };
+        s.outcome = self
+            .settle(run_id, step, plugin, record, &mut s, verdict)
+            .await?;
+        Ok(s)
+    }
+
+    /// Records an operator's rejection of a paused step and undoes it: a step
+    /// paused after migrate is rolled back from its verified backup; one
+    /// paused before it ran is left pending, unchanged.
+    pub async fn reject(
+        &mut self,
+        step_id: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<RunSummary, EngineError> {
+        let step = self
+            .plan
+            .step(step_id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownStep(step_id.to_string()))?;
+        let plugin = self.plugins[&step.plugin].clone();
+        let (mut summary, _lease) = self.begin("reject")?;
+        let run_id = summary.run_id.clone();
+        let record = approval::paused(self.journal.as_ref(), &step.id)?;
+        let decision = approval::decide(
+            self.journal.as_ref(),
+            &self.plan,
+            &step,
+            &record,
+            Decision::Reject,
+            by,
+            reason,
+        )?;
+        let why = format!(
+            "rejected by {}{}",
+            decision.by,
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
+        s.outcome = if record.state == StepState::AwaitingReview {
+            self.roll_back(&run_id, &step, &plugin, &record, Phase::Review, why, &mut s)
+                .await?
+        } else {
+            self.journal.transition(
+                &run_id,
+                &step.id,
+                StepState::Pending,
+                &format!("{why}; nothing had changed"),
+                None,
+            )?;
+            StepOutcome::FailedUnchanged {
+                phase: Phase::Review,
+                reason: format!("{why} before it ran; nothing had changed"),
+            }
+        };
+        summary.steps.push(s);
         self.journal.finish_run(&run_id, summary.outcome_word())?;
         Ok(summary)
     }
@@ -404,6 +652,8 @@ impl Engine {
                     | StepState::BackedUp
                     | StepState::Migrating
                     | StepState::Validating
+                    | StepState::Watching
+                    | StepState::AwaitingReview
                     | StepState::RollingBack
                     | StepState::RollbackFailed
             );
@@ -503,7 +753,7 @@ impl Engine {
                 ));
                 s
             }
-            StepState::Validating => {
+            StepState::Validating | StepState::Watching => {
                 let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
                 s.outcome = self
                     .finish_forward(run_id, step, plugin, record, &mut s, false)
@@ -533,7 +783,7 @@ impl Engine {
     }
 
     /// Completes a step from a verified backup: migrate (when `migrate`) then
-    /// validate and thresholds; rolls back on failure.
+    /// validate and its gates; rolls back on failure.
     async fn finish_forward(
         &mut self,
         run_id: &str,
@@ -543,16 +793,53 @@ impl Engine {
         s: &mut StepSummary,
         migrate: bool,
     ) -> Result<StepOutcome, EngineError> {
-        let outcome = if migrate {
-            self.apply(run_id, step, plugin, s).await?
+        let baseline = baseline_of(record);
+        let verdict = if migrate {
+            self.apply(run_id, step, plugin, s, &baseline).await?
         } else {
-            self.judge(run_id, step, plugin, s).await?
+            self.judge(run_id, step, plugin, s, &baseline).await?
         };
-        Ok(match outcome {
-            Ok(detail) => {
+        self.settle(run_id, step, plugin, record, s, verdict).await
+    }
+
+    /// Acts on a verdict after migrate: advance (through the watch window,
+    /// if any) to completed, pause for review, or roll back.
+    async fn settle(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        record: &StepRecord,
+        s: &mut StepSummary,
+        verdict: Verdict,
+    ) -> Result<StepOutcome, EngineError> {
+        let verdict = match (verdict, step.watch) {
+            (Ok(Forward::Advance(detail)), Some(watch)) => {
+                let baseline = baseline_of(record);
+                self.watch(run_id, step, plugin, s, watch, &baseline)
+                    .await?
+                    .map(|watched| Forward::Advance(format!("{detail}; {watched}")))
+            }
+            (verdict, _) => verdict,
+        };
+        Ok(match verdict {
+            Ok(Forward::Advance(detail)) => {
                 self.journal
                     .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
                 StepOutcome::Applied
+            }
+            Ok(Forward::Review(reason)) => {
+                let reason = format!(
+                    "{reason}; awaiting review: `sluice approve` completes the step, `sluice reject` rolls it back"
+                );
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::AwaitingReview,
+                    &reason,
+                    None,
+                )?;
+                StepOutcome::AwaitingApproval { reason }
             }
             Err((phase, reason)) => {
                 let stopped = reason == STOPPED_AFTER_MIGRATE;
@@ -567,6 +854,105 @@ impl Engine {
                 }
             }
         })
+    }
+
+    /// Re-runs validate every `watch.every` for `watch.duration` after the
+    /// step met its gates; the first check that lands in a rollback (a
+    /// threshold not met, a rollback band, validate failing) ends the window.
+    async fn watch(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        s: &mut StepSummary,
+        watch: Watch,
+        baseline: &[Metric],
+    ) -> Result<Result<String, (Phase, String)>, EngineError> {
+        let window = format!(
+            "every {} for {}",
+            humantime::format_duration(watch.every),
+            humantime::format_duration(watch.duration)
+        );
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::Watching,
+            &format!("gates met; watching: validate {window}"),
+            None,
+        )?;
+        let start = std::time::Instant::now();
+        let mut checks = 0u32;
+        let outcome = loop {
+            let due = watch.every * (checks + 1);
+            if due > watch.duration {
+                break Ok(format!(
+                    "watch window ({window}) passed: {checks} checks within thresholds"
+                ));
+            }
+            // Sleep to the next check in short naps: a signal stops the window.
+            while start.elapsed() < due {
+                if self.stop_requested() {
+                    s.phases.push((Phase::Watch, start.elapsed()));
+                    return Ok(Err((Phase::Watch, STOPPED_AFTER_MIGRATE.to_string())));
+                }
+                let left = due.saturating_sub(start.elapsed());
+                tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+            }
+            checks += 1;
+            let at = format!(
+                "watch check {checks} at +{:.1}s",
+                start.elapsed().as_secs_f64()
+            );
+            let metrics = match self.measure(step, plugin, Vec::new()).await {
+                Ok((metrics, _)) => metrics,
+                Err(e) => break Err((Phase::Watch, format!("{at}: {e}"))),
+            };
+            self.journal.record_metrics(&step.id, &metrics)?;
+            let judgement = step.judge(&metric_values(&metrics, baseline));
+            s.metrics = metrics;
+            s.thresholds = judgement.thresholds;
+            s.band = judgement.band;
+            match judgement.action {
+                Action::Rollback => {
+                    break Err((Phase::Watch, format!("{at} breached: {}", judgement.reason)))
+                }
+                Action::Review => {
+                    tracing::warn!(step = %step.id, "{at}: {} (review band during the watch window; not a breach)", judgement.reason)
+                }
+                Action::Advance => tracing::info!(step = %step.id, "{at}: {}", judgement.reason),
+            }
+        };
+        s.phases.push((Phase::Watch, start.elapsed()));
+        s.notes.push(match &outcome {
+            Ok(passed) => passed.clone(),
+            Err((_, why)) => why.clone(),
+        });
+        Ok(outcome)
+    }
+
+    /// Runs validate read-only; returns the metrics and how long it took,
+    /// or why they cannot be used.
+    async fn measure(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        wanted: Vec<String>,
+    ) -> Result<(Vec<Metric>, Duration), String> {
+        let grants = self.grants(step, Some(Access::ReadOnly), BackupAccess::None);
+        let mut context = self.context(step);
+        context.metrics = wanted;
+        let (result, report) = self
+            .runtime
+            .call(plugin, grants, PhaseInput::Validate(context))
+            .await;
+        let metrics = match result {
+            Ok(PhaseOutput::Validate(metrics)) => metrics,
+            Ok(_) => unreachable!("validate returns metrics"),
+            Err(e) => return Err(format!("validate failed: {e}")),
+        };
+        check_metrics(&metrics)
+            .map_err(|reason| format!("validate returned unusable metrics: {reason}"))?;
+        Ok((metrics, report.elapsed))
     }
 
     /// Takes the leases of every target the plan changes, for this run.
@@ -647,13 +1033,7 @@ impl Engine {
     }
 
     fn context(&self, step: &Step) -> StepContext {
-        let target = &self.plan.targets[&step.target];
-        StepContext {
-            step_id: step.id.clone(),
-            target: target.name.clone(),
-            target_kind: target.kind.as_str().to_string(),
-            params: step.params_json.clone(),
-        }
+        step_context(&self.plan, step)
     }
 
     async fn execute(
@@ -693,15 +1073,18 @@ impl Engine {
             Ok(_) => unreachable!("backup returns a manifest"),
             Err(e) => Err(format!("backup failed: {e}")),
         };
+        let verified = match verified {
+            Ok(backup) if step.needs_baseline() => {
+                self.baseline(step, plugin, backup, &mut s).await
+            }
+            other => other.map_err(|reason| (Phase::Backup, reason)),
+        };
         let backup = match verified {
             Ok(backup) => backup,
-            Err(reason) => {
+            Err((phase, reason)) => {
                 self.journal
                     .transition(run_id, &step.id, StepState::Failed, &reason, None)?;
-                s.outcome = StepOutcome::FailedUnchanged {
-                    phase: Phase::Backup,
-                    reason,
-                };
+                s.outcome = StepOutcome::FailedUnchanged { phase, reason };
                 return Ok(s);
             }
         };
@@ -746,7 +1129,8 @@ impl Engine {
         step: &Step,
         plugin: &LoadedPlugin,
         s: &mut StepSummary,
-    ) -> Result<Result<String, (Phase, String)>, EngineError> {
+        baseline: &[Metric],
+    ) -> Result<Verdict, EngineError> {
         self.journal.transition(
             run_id,
             &step.id,
@@ -766,17 +1150,18 @@ impl Engine {
         if self.stop_requested() {
             return Ok(Err((Phase::Migrate, STOPPED_AFTER_MIGRATE.to_string())));
         }
-        self.judge(run_id, step, plugin, s).await
+        self.judge(run_id, step, plugin, s, baseline).await
     }
 
-    /// Validate (read-only) and thresholds, after migrate completed.
+    /// Validate (read-only) and the step's gates, after migrate completed.
     async fn judge(
         &mut self,
         run_id: &str,
         step: &Step,
         plugin: &LoadedPlugin,
         s: &mut StepSummary,
-    ) -> Result<Result<String, (Phase, String)>, EngineError> {
+        baseline: &[Metric],
+    ) -> Result<Verdict, EngineError> {
         self.journal.transition(
             run_id,
             &step.id,
@@ -784,68 +1169,58 @@ impl Engine {
             "migrate done; validate started",
             None,
         )?;
-        let grants = self.grants(step, Some(Access::ReadOnly), BackupAccess::None);
-        let (result, report) = self
-            .runtime
-            .call(plugin, grants, PhaseInput::Validate(self.context(step)))
-            .await;
-        s.phases.push((Phase::Validate, report.elapsed));
-        let metrics = match result {
-            Ok(PhaseOutput::Validate(metrics)) => metrics,
-            Ok(_) => unreachable!("validate returns metrics"),
-            Err(e) => return Ok(Err((Phase::Validate, format!("validate failed: {e}")))),
+        let (metrics, elapsed) = match self.measure(step, plugin, Vec::new()).await {
+            Ok(measured) => measured,
+            Err(e) => return Ok(Err((Phase::Validate, e))),
         };
-        if let Err(reason) = check_metrics(&metrics) {
-            return Ok(Err((
-                Phase::Validate,
-                format!("validate returned unusable metrics: {reason}"),
-            )));
-        }
+        s.phases.push((Phase::Validate, elapsed));
         self.journal.record_metrics(&step.id, &metrics)?;
-        s.metrics = metrics.clone();
+        let judgement = step.judge(&metric_values(&metrics, baseline));
+        s.metrics = metrics;
+        s.thresholds = judgement.thresholds;
+        s.band = judgement.band;
+        Ok(match judgement.action {
+            Action::Rollback => Err((Phase::Thresholds, judgement.reason)),
+            Action::Review => Ok(Forward::Review(judgement.reason)),
+            Action::Advance if step.approval == Some(ApprovalPoint::After) => {
+                Ok(Forward::Review(format!(
+                    "{}; the plan asks for approval after this step",
+                    judgement.reason
+                )))
+            }
+            Action::Advance => Ok(Forward::Advance(judgement.reason)),
+        })
+    }
 
-        // Thresholds: every one must hold.
-        let values: BTreeMap<String, f64> =
-            metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
-        s.thresholds = step
-            .thresholds
-            .iter()
-            .map(|t| match t.expr.holds(&values) {
-                Ok(held) => ThresholdResult {
-                    source: t.source.clone(),
-                    held: Some(held),
-                    error: None,
-                },
-                Err(e) => ThresholdResult {
-                    source: t.source.clone(),
-                    held: None,
-                    error: Some(e.to_string()),
-                },
-            })
+    /// Measures the `baseline.` metrics: validate on the target as it is
+    /// before migrate, kept with the backup so a resumed step judges against
+    /// the same numbers.
+    async fn baseline(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        mut backup: StoredBackup,
+        s: &mut StepSummary,
+    ) -> Result<StoredBackup, (Phase, String)> {
+        // Only what the gates read as `baseline.`: metrics of what migrate
+        // creates cannot be measured yet.
+        let wanted = step
+            .conditions()
+            .flat_map(|t| t.expr.metrics())
+            .filter_map(|m| m.strip_prefix(BASELINE))
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        let failed: Vec<String> = s
-            .thresholds
-            .iter()
-            .zip(&step.thresholds)
-            .filter(|(result, _)| result.held != Some(true))
-            .map(|(result, threshold)| match &result.error {
-                Some(e) => format!("threshold `{}` cannot be evaluated: {e}", result.source),
-                None => format!(
-                    "threshold `{}` not met ({})",
-                    result.source,
-                    metrics_used(&threshold.expr.metrics(), &values)
-                ),
-            })
-            .collect();
-        if !failed.is_empty() {
-            return Ok(Err((Phase::Thresholds, failed.join("; "))));
-        }
-        Ok(Ok(if values.is_empty() {
-            "validated".to_string()
-        } else {
-            let all: Vec<&str> = values.keys().map(String::as_str).collect();
-            format!("validated: {}", metrics_used(&all, &values))
-        }))
+        let (metrics, elapsed) = self.measure(step, plugin, wanted).await.map_err(|e| {
+            (
+                Phase::Baseline,
+                format!("baseline (validate before migrate): {e}"),
+            )
+        })?;
+        s.phases.push((Phase::Baseline, elapsed));
+        backup.baseline = metrics;
+        Ok(backup)
     }
 
     /// Checks a backup before the step may change anything: every artifact
@@ -914,6 +1289,7 @@ impl Engine {
             manifest,
             artifacts,
             fingerprint,
+            baseline: Vec::new(),
         })
     }
 
@@ -1084,16 +1460,49 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
-fn metrics_used(names: &[&str], values: &BTreeMap<String, f64>) -> String {
-    names
+/// The context every phase call of `step` gets: every metric wanted.
+pub fn step_context(plan: &Plan, step: &Step) -> StepContext {
+    let target = &plan.targets[&step.target];
+    StepContext {
+        step_id: step.id.clone(),
+        target: target.name.clone(),
+        target_kind: target.kind.as_str().to_string(),
+        params: step.params_json.clone(),
+        metrics: Vec::new(),
+    }
+}
+
+/// What the forward path decided after validate, when it did not fail.
+enum Forward {
+    /// Complete the step; the journal detail.
+    Advance(String),
+    /// Pause for an operator's review; why.
+    Review(String),
+}
+
+/// A forward decision, or the phase that failed and why.
+type Verdict = Result<Forward, (Phase, String)>;
+
+/// The baseline metrics kept with a step's backup.
+fn baseline_of(record: &StepRecord) -> Vec<Metric> {
+    record
+        .backup
+        .as_ref()
+        .map(|b| b.baseline.clone())
+        .unwrap_or_default()
+}
+
+/// Metric values by name, the baseline ones under `baseline.<name>`.
+pub fn metric_values(metrics: &[Metric], baseline: &[Metric]) -> BTreeMap<String, f64> {
+    metrics
         .iter()
-        .filter_map(|k| {
-            values
-                .get(*k)
-                .map(|v| format!("{k} = {}", crate::report::number(*v)))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|m| (m.name.clone(), m.value))
+        .chain(
+            baseline
+                .iter()
+                .map(|m| (format!("{BASELINE}{}", m.name), m.value)),
+        )
+        .collect()
 }
 
 /// What `sluice status` shows of a step.

@@ -92,6 +92,13 @@ pub enum StepState {
     RolledBack,
     /// Failed before changing anything (backup failed).
     Failed,
+    /// Paused before the step changes anything, until an operator approves.
+    AwaitingApproval,
+    /// Migrated and validated; paused until an operator approves (the step
+    /// completes) or rejects (it is rolled back).
+    AwaitingReview,
+    /// Thresholds met; validate re-runs during the step's watch window.
+    Watching,
     /// Rollback failed or was refused: the target needs attention.
     RollbackFailed,
 }
@@ -110,6 +117,9 @@ impl StepState {
             StepState::RolledBack => "rolled-back",
             StepState::Failed => "failed",
             StepState::RollbackFailed => "rollback-failed",
+            StepState::AwaitingApproval => "awaiting-approval",
+            StepState::AwaitingReview => "awaiting-review",
+            StepState::Watching => "watching",
         }
     }
 
@@ -121,7 +131,16 @@ impl StepState {
                 | StepState::BackedUp
                 | StepState::Migrating
                 | StepState::Validating
+                | StepState::Watching
                 | StepState::RollingBack
+        )
+    }
+
+    /// States a run leaves while it waits for an operator's decision.
+    pub fn is_paused(self) -> bool {
+        matches!(
+            self,
+            StepState::AwaitingApproval | StepState::AwaitingReview
         )
     }
 }
@@ -146,6 +165,9 @@ impl FromStr for StepState {
             "rolled-back" => StepState::RolledBack,
             "failed" => StepState::Failed,
             "rollback-failed" => StepState::RollbackFailed,
+            "awaiting-approval" => StepState::AwaitingApproval,
+            "awaiting-review" => StepState::AwaitingReview,
+            "watching" => StepState::Watching,
             other => return Err(format!("unknown step state `{other}`")),
         })
     }
@@ -160,6 +182,45 @@ pub struct StoredBackup {
     pub artifacts: Vec<ArtifactRef>,
     /// The host's fingerprint of the target right after backup.
     pub fingerprint: Fingerprint,
+    /// Metrics `validate` measured before migrate, for `baseline.` thresholds.
+    #[serde(default)]
+    pub baseline: Vec<Metric>,
+}
+
+/// An operator's decision on a paused step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Go on.
+    Approve,
+    /// Roll back.
+    Reject,
+}
+
+/// An approval or rejection, with what it was given for: it holds only for
+/// the same pause (run), plan, plugin and params.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Approval {
+    /// The step.
+    pub step_id: String,
+    /// The run that paused the step and gathered the evidence.
+    pub run_id: String,
+    /// Approve or reject.
+    pub decision: Decision,
+    /// Who, as they named themselves, and the OS user that ran the command.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// sha256 of the plan file the approver saw.
+    pub plan_hash: String,
+    /// Digest of the step's plugin.
+    pub plugin_digest: String,
+    /// Hash of the step's params.
+    pub params_hash: String,
+    /// What was shown: the pause's reason and the metrics.
+    pub evidence: serde_json::Value,
+    /// Why, in the approver's words.
+    pub reason: Option<String>,
 }
 
 /// What the journal knows of a step.
@@ -257,6 +318,10 @@ pub trait Journal: Send {
     fn step(&self, step_id: &str) -> Result<Option<StepRecord>, JournalError>;
     /// Every transition of a step, oldest first.
     fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError>;
+    /// Records an operator's decision, durably.
+    fn record_approval(&self, approval: &Approval) -> Result<(), JournalError>;
+    /// Every decision recorded for a step, oldest first.
+    fn approvals(&self, step_id: &str) -> Result<Vec<Approval>, JournalError>;
     /// Removes a target's lease whoever holds it, recording who and why.
     fn force_unlock(
         &self,
@@ -381,6 +446,12 @@ CREATE TABLE IF NOT EXISTS artifacts (
     digest  TEXT NOT NULL,
     size    INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_id, name)
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    step_id TEXT NOT NULL,
+    run_id  TEXT NOT NULL,
+    record  TEXT NOT NULL
 );
 ";
 
@@ -611,6 +682,36 @@ impl Journal for SqliteJournal {
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    fn record_approval(&self, approval: &Approval) -> Result<(), JournalError> {
+        let json = serde_json::to_string(approval).expect("approval serializes");
+        self.conn
+            .execute(
+                "INSERT INTO approvals (step_id, run_id, record) VALUES (?1, ?2, ?3)",
+                params![approval.step_id, approval.run_id, json],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn approvals(&self, step_id: &str) -> Result<Vec<Approval>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT record FROM approvals WHERE step_id = ?1 ORDER BY seq")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![step_id], |r| r.get::<_, String>(0))
+            .map_err(self.err())?;
+        rows.map(|row| {
+            let json = row.map_err(self.err())?;
+            serde_json::from_str(&json).map_err(|e| JournalError::Corrupt {
+                path: self.path.clone(),
+                step: step_id.to_string(),
+                reason: format!("approval record: {e}"),
+            })
+        })
+        .collect()
     }
 
     /// What the journal knows of a step.

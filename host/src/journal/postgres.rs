@@ -36,7 +36,8 @@ use time::OffsetDateTime;
 
 use super::lease::{host_name, LeaseError, LeaseHolder};
 use super::{
-    now, Journal, JournalError, RawStep, RunRecord, StepRecord, StepState, StoredBackup, Transition,
+    now, Approval, Journal, JournalError, RawStep, RunRecord, StepRecord, StepState, StoredBackup,
+    Transition,
 };
 use crate::runtime::Metric;
 
@@ -109,6 +110,13 @@ CREATE TABLE IF NOT EXISTS sluice_journal.lease_events (
     who       TEXT NOT NULL,
     reason    TEXT NOT NULL,
     at        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sluice_journal.approvals (
+    seq       BIGSERIAL PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    step_id   TEXT NOT NULL,
+    run_id    TEXT NOT NULL,
+    record    TEXT NOT NULL
 );
 ";
 
@@ -364,7 +372,8 @@ impl PgJournal {
 fn create_schema(client: &mut Client) -> Result<(), postgres::Error> {
     let present: bool = client
         .query_one(
-            "SELECT to_regclass('sluice_journal.lease_events') IS NOT NULL",
+            // The newest table: a database made by an older sluice gets the rest.
+            "SELECT to_regclass('sluice_journal.approvals') IS NOT NULL",
             &[],
         )?
         .get(0);
@@ -623,6 +632,40 @@ impl Journal for PgJournal {
         };
         raw.decode(step_id.clone(), |r| self.corrupt(&step_id, r))
             .map(Some)
+    }
+
+    fn record_approval(&self, approval: &Approval) -> Result<(), JournalError> {
+        let json = serde_json::to_string(approval).expect("approval serializes");
+        let ns = self.namespace.clone();
+        let (step, run) = (approval.step_id.clone(), approval.run_id.clone());
+        self.worker.run(move |c| {
+            c.execute(
+                "INSERT INTO sluice_journal.approvals (namespace, step_id, run_id, record)
+                 VALUES ($1, $2, $3, $4)",
+                &[&ns, &step, &run, &json],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn approvals(&self, step_id: &str) -> Result<Vec<Approval>, JournalError> {
+        let (ns, step) = (self.namespace.clone(), step_id.to_string());
+        let rows: Vec<String> = self.worker.run(move |c| {
+            Ok(c.query(
+                "SELECT record FROM sluice_journal.approvals
+                 WHERE namespace = $1 AND step_id = $2 ORDER BY seq",
+                &[&ns, &step],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|e| self.corrupt(step_id, format!("approval record: {e}")))
+            })
+            .collect()
     }
 
     fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError> {
@@ -1132,6 +1175,7 @@ mod tests {
                     },
                 )]),
             },
+            baseline: Vec::new(),
         }
     }
 

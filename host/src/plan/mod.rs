@@ -24,6 +24,7 @@
 //! migrate = { file = "copy.sql" }      # `{ file = … }` inlines a file next to the plan
 //! ```
 
+pub mod gate;
 pub mod threshold;
 
 use std::collections::{BTreeMap, HashSet};
@@ -37,6 +38,7 @@ use toml::Spanned;
 
 use crate::secret::Secret;
 
+pub use gate::{Action, ApprovalPoint, Band, BreachScope, Watch};
 pub use threshold::Expr;
 
 /// A place in a plan file.
@@ -287,10 +289,45 @@ pub struct Step {
     pub params_hash: String,
     /// GO/NO-GO conditions, all of which must hold.
     pub thresholds: Vec<Threshold>,
+    /// Conditions mapped to actions; the first that holds decides.
+    pub bands: Vec<Band>,
+    /// Where the step waits for an operator's approval, if anywhere.
+    pub approval: Option<ApprovalPoint>,
+    /// Re-validation after the step, if any.
+    pub watch: Option<Watch>,
     /// Limits for each plugin call.
     pub limits: Limits,
     /// Where the step starts in the plan.
     pub location: Location,
+}
+
+#[cfg(test)]
+impl Step {
+    /// A read-write step with no params, grants or gates.
+    pub(crate) fn for_tests(id: &str) -> Step {
+        Step {
+            id: id.into(),
+            plugin: "p".into(),
+            target: "t".into(),
+            access: Access::ReadWrite,
+            tables: None,
+            key_prefixes: None,
+            files: Vec::new(),
+            values: Vec::new(),
+            params_json: "{}".into(),
+            params_hash: String::new(),
+            thresholds: Vec::new(),
+            bands: Vec::new(),
+            approval: None,
+            watch: None,
+            limits: Limits::default(),
+            location: Location {
+                file: "sluice.toml".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
 }
 
 /// A validated plan, ready to run.
@@ -489,7 +526,28 @@ struct StepFile {
     params: Option<Spanned<toml::Table>>,
     #[serde(default)]
     thresholds: Vec<Spanned<String>>,
+    #[serde(default)]
+    bands: Vec<Spanned<BandFile>>,
+    approval: Option<ApprovalPoint>,
+    watch: Option<Spanned<WatchFile>>,
     limits: Option<Spanned<Limits>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BandFile {
+    when: Spanned<String>,
+    action: Action,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchFile {
+    every: Spanned<String>,
+    #[serde(rename = "for")]
+    duration: Spanned<String>,
+    #[serde(default)]
+    on_breach: BreachScope,
 }
 
 // ---- loading ------------------------------------------------------------------
@@ -666,26 +724,67 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             None => serde_json::Value::Object(Default::default()),
         };
         let params_json = params.to_string();
+        let condition = |t: &Spanned<String>, what: &str| {
+            // +1: the expression starts after the opening quote.
+            let start = t.span().start + 1;
+            Expr::parse(t.get_ref())
+                .map(|expr| Threshold {
+                    source: t.get_ref().clone(),
+                    expr,
+                    location: src.location(start),
+                })
+                .map_err(|e| {
+                    src.error(
+                        start + e.offset,
+                        format!("{what} `{}` of step `{id}`: {}", t.get_ref(), e.message),
+                    )
+                })
+        };
         let thresholds = s
             .thresholds
             .iter()
-            .map(|t| {
-                // +1: the expression starts after the opening quote.
-                let start = t.span().start + 1;
-                Expr::parse(t.get_ref())
-                    .map(|expr| Threshold {
-                        source: t.get_ref().clone(),
-                        expr,
-                        location: src.location(start),
-                    })
-                    .map_err(|e| {
-                        src.error(
-                            start + e.offset,
-                            format!("threshold `{}` of step `{id}`: {}", t.get_ref(), e.message),
-                        )
-                    })
-            })
+            .map(|t| condition(t, "threshold"))
             .collect::<Result<Vec<_>, _>>()?;
+        let bands = s
+            .bands
+            .iter()
+            .map(|b| {
+                Ok(Band {
+                    when: condition(&b.get_ref().when, "band")?,
+                    action: b.get_ref().action,
+                })
+            })
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        let watch = match &s.watch {
+            None => None,
+            Some(w) => {
+                let duration = |d: &Spanned<String>, what: &str| {
+                    humantime::parse_duration(d.get_ref())
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            src.error(
+                                d.span().start,
+                                format!("step `{id}`: watch `{what}` = \"{}\" is not a duration such as \"5s\", \"2m\" or \"1h 30m\"", d.get_ref()),
+                            )
+                        })
+                };
+                let w = w.get_ref();
+                let every = duration(&w.every, "every")?;
+                let length = duration(&w.duration, "for")?;
+                if every > length {
+                    return Err(src.error(
+                        w.every.span().start,
+                        format!("step `{id}`: watch checks every {} but lasts only {}: no check would run", w.every.get_ref(), w.duration.get_ref()),
+                    ));
+                }
+                Some(Watch {
+                    every,
+                    duration: length,
+                    on_breach: w.on_breach,
+                })
+            }
+        };
         let tables = s
             .tables
             .as_ref()
@@ -791,6 +890,9 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             params_hash: hex::encode(Sha256::digest(params_json.as_bytes())),
             params_json,
             thresholds,
+            bands,
+            approval: s.approval,
+            watch,
             limits,
             location: src.location(step.span().start),
         });

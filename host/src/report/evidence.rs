@@ -80,6 +80,14 @@ pub struct StepEvidence {
     pub metrics: Vec<Metric>,
     /// Each threshold and whether it held.
     pub thresholds: Vec<ThresholdEvidence>,
+    /// The band the recorded metrics reached and its action, when the step
+    /// has bands and validate ran in this run.
+    pub band: Option<crate::plan::gate::BandReached>,
+    /// Metrics validate measured before migrate (`baseline.` thresholds).
+    pub baseline: Vec<Metric>,
+    /// Operators' decisions on pauses of this run, and the approval this
+    /// run acted on.
+    pub approvals: Vec<crate::journal::Approval>,
     /// The rollback of this run, if one ran.
     pub rollback: Option<PhaseTiming>,
     /// The state the run left the step in; `None` if the run did not touch it.
@@ -173,6 +181,7 @@ pub fn phases(transitions: &[Transition]) -> Vec<PhaseTiming> {
             StepState::Migrating => "migrate",
             StepState::Validating => "validate",
             StepState::RollingBack => "rollback",
+            StepState::Watching => "watch",
             _ => continue,
         };
         let end = transitions.get(i + 1);
@@ -282,27 +291,33 @@ fn step_evidence(
         .map(|r| r.metrics.clone())
         .unwrap_or_default();
     let validated = ours.iter().any(|t| t.state == StepState::Validating);
-    let values: BTreeMap<String, f64> = metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
+    let baseline = record
+        .as_ref()
+        .and_then(|r| r.backup.as_ref())
+        .map(|b| b.baseline.clone())
+        .unwrap_or_default();
+    let values = crate::engine::metric_values(&metrics, &baseline);
+    let evaluated = validated && record.is_some();
+    // The engine's own judgement on the recorded metrics: a report cannot
+    // disagree with the run about a threshold or the band reached.
+    let judgement = evaluated.then(|| step.judge(&values));
     let thresholds = step
         .thresholds
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let used = t
                 .expr
                 .metrics()
                 .into_iter()
                 .filter_map(|m| values.get(m).map(|v| (m.to_string(), *v)))
                 .collect();
-            let (held, error) = if !validated || record.is_none() {
-                (
+            let (held, error) = match &judgement {
+                None => (
                     None,
                     Some("not evaluated: validate did not run in this run".to_string()),
-                )
-            } else {
-                match t.expr.holds(&values) {
-                    Ok(held) => (Some(held), None),
-                    Err(e) => (None, Some(e.to_string())),
-                }
+                ),
+                Some(j) => (j.thresholds[i].held, j.thresholds[i].error.clone()),
             };
             ThresholdEvidence {
                 source: t.source.clone(),
@@ -312,6 +327,28 @@ fn step_evidence(
             }
         })
         .collect();
+    let band = judgement.and_then(|j| j.band);
+    let acted_on = ours
+        .iter()
+        .find(|t| t.detail.starts_with("approved by "))
+        .map(|t| t.at.clone());
+    let approvals = journal
+        .approvals(&step.id)?
+        .into_iter()
+        .filter(|a| {
+            a.run_id == run.id
+                || acted_on.as_ref().is_some_and(|at| {
+                    a.decision == crate::journal::Decision::Approve
+                        && epoch_millis(&a.at) <= epoch_millis(at)
+                })
+        })
+        .collect::<Vec<_>>();
+    // Of the earlier approvals, only the latest is the one this run acted on.
+    let approvals = {
+        let (mine, earlier): (Vec<_>, Vec<_>) =
+            approvals.into_iter().partition(|a| a.run_id == run.id);
+        earlier.into_iter().last().into_iter().chain(mine).collect()
+    };
     let target = plan.targets.get(&step.target);
     let plugin_digest = match &record {
         Some(r) => r.plugin_digest.clone(),
@@ -348,6 +385,9 @@ fn step_evidence(
         backup,
         metrics,
         thresholds,
+        band,
+        baseline,
+        approvals,
         final_state: ours.last().map(|t| t.state.as_str().to_string()),
         detail: ours.last().map(|t| t.detail.clone()),
         // The engine marks the transition that resumes a step (see `Engine::resume`).
@@ -508,6 +548,39 @@ pub fn markdown(e: &Evidence) -> String {
                         values.join(", ")
                     );
                 }
+            }
+        }
+        if let Some(b) = &s.band {
+            let _ = writeln!(
+                o,
+                "\nBand reached: `{}` → **{}**",
+                cell(b.when.as_deref().unwrap_or("none (default)")),
+                b.action.as_str()
+            );
+        }
+        if !s.baseline.is_empty() {
+            let before: Vec<String> = s
+                .baseline
+                .iter()
+                .map(|m| format!("{} = {}", cell(&m.name), super::number(m.value)))
+                .collect();
+            let _ = writeln!(o, "\nBaseline (before migrate): {}", before.join(", "));
+        }
+        if !s.approvals.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n### Decisions\n\n| Decision | By | At | Plan | Reason |\n|---|---|---|---|---|"
+            );
+            for a in &s.approvals {
+                let _ = writeln!(
+                    o,
+                    "| {:?} | {} | {} | `{}` | {} |",
+                    a.decision,
+                    cell(&a.by),
+                    a.at,
+                    &a.plan_hash[..a.plan_hash.len().min(12)],
+                    cell(a.reason.as_deref().unwrap_or("—"))
+                );
             }
         }
         if let Some(rb) = &s.rollback {

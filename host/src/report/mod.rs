@@ -67,6 +67,7 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         StepOutcome::RolledBack { .. } => ("↩", "failed, rolled back"),
         StepOutcome::RollbackFailed { .. } => ("✗", "ROLLBACK FAILED"),
         StepOutcome::NotRun => ("·", "not run"),
+        StepOutcome::AwaitingApproval { .. } => ("⏸", "AWAITING APPROVAL"),
         StepOutcome::Stopped { rolled_back: true } => ("■", "stopped, rolled back"),
         StepOutcome::Stopped { rolled_back: false } => ("■", "stopped, unchanged"),
     };
@@ -107,6 +108,17 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         };
         let _ = writeln!(out, "      threshold {}: {verdict}", t.source);
     }
+    if let Some(band) = &step.band {
+        let _ = writeln!(
+            out,
+            "      band reached: {} → {}",
+            band.when.as_deref().unwrap_or("none of the bands (default)"),
+            band.action.as_str()
+        );
+    }
+    for note in &step.notes {
+        let _ = writeln!(out, "      {note}");
+    }
     match &step.outcome {
         StepOutcome::Drift { what } => {
             let _ = writeln!(
@@ -120,7 +132,8 @@ fn step_lines(out: &mut String, step: &StepSummary) {
                 "      an earlier run left this step `{state}`; `sluice rollback` restores it from its verified backup."
             );
         }
-        StepOutcome::FailedUnchanged { reason, .. } => {
+        StepOutcome::FailedUnchanged { reason, .. }
+        | StepOutcome::AwaitingApproval { reason } => {
             let _ = writeln!(out, "      {reason}");
         }
         StepOutcome::RolledBack { reason, .. } => {
@@ -146,7 +159,11 @@ fn verdict(s: &RunSummary) -> String {
     let failing = s.steps.iter().find(|st| match st.outcome {
         StepOutcome::Applied | StepOutcome::AlreadyApplied | StepOutcome::NotRun => false,
         // For `sluice rollback`, a rolled-back step is the goal, not a failure.
-        StepOutcome::RolledBack { .. } => s.command != "rollback",
+        StepOutcome::RolledBack { .. } => s.command != "rollback" && s.command != "reject",
+        StepOutcome::FailedUnchanged {
+            phase: Phase::Review,
+            ..
+        } => false,
         _ => true,
     });
     let Some(step) = failing else {
@@ -154,6 +171,7 @@ fn verdict(s: &RunSummary) -> String {
         return match s.command.as_str() {
             "rollback" if n == 0 => "result: OK — nothing to roll back".into(),
             "rollback" => format!("result: OK — {n} step(s) rolled back and verified"),
+            "reject" => "result: OK — rejected; the step is undone".into(),
             _ => format!("result: OK — {n} step(s) applied or already applied"),
         };
     };
@@ -187,6 +205,10 @@ fn verdict(s: &RunSummary) -> String {
             } else {
                 "nothing had changed"
             }
+        ),
+        StepOutcome::AwaitingApproval { .. } => format!(
+            "result: PAUSED at step `{}`, awaiting a decision: `sluice approve <plan> {}` then `sluice run` again, or `sluice reject <plan> {}`. `sluice report` shows the evidence.",
+            step.id, step.id, step.id
         ),
         _ => "result: ?".into(),
     }

@@ -18,6 +18,7 @@ impl sluice_sdk::Validate for PostgresPlugin {
         params
             .metrics
             .iter()
+            .filter(|spec| ctx.wants_metric(&spec.name))
             .map(|spec| measure(&conn, spec))
             .collect()
     }

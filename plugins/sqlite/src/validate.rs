@@ -13,6 +13,7 @@ impl sluice_sdk::Validate for SqlitePlugin {
         params
             .metrics
             .iter()
+            .filter(|spec| ctx.wants_metric(&spec.name))
             .map(|spec| measure(&conn, spec))
             .collect()
     }
