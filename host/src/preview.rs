@@ -166,7 +166,7 @@ pub async fn preview(
         let plugin = &plugins[&step.plugin];
         let target = &plan.targets[&step.target];
         let answer = runtime
-            .preview(plugin, &context(plan, step), step.limits)
+            .preview(plugin, &context(plan, step), step.limits, &step.probes)
             .await;
         let (declared, no_preview) = match answer {
             Ok(p) => (Some(bounded(step, p)?), None),

@@ -181,6 +181,7 @@ async fn plugin_copy(
         progress: None,
         files: Vec::new(),
         values: Default::default(),
+        probes: Vec::new(),
     };
     let ctx = StepContext {
         step_id: "bench".into(),

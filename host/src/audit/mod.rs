@@ -172,6 +172,9 @@ pub struct LockedStep {
     pub files: BTreeMap<String, String>,
     /// Granted value names.
     pub values: Vec<String>,
+    /// Granted probes: name → what the host sends (`GET <url> (timeout …)`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub probes: BTreeMap<String, String>,
     /// Limits: memory MiB, phase seconds, backup MiB.
     pub limits: [u64; 3],
 }
@@ -209,6 +212,11 @@ impl Lock {
                                 })
                                 .collect(),
                             values: s.values.clone(),
+                            probes: s
+                                .probes
+                                .iter()
+                                .map(|p| (p.name.clone(), p.describe()))
+                                .collect(),
                             limits: [
                                 s.limits.memory_mib,
                                 s.limits.phase_seconds,
@@ -270,6 +278,9 @@ impl Lock {
             }
             for v in &s.values {
                 out.insert(format!("step {id}: value {v}"));
+            }
+            for (name, probe) in &s.probes {
+                out.insert(format!("step {id}: probe {name} = {probe}"));
             }
             out.insert(format!(
                 "step {id}: limits memory {} MiB, phase {} s, backup {} MiB",
@@ -336,6 +347,7 @@ fn needs_name(cap: &Capability, datastore: &'static str) -> Option<&'static str>
         Capability::Datastore => Some(datastore),
         Capability::Values => Some("values"),
         Capability::Files => Some("files"),
+        Capability::Probes => Some("probe"),
         Capability::Network => Some("network"),
         _ => None,
     }
@@ -380,6 +392,11 @@ pub fn audit_step(step: &Step, plugin: &LoadedPlugin) -> StepAudit {
         )
     }));
     granted.extend(step.values.iter().map(|v| format!("value `{v}`")));
+    granted.extend(
+        step.probes
+            .iter()
+            .map(|p| format!("probe `{}`: {}", p.name, p.describe())),
+    );
     granted.push(format!(
         "limits: {} MiB memory, {} s per phase, {} MiB backup",
         step.limits.memory_mib, step.limits.phase_seconds, step.limits.backup_mib
@@ -397,6 +414,9 @@ pub fn audit_step(step: &Step, plugin: &LoadedPlugin) -> StepAudit {
     }
     if !step.files.is_empty() && !requested.contains(&Capability::Files) {
         surplus.push("directories (the plugin does not import wasi:filesystem)".to_string());
+    }
+    if !step.probes.is_empty() && !requested.contains(&Capability::Probes) {
+        surplus.push("probes (the plugin does not import sluice:plugin/probe)".to_string());
     }
     if !step.values.is_empty() && !requested.contains(&Capability::Values) {
         surplus.push("values (the plugin does not import sluice:plugin/values)".to_string());

@@ -5,6 +5,7 @@
 pub mod backup_store;
 pub mod kv;
 pub mod log;
+pub mod probe;
 pub mod progress;
 pub mod sql;
 pub mod values;

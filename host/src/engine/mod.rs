@@ -1011,6 +1011,7 @@ impl Engine {
             progress: self.options.progress.clone(),
             files: step.files.clone(),
             values: self.values_for(step),
+            probes: step.probes.clone(),
         }
     }
 

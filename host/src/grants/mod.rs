@@ -27,6 +27,9 @@ pub enum Capability {
     Values,
     /// Directories handed to the plugin (`wasi:filesystem`).
     Files,
+    /// Named HTTP GET probes of the plan (`sluice:plugin/probe`): only the
+    /// URLs the plan names, on loopback or allowlisted hosts.
+    Probes,
     /// Network access (`wasi:sockets`, `wasi:http`): never granted.
     Network,
     /// An interface sluice does not provide.
@@ -42,6 +45,7 @@ impl Capability {
             Capability::Datastore => "datastore access (SQL or key-value on the step's target)",
             Capability::Values => "named values from the plan",
             Capability::Files => "files in granted directories",
+            Capability::Probes => "named HTTP GET probes (loopback or allowlisted hosts)",
             Capability::Network => "network",
             Capability::Unknown => "an interface sluice does not provide",
         }
@@ -60,7 +64,10 @@ impl Capability {
             Capability::Files => {
                 "`files = [{ name = \"…\", path = \"…\", access = \"read-only\" }]` on the step"
             }
-            Capability::Network => "nothing: sluice does not grant network access to plugins",
+            Capability::Probes => {
+                "`probes = [\"name\", …]` on the step, defined in the plan's [probes]"
+            }
+            Capability::Network => "nothing: sluice does not grant network access to plugins; name an HTTP health check in [probes] instead",
             Capability::Unknown => "nothing: sluice does not provide this interface",
         }
     }
@@ -79,6 +86,7 @@ pub fn classify(interface: &str) -> Capability {
     match (package, name) {
         (_, "sluice:plugin/sql" | "sluice:plugin/kv") => Capability::Datastore,
         (_, "sluice:plugin/values") => Capability::Values,
+        (_, "sluice:plugin/probe") => Capability::Probes,
         (
             _,
             "sluice:plugin/backup-store"
@@ -101,6 +109,12 @@ pub fn allows(step: &Step, capability: &Capability) -> bool {
         Capability::Datastore => true,
         Capability::Values => !step.values.is_empty(),
         Capability::Files => !step.files.is_empty(),
+        // The import alone reaches nothing: every `get` checks the name
+        // against the step's `probes` (gate two), and a step granted none
+        // can send none. First-party plugins import it for their probe
+        // metrics, so requiring a grant here would refuse every step that
+        // does not probe.
+        Capability::Probes => true,
         Capability::Network | Capability::Unknown => false,
     }
 }
@@ -154,6 +168,15 @@ pub fn risks(step: &Step) -> Vec<String> {
             step.target
         ));
     }
+    for p in &step.probes {
+        if p.leaves_loopback() {
+            out.push(format!(
+                "probe `{}` reaches `{}` beyond loopback (allowlisted in [plan] probe_hosts)",
+                p.name,
+                p.authority()
+            ));
+        }
+    }
     for f in &step.files {
         if f.access == Access::ReadWrite {
             out.push(format!(
@@ -176,6 +199,7 @@ mod tests {
             ("sluice:plugin/sql@0.1.0", Capability::Datastore),
             ("sluice:plugin/kv@0.1.0", Capability::Datastore),
             ("sluice:plugin/values@0.1.0", Capability::Values),
+            ("sluice:plugin/probe@0.1.0", Capability::Probes),
             ("sluice:plugin/backup-store@0.1.0", Capability::Protocol),
             ("sluice:plugin/log@0.1.0", Capability::Protocol),
             ("wasi:cli/stdout@0.2.6", Capability::Runtime),

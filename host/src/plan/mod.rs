@@ -25,6 +25,7 @@
 //! ```
 
 pub mod gate;
+pub mod probe;
 pub mod threshold;
 
 use std::collections::{BTreeMap, HashSet};
@@ -39,6 +40,7 @@ use toml::Spanned;
 use crate::secret::Secret;
 
 pub use gate::{Action, ApprovalPoint, Band, BreachScope, Watch};
+pub use probe::Probe;
 pub use threshold::Expr;
 
 /// A place in a plan file.
@@ -283,6 +285,9 @@ pub struct Step {
     pub files: Vec<FileGrant>,
     /// Names of the plan values granted to the plugin.
     pub values: Vec<String>,
+    /// HTTP probes granted to the plugin (`probes = ["api"]`), resolved
+    /// from the plan's `[probes]`.
+    pub probes: Vec<Probe>,
     /// Params handed to the plugin, as a JSON object text.
     pub params_json: String,
     /// sha256 of the params (files inlined), for drift detection.
@@ -314,6 +319,7 @@ impl Step {
             key_prefixes: None,
             files: Vec::new(),
             values: Vec::new(),
+            probes: Vec::new(),
             params_json: "{}".into(),
             params_hash: String::new(),
             thresholds: Vec::new(),
@@ -349,6 +355,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Named values, by name (resolved only when a step runs).
     pub values: BTreeMap<String, ValueSource>,
+    /// Named HTTP probes, by name (`[probes]`).
+    pub probes: BTreeMap<String, Probe>,
     /// How long a run's lease on its targets lasts unless renewed.
     pub lease: std::time::Duration,
     /// The plan value holding the URL of a shared PostgreSQL journal; `None`
@@ -459,6 +467,8 @@ struct PlanFile {
     steps: Vec<Spanned<StepFile>>,
     #[serde(default)]
     values: BTreeMap<String, Spanned<ValueFile>>,
+    #[serde(default)]
+    probes: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -489,6 +499,8 @@ struct PlanHeader {
     name: Option<String>,
     lease_seconds: Option<u64>,
     journal: Option<Spanned<String>>,
+    #[serde(default)]
+    probe_hosts: Vec<Spanned<String>>,
     #[allow(dead_code)] // shown by `sluice plan` in a later change; accepted now
     description: Option<String>,
 }
@@ -521,6 +533,8 @@ struct StepFile {
     files: Vec<Spanned<FileGrantFile>>,
     #[serde(default)]
     values: Vec<Spanned<String>>,
+    #[serde(default)]
+    probes: Vec<Spanned<String>>,
     #[allow(dead_code)] // free text for readers of the plan
     description: Option<String>,
     params: Option<Spanned<toml::Table>>,
@@ -590,6 +604,8 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         };
         values.insert(name.clone(), source);
     }
+
+    let probes = load_probes(&src, &file)?;
 
     let mut targets = BTreeMap::new();
     for (name, target) in &file.targets {
@@ -869,6 +885,26 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             }
             granted_values.push(v.get_ref().clone());
         }
+        let mut granted_probes: Vec<Probe> = Vec::new();
+        for p in &s.probes {
+            let Some(probe) = probes.get(p.get_ref()) else {
+                return Err(src.error(
+                    p.span().start,
+                    format!(
+                        "step `{id}` is granted probe `{}`, which the plan does not define in [probes]; defined: {}",
+                        p.get_ref(),
+                        list(probes.keys())
+                    ),
+                ));
+            };
+            if granted_probes.iter().any(|g| g.name == probe.name) {
+                return Err(src.error(
+                    p.span().start,
+                    format!("step `{id}`: probe `{}` is granted twice", probe.name),
+                ));
+            }
+            granted_probes.push(probe.clone());
+        }
         let limits = s.limits.as_ref().map(|l| *l.get_ref()).unwrap_or_default();
         if let Some(l) = &s.limits {
             if limits.memory_mib == 0 || limits.phase_seconds == 0 || limits.backup_mib == 0 {
@@ -887,6 +923,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             key_prefixes,
             files,
             values: granted_values,
+            probes: granted_probes,
             params_hash: hex::encode(Sha256::digest(params_json.as_bytes())),
             params_json,
             thresholds,
@@ -930,9 +967,56 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
         plugins,
         steps,
         values,
+        probes,
         lease: std::time::Duration::from_secs(lease_seconds),
         journal,
     })
+}
+
+/// The plan's `[probes]`, each checked against `[plan] probe_hosts`.
+fn load_probes(src: &Source<'_>, file: &PlanFile) -> Result<BTreeMap<String, Probe>, PlanError> {
+    let mut allowlist = Vec::new();
+    for entry in file.plan.iter().flat_map(|p| &p.probe_hosts) {
+        // +1: the entry starts after the opening quote.
+        let host = probe::parse_host(entry.get_ref())
+            .map_err(|e| src.error(entry.span().start + 1, e.to_string()))?;
+        allowlist.push(host);
+    }
+    let mut probes = BTreeMap::new();
+    for (name, entry) in &file.probes {
+        src.check_name(name, entry.span().start, "probe")?;
+        let shape = || {
+            src.error(
+                entry.span().start,
+                format!("probe `{name}` must be a URL string or a table `{{ url = \"http://…\", timeout_ms = 2000 }}`"),
+            )
+        };
+        let (url, timeout_ms) = match entry.get_ref() {
+            toml::Value::String(url) => (url, None),
+            toml::Value::Table(t) => {
+                if let Some(key) = t.keys().find(|k| *k != "url" && *k != "timeout_ms") {
+                    return Err(src.error(
+                        entry.span().start,
+                        format!("probe `{name}`: unknown key `{key}`; a probe has `url` and an optional `timeout_ms`"),
+                    ));
+                }
+                let Some(toml::Value::String(url)) = t.get("url") else {
+                    return Err(shape());
+                };
+                let timeout_ms = match t.get("timeout_ms") {
+                    None => None,
+                    Some(toml::Value::Integer(ms)) => Some(u64::try_from(*ms).map_err(|_| shape())?),
+                    Some(_) => return Err(shape()),
+                };
+                (url, timeout_ms)
+            }
+            _ => return Err(shape()),
+        };
+        let parsed = probe::parse(name, url, timeout_ms, &allowlist)
+            .map_err(|e| src.error(entry.span().start, e.to_string()))?;
+        probes.insert(name.clone(), parsed);
+    }
+    Ok(probes)
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

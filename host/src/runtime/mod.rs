@@ -23,12 +23,13 @@ use crate::backup::ArtifactRef;
 use crate::capabilities::backup_store::{BackupAccess, BackupCapability};
 use crate::capabilities::kv::{KvCapability, KvGrant};
 use crate::capabilities::log::LogCapability;
+use crate::capabilities::probe::ProbeCapability;
 use crate::capabilities::progress::{ProgressCapability, ProgressSink};
 use crate::capabilities::sql::{SessionInterrupters, SqlCapability, SqlGrant};
 use crate::capabilities::values::ValuesCapability;
 use crate::capabilities::{self, describe_error};
 use crate::grants::ComponentFacts;
-use crate::plan::{Access, FileGrant, Limits, PluginRef};
+use crate::plan::{Access, FileGrant, Limits, PluginRef, Probe};
 pub use bindings::{
     BackupManifest, Metric, PhaseReached, PluginError, PluginInfo, StepContext, StepPreview,
     TableState,
@@ -131,6 +132,8 @@ pub struct CallGrants {
     pub files: Vec<FileGrant>,
     /// Named values, resolved.
     pub values: BTreeMap<String, String>,
+    /// Named HTTP probes the plugin may send.
+    pub probes: Vec<Probe>,
 }
 
 impl CallGrants {
@@ -145,6 +148,7 @@ impl CallGrants {
             progress: None,
             files: Vec::new(),
             values: BTreeMap::new(),
+            probes: Vec::new(),
         }
     }
 }
@@ -206,6 +210,7 @@ pub struct StoreState {
     progress: ProgressCapability,
     log: LogCapability,
     values: ValuesCapability,
+    probe: ProbeCapability,
     deadlines: bool,
 }
 
@@ -298,6 +303,9 @@ impl Runtime {
         }))?;
         link(capabilities::values::add_to_linker(&mut linker, |s| {
             &mut s.values
+        }))?;
+        link(capabilities::probe::add_to_linker(&mut linker, |s| {
+            &mut s.probe
         }))?;
         Ok(Runtime {
             engine,
@@ -401,6 +409,10 @@ impl Runtime {
             progress: ProgressCapability::new(grants.progress),
             log: LogCapability::new(&plugin.name, &grants.step_id),
             values: ValuesCapability::new(grants.values),
+            probe: ProbeCapability::new(
+                grants.probes,
+                Duration::from_secs(grants.limits.phase_seconds),
+            ),
             deadlines: self.enforcement.deadlines,
         };
         let mut store = Store::new(&self.engine, state);
@@ -446,17 +458,20 @@ impl Runtime {
     }
 
     /// Calls the plugin's `preview` for one step in a fresh store that
-    /// grants nothing (no datastore, files or values; only `log`), under the
-    /// step's memory limit and [`PREVIEW_DEADLINE`].
+    /// grants nothing (no datastore, files or values; only `log`, and the
+    /// names of the step's `probes` without sending any), under the step's
+    /// memory limit and [`PREVIEW_DEADLINE`].
     pub async fn preview(
         &self,
         plugin: &LoadedPlugin,
         ctx: &StepContext,
         limits: Limits,
+        probes: &[Probe],
     ) -> Result<StepPreview, PhaseError> {
         let span = tracing::info_span!("phase", plugin = %plugin.name, step = %ctx.step_id, phase = "preview");
         let grants = CallGrants::none(&ctx.step_id, limits);
         let (mut store, captured) = self.new_store(plugin, grants, SessionInterrupters::default());
+        store.data_mut().probe = ProbeCapability::names_only(probes.to_vec());
         set_deadline(&mut store, PREVIEW_DEADLINE);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
