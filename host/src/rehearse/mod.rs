@@ -145,6 +145,8 @@ pub async fn rehearse(
         .output
         .clone()
         .unwrap_or_else(|| default_output(plan));
+    // Printed and recorded: absolute, whatever the working directory.
+    let output = std::path::absolute(&output).unwrap_or(output);
     prepare_output(&output)?;
     let copies_dir = output.join("copies");
     std::fs::create_dir_all(&copies_dir).map_err(|e| RehearsalError::Output {
