@@ -17,7 +17,9 @@
 //!
 //! Host capabilities are reached through typed handles: [`sql::Connection`]
 //! for the step's target, [`backup_store`] for backup artifacts,
-//! [`progress::report`] and [`log`]. The generated WIT bindings are private;
+//! [`progress::report`] and [`log`]; named HTTP health probes through
+//! [`probe`], whose [`probe::ProbeMetric`] turns one into a metric the same
+//! way in every plugin. The generated WIT bindings are private;
 //! this crate re-exports exactly the types a plugin needs.
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ mod error;
 pub mod kv;
 pub mod log;
 pub mod preview;
+pub mod probe;
 pub mod progress;
 pub mod row;
 pub mod sql;

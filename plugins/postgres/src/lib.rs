@@ -76,6 +76,10 @@ impl sluice_sdk::Plugin for PostgresPlugin {
                     "progress",
                     "reports rows copied during backup, copy and restore",
                 ),
+                need(
+                    "probe",
+                    "validate measures the HTTP health checks the step's probe metrics name (GET to the step's granted probes only)",
+                ),
                 need("log", "records what each phase did"),
             ],
             idempotent_migrate: false,

@@ -67,6 +67,9 @@ pub struct MetricSpec {
     pub index_used: Option<IndexUsed>,
     /// Wall time of a query, in milliseconds, at a percentile over runs.
     pub latency: Option<Latency>,
+    /// An HTTP health probe the plan grants the step (`ok`, `status` or
+    /// `latency_ms`), measured by [`sluice_sdk::probe::ProbeMetric`].
+    pub probe: Option<sluice_sdk::probe::ProbeMetric>,
 }
 
 /// Match rate between two queries with the same columns.
@@ -196,11 +199,12 @@ impl Params {
                 metric.duplicates.is_some(),
                 metric.index_used.is_some(),
                 metric.latency.is_some(),
+                metric.probe.is_some(),
             ];
             if ways.iter().filter(|w| **w).count() != 1 {
                 return invalid(format!(
                     "{at}: needs exactly one of row_count, query, match_rate, duplicates, \
-                     index_used, latency"
+                     index_used, latency, probe"
                 ));
             }
             if let Some(table) = &metric.row_count {

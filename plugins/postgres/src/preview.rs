@@ -10,6 +10,14 @@ impl sluice_sdk::Preview for PostgresPlugin {
         // The same checks backup and migrate make: bad params, an
         // unacknowledged VACUUM FULL, transaction control in the script.
         let params = Params::of(ctx)?;
+        // A probe metric naming a probe the step is not granted is a plan
+        // error now, not a refusal mid-run.
+        sluice_sdk::probe::check_granted(
+            params
+                .metrics
+                .iter()
+                .filter_map(|m| Some((m.name.as_str(), m.probe.as_ref()?))),
+        )?;
         let tables = params.table_names()?.iter().map(|t| t.display()).collect();
         Ok(StepPreview {
             summary: summary(&params),

@@ -40,6 +40,9 @@ pub(crate) fn baselines(
 }
 
 fn measure(conn: &Connection, spec: &MetricSpec) -> Result<Metric, Error> {
+    if let Some(probe) = &spec.probe {
+        return probe.measure(&spec.name);
+    }
     let (value, detail) = if let Some(table) = &spec.row_count {
         let name = TableName::parse(table, "row_count")?;
         let n = number(conn, &format!("SELECT count(*) FROM {}", name.quoted()))?;

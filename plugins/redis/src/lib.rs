@@ -49,6 +49,10 @@ impl sluice_sdk::Plugin for RedisPlugin {
                     "stores the keys' DUMP payloads and expiries, reads them back in rollback",
                 ),
                 need("progress", "reports keys backed up and restored"),
+                need(
+                    "probe",
+                    "validate measures the HTTP health checks the step's probe metrics name (GET to the step's granted probes only)",
+                ),
                 need("log", "records what each phase did"),
             ],
             // A rename cannot run twice.

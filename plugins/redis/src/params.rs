@@ -91,6 +91,9 @@ pub struct MetricSpec {
     pub expect: Option<Expect>,
     /// Remaining time-to-live of this key in ms (-1: persists, -2: missing).
     pub ttl_ms_of: Option<String>,
+    /// An HTTP health probe the plan grants the step (`ok`, `status` or
+    /// `latency_ms`), measured by [`sluice_sdk::probe::ProbeMetric`].
+    pub probe: Option<sluice_sdk::probe::ProbeMetric>,
 }
 
 /// An expected string value.
@@ -125,10 +128,11 @@ impl Params {
                 metric.count_prefix.is_some(),
                 metric.expect.is_some(),
                 metric.ttl_ms_of.is_some(),
+                metric.probe.is_some(),
             ];
             if ways.iter().filter(|w| **w).count() != 1 {
                 return invalid(format!(
-                    "metric `{}` needs exactly one of count_prefix, expect, ttl_ms_of",
+                    "metric `{}` needs exactly one of count_prefix, expect, ttl_ms_of, probe",
                     metric.name
                 ));
             }

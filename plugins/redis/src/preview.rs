@@ -9,6 +9,14 @@ use crate::{Params, RedisPlugin};
 impl sluice_sdk::Preview for RedisPlugin {
     fn preview(ctx: &StepContext) -> Result<StepPreview, Error> {
         let params = Params::of(ctx)?;
+        // A probe metric naming a probe the step is not granted is a plan
+        // error now, not a refusal mid-run.
+        sluice_sdk::probe::check_granted(
+            params
+                .metrics
+                .iter()
+                .filter_map(|m| Some((m.name.as_str(), m.probe.as_ref()?))),
+        )?;
         // Backup refuses a step without prefixes: say so now, not mid-run.
         let prefixes = params.backup_prefixes(ctx)?.to_vec();
         Ok(StepPreview {

@@ -14,6 +14,10 @@ impl sluice_sdk::Validate for RedisPlugin {
         let conn = Connection::open(&ctx.target)?;
         let mut out = Vec::new();
         for m in params.metrics.iter().filter(|m| ctx.wants_metric(&m.name)) {
+            if let Some(probe) = &m.probe {
+                out.push(probe.measure(&m.name)?);
+                continue;
+            }
             let (value, detail) = if let Some(prefix) = &m.count_prefix {
                 let n = conn.scan_prefix(prefix)?.len();
                 (n as f64, format!("keys under `{prefix}`"))

@@ -45,6 +45,10 @@ impl sluice_sdk::Plugin for SqlitePlugin {
                     "stores table snapshots and the schema, reads them back in rollback",
                 ),
                 need("progress", "reports rows copied during backup and restore"),
+                need(
+                    "probe",
+                    "validate measures the HTTP health checks the step's probe metrics name (GET to the step's granted probes only)",
+                ),
                 need("log", "records what each phase did"),
             ],
             idempotent_migrate: false,

@@ -36,6 +36,9 @@ pub struct MetricSpec {
     pub duplicates: Option<Duplicates>,
     /// Fraction of distinct source rows present in the target.
     pub match_rate: Option<MatchRate>,
+    /// An HTTP health probe the plan grants the step (`ok`, `status` or
+    /// `latency_ms`), measured by [`sluice_sdk::probe::ProbeMetric`].
+    pub probe: Option<sluice_sdk::probe::ProbeMetric>,
 }
 
 /// A copy: every row of `select` is bound to the parameters of `insert`.
@@ -78,10 +81,11 @@ impl Params {
                 metric.query.is_some(),
                 metric.duplicates.is_some(),
                 metric.match_rate.is_some(),
+                metric.probe.is_some(),
             ];
             if ways.iter().filter(|w| **w).count() != 1 {
                 return Err(Error::InvalidParams(format!(
-                    "metric `{}` needs exactly one of row_count, query, duplicates, match_rate",
+                    "metric `{}` needs exactly one of row_count, query, duplicates, match_rate, probe",
                     metric.name
                 )));
             }

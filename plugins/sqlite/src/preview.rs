@@ -8,6 +8,14 @@ use crate::{Params, SqlitePlugin};
 impl sluice_sdk::Preview for SqlitePlugin {
     fn preview(ctx: &StepContext) -> Result<StepPreview, Error> {
         let params = Params::of(ctx)?;
+        // A probe metric naming a probe the step is not granted is a plan
+        // error now, not a refusal mid-run.
+        sluice_sdk::probe::check_granted(
+            params
+                .metrics
+                .iter()
+                .filter_map(|m| Some((m.name.as_str(), m.probe.as_ref()?))),
+        )?;
         Ok(StepPreview {
             summary: summary(&params),
             // Migrate runs the SQL and the copies in one SQLite transaction.

@@ -20,6 +20,9 @@ impl sluice_sdk::Validate for SqlitePlugin {
 }
 
 fn measure(conn: &Connection, spec: &MetricSpec) -> Result<Metric, Error> {
+    if let Some(probe) = &spec.probe {
+        return probe.measure(&spec.name);
+    }
     let (value, detail) = if let Some(table) = &spec.row_count {
         let n = conn.query_i64(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])?;
         (n as f64, format!("rows in {table}"))
