@@ -117,6 +117,20 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
+/// Why the step in `record` is paused: the detail of the transition that
+/// paused it.
+pub fn pause_reason(
+    journal: &dyn Journal,
+    record: &StepRecord,
+) -> Result<Option<String>, JournalError> {
+    Ok(journal
+        .transitions(&record.step_id)?
+        .into_iter()
+        .rev()
+        .find(|t| t.run_id == record.run_id && t.state == record.state)
+        .map(|t| t.detail))
+}
+
 /// The step's record, if it is paused for a decision.
 pub fn paused(journal: &dyn Journal, step_id: &str) -> Result<StepRecord, ApprovalError> {
     match journal.step(step_id)? {
@@ -185,12 +199,7 @@ pub fn decide(
     by: &str,
     reason: Option<&str>,
 ) -> Result<Approval, ApprovalError> {
-    let pause = journal
-        .transitions(&step.id)?
-        .into_iter()
-        .rev()
-        .find(|t| t.run_id == record.run_id && t.state == record.state)
-        .map(|t| t.detail);
+    let pause = pause_reason(journal, record)?;
     let approval = Approval {
         step_id: step.id.clone(),
         run_id: record.run_id.clone(),

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 ///
 /// Exit codes: 0 ok · 1 a step failed and was rolled back · 2 plan or usage
 /// error, nothing ran · 3 refused (drift or an interrupted step) · 4 a
-/// rollback failed: the target needs attention · 70 internal error.
+/// rollback failed: the target needs attention · 5 paused, awaiting
+/// `sluice approve` or `sluice reject` · 70 internal error.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about)]
 pub struct Cli {

@@ -150,6 +150,14 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
                     eprintln!("error: {e}");
                     exit::PLAN_ERROR
                 }
+                Err(engine::EngineError::Preview(sluice::preview::PreviewError::Plan(e))) => {
+                    eprintln!("{}", report::plan_error(&e));
+                    exit::PLAN_ERROR
+                }
+                Err(e @ engine::EngineError::Preview(_)) => {
+                    eprintln!("error: {e}");
+                    exit::PLAN_ERROR
+                }
                 Err(engine::EngineError::Approval(e)) => {
                     eprintln!("error: refused: {e}");
                     exit::REFUSED

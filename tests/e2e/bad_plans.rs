@@ -24,6 +24,10 @@ thresholds = ["duplicates == 0"]
 
 [steps.params]
 migrate = "CREATE TABLE t (x)"
+
+[[steps.params.metrics]]
+name = "duplicates"
+duplicates = {{ table = "t", key = ["x"] }}
 "#,
         plugin("sqlite.wasm").display()
     )

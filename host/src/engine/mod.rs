@@ -53,6 +53,10 @@ pub enum EngineError {
     /// An approval or rejection cannot be recorded.
     #[error(transparent)]
     Approval(#[from] approval::ApprovalError),
+    /// A step's preview refused its params or its thresholds name metrics
+    /// the plugin will not report.
+    #[error(transparent)]
+    Preview(#[from] crate::preview::PreviewError),
 }
 
 /// The phase a step was in when it failed.
@@ -362,6 +366,9 @@ impl Engine {
     /// Runs every pending step in order; stops at the first failure or
     /// pause.
     pub async fn run(&mut self) -> Result<RunSummary, EngineError> {
+        // Params and metric names, from the plugins' previews, before anything
+        // runs. Only here: a rollback must stay possible whatever the plan says.
+        crate::preview::check(&self.plan, &self.runtime, &self.plugins).await?;
         let (mut summary, _lease) = self.begin("run")?;
         let run_id = summary.run_id.clone();
         let steps = self.plan.steps.clone();
@@ -502,9 +509,10 @@ impl Engine {
                     }
                     Standing::None | Standing::Rejected(_) => {
                         s.outcome = StepOutcome::AwaitingApproval {
-                            reason: record.error.clone().unwrap_or_else(|| {
-                                "approval required before this step runs".into()
-                            }),
+                            reason: approval::pause_reason(self.journal.as_ref(), record)?
+                                .unwrap_or_else(|| {
+                                    "approval required before this step runs".into()
+                                }),
                         };
                         return Ok(Some(s));
                     }
@@ -560,9 +568,7 @@ impl Engine {
             }
             Standing::None | Standing::Rejected(_) => {
                 s.outcome = StepOutcome::AwaitingApproval {
-                    reason: record
-                        .error
-                        .clone()
+                    reason: approval::pause_reason(self.journal.as_ref(), record)?
                         .unwrap_or_else(|| "awaiting review".into()),
                 };
                 return Ok(s);
