@@ -208,6 +208,28 @@ fn an_approval_completes_the_paused_step_and_is_in_the_report() {
     assert_eq!(a["plan_hash"], r["run"]["plan_hash"]);
     assert_eq!(a["evidence"]["metrics"][0]["name"], "match_rate", "{a}");
     assert_eq!(a["reason"], "92 % is expected: 8 test rows");
+
+    // The page an approver signs shows the band and the decision.
+    let html = s.sluice(&[
+        "report",
+        "sluice.toml",
+        "--run",
+        &run_id,
+        "--format",
+        "html",
+    ]);
+    assert_eq!(html.code, 0, "{}", html.all());
+    assert!(
+        html.stdout.contains("data-action=\"review\""),
+        "{}",
+        html.stdout
+    );
+    assert!(
+        html.stdout.contains("<h3>Decisions</h3>"),
+        "{}",
+        html.stdout
+    );
+    assert!(html.stdout.contains("<td>alice ("), "{}", html.stdout);
 }
 
 #[test]

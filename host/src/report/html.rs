@@ -815,6 +815,8 @@ fn step(o: &mut String, index: usize, s: &StepEvidence, json: &Value) {
         o.push_str("</tbody>\n</table>\n");
     }
 
+    gate(o, s);
+
     if let Some(rb) = &s.rollback {
         let ended = rb.ended_in.as_deref().unwrap_or("— (no end recorded)");
         let class = if ended == "rolled-back" { "ok" } else { "bad" };
@@ -845,6 +847,68 @@ fn step(o: &mut String, index: usize, s: &StepEvidence, json: &Value) {
         o.push_str("</table>\n");
     }
     o.push_str("</section>\n");
+}
+
+/// The band reached, the baseline it was judged against, and the
+/// operators' decisions: what an approver signs.
+fn gate(o: &mut String, s: &StepEvidence) {
+    if let Some(b) = &s.band {
+        let class = match b.action {
+            crate::plan::Action::Advance => "ok",
+            crate::plan::Action::Review => "review",
+            crate::plan::Action::Rollback => "bad",
+        };
+        let _ = writeln!(
+            o,
+            "<p class=\"band\">Band reached: <code>{}</code> → <strong class=\"{class}\" \
+             data-action=\"{}\">{}</strong></p>",
+            escape(b.when.as_deref().unwrap_or("none of the bands (default)")),
+            b.action.as_str(),
+            b.action.as_str()
+        );
+    }
+    if !s.baseline.is_empty() {
+        let before: Vec<String> = s
+            .baseline
+            .iter()
+            .map(|m| {
+                format!(
+                    "<code>baseline.{}</code> = {}",
+                    escape(&m.name),
+                    escape(&super::number(m.value))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "<p class=\"baseline\">Measured before migrate: {}</p>",
+            before.join(", ")
+        );
+    }
+    if !s.approvals.is_empty() {
+        o.push_str(
+            "<h3>Decisions</h3>\n<table class=\"approvals\">\n<thead><tr><th>Decision</th>\
+             <th>By</th><th>At</th><th>Plan</th><th>Plugin</th><th>Reason</th></tr></thead>\n<tbody>\n",
+        );
+        for a in &s.approvals {
+            let (class, word) = match a.decision {
+                crate::journal::Decision::Approve => ("ok", "approved"),
+                crate::journal::Decision::Reject => ("bad", "rejected"),
+            };
+            let _ = writeln!(
+                o,
+                "<tr><td><strong class=\"{class}\">{word}</strong></td><td>{}</td><td>{}</td>\
+                 <td><code class=\"digest\">{}</code></td><td><code class=\"digest\">{}</code></td>\
+                 <td>{}</td></tr>",
+                escape(&a.by),
+                escape(&a.at),
+                escape(&a.plan_hash[..a.plan_hash.len().min(12)]),
+                escape(&a.plugin_digest[..a.plugin_digest.len().min(12)]),
+                escape(a.reason.as_deref().unwrap_or("—"))
+            );
+        }
+        o.push_str("</tbody>\n</table>\n");
+    }
 }
 
 fn backup(o: &mut String, b: &BackupEvidence, json: &Value) {
@@ -927,6 +991,9 @@ const STEP_KEYS: &[&str] = &[
     "final_state",
     "detail",
     "resumed",
+    "band",
+    "baseline",
+    "approvals",
 ];
 const GRANTS_KEYS: &[&str] = &[
     "access",
@@ -1086,6 +1153,7 @@ h2 .state { margin-left: 8px; }
 .warn { color: var(--warn); }
 .ok { color: var(--ok); }
 .bad { color: var(--bad); }
+.review { color: #b8860b; }
 .backup-verdict.ok::before { content: "✓ "; font-weight: 700; }
 .backup-verdict.bad::before { content: "✗ "; font-weight: 700; }
 .backup-verdict { margin: 2px 0 6px; }
@@ -1306,15 +1374,15 @@ mod tests {
     fn fields_without_a_layout_are_still_shown_escaped() {
         let v = serde_json::json!({
             "id": "known",
-            "band": "review",
-            "approvals": [{"who": "<ana>", "at": "2026-01-01T00:00:00Z"}],
+            "tier": "review",
+            "signoffs": [{"who": "<ana>", "at": "2026-01-01T00:00:00Z"}],
             "watch": {"checks": 3, "passed": true},
             "nothing": null,
             "empty": [],
         });
         let more = extras(&v, STEP_KEYS);
         let keys: Vec<&str> = more.iter().map(|(k, _)| *k).collect();
-        assert_eq!(keys, ["approvals", "band", "watch"]);
+        assert_eq!(keys, ["signoffs", "tier", "watch"]);
         let approvals = value_html(more[0].1);
         assert!(approvals.contains("<th>At</th><th>Who</th>"), "{approvals}");
         assert!(approvals.contains("<td>&lt;ana&gt;</td>"), "{approvals}");
