@@ -128,6 +128,14 @@ fn each_of_three_bands_takes_its_action() {
     let r = report(&mid);
     assert_eq!(r["steps"][0]["band"]["action"], "review", "{r:#}");
     assert_eq!(r["steps"][0]["band"]["when"], "match_rate < 0.95");
+    let status = mid.sluice(&["status", "sluice.toml"]);
+    assert!(
+        status
+            .stdout
+            .contains("awaiting `sluice approve` or `sluice reject`"),
+        "{}",
+        status.stdout
+    );
     // Running again without a decision keeps it paused and changes nothing.
     let again = mid.sluice(&["run", "sluice.toml"]);
     assert_eq!(again.code, 5, "{}", again.all());

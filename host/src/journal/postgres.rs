@@ -1083,7 +1083,7 @@ mod tests {
     use super::*;
     use crate::backup::ArtifactRef;
     use crate::datastores::{Fingerprint, TableFingerprint};
-    use crate::journal::SqliteJournal;
+    use crate::journal::{Decision, SqliteJournal};
     use crate::runtime::{BackupManifest, TableState};
 
     fn server_url() -> String {
@@ -1229,6 +1229,21 @@ mod tests {
         // A transition of a step that never started changes no step row.
         j.transition("r2", "ghost", StepState::Migrating, "stray", None)
             .unwrap();
+        for (decision, by) in [(Decision::Approve, "ana"), (Decision::Reject, "bo")] {
+            j.record_approval(&Approval {
+                step_id: "merge".into(),
+                run_id: "r1".into(),
+                decision,
+                by: by.into(),
+                at: now(),
+                plan_hash: "h1".into(),
+                plugin_digest: "digest-1".into(),
+                params_hash: "params-1".into(),
+                evidence: serde_json::json!({ "metrics": [{ "name": "duplicates", "value": 3.0 }] }),
+                reason: Some("<why>".into()),
+            })
+            .unwrap();
+        }
         run
     }
 
@@ -1281,6 +1296,23 @@ mod tests {
                 );
             }
         }
+        let (a, b) = (
+            sqlite.approvals("merge").unwrap(),
+            pg.approvals("merge").unwrap(),
+        );
+        assert_eq!(b.len(), 2);
+        assert_eq!(serde_json::to_value(&a[0]).unwrap()["by"], "ana");
+        for (a, b) in a.iter().zip(&b) {
+            let (mut a, mut b) = (
+                serde_json::to_value(a).unwrap(),
+                serde_json::to_value(b).unwrap(),
+            );
+            a.as_object_mut().unwrap().remove("at");
+            b.as_object_mut().unwrap().remove("at");
+            assert_eq!(a, b);
+        }
+        assert_eq!(b[1].decision, Decision::Reject);
+        assert!(pg.approvals("load").unwrap().is_empty());
         // The run that completed it wiped the first run's backup and metrics.
         let merge = pg.step("merge").unwrap().unwrap();
         assert_eq!(merge.state, StepState::Completed);

@@ -112,7 +112,9 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         let _ = writeln!(
             out,
             "      band reached: {} → {}",
-            band.when.as_deref().unwrap_or("none of the bands (default)"),
+            band.when
+                .as_deref()
+                .unwrap_or("none of the bands (default)"),
             band.action.as_str()
         );
     }
@@ -132,8 +134,7 @@ fn step_lines(out: &mut String, step: &StepSummary) {
                 "      an earlier run left this step `{state}`; `sluice rollback` restores it from its verified backup."
             );
         }
-        StepOutcome::FailedUnchanged { reason, .. }
-        | StepOutcome::AwaitingApproval { reason } => {
+        StepOutcome::FailedUnchanged { reason, .. } | StepOutcome::AwaitingApproval { reason } => {
             let _ = writeln!(out, "      {reason}");
         }
         StepOutcome::RolledBack { reason, .. } => {
@@ -242,6 +243,19 @@ pub fn status(plan_name: &str, steps: &[StepStatus]) -> String {
                 .map(|m| format!("{}={}", m.name, number(m.value)))
                 .collect::<Vec<_>>()
                 .join(" "),
+            StepState::AwaitingReview => format!(
+                "migrated and validated ({}); awaiting `sluice approve` or `sluice reject` (run {})",
+                r.metrics
+                    .iter()
+                    .map(|m| format!("{}={}", m.name, number(m.value)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                r.run_id
+            ),
+            StepState::AwaitingApproval => format!(
+                "nothing changed yet; awaiting `sluice approve` before it runs (run {})",
+                r.run_id
+            ),
             s if s.is_in_flight() => format!(
                 "INTERRUPTED or running (run {}); `sluice run` resumes it from the journal",
                 r.run_id
