@@ -283,13 +283,15 @@ duplicates = {{ table = "orders_archive", columns = ["id"] }}
     let sluice = |args: &[&str]| s.sluice_with(&sluice_bin(), args, &env);
     assert_eq!(sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
     let before = pg_checksums(&mut db.client());
-    let scratches = |c: &mut postgres::Client| -> i64 {
+    // By exact name: other runs of this test may have scratches of their own.
+    let exists = |c: &mut postgres::Client, name: &str| -> bool {
         c.query_one(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'sluice_rehearse_pgrehearse_%'",
-            &[],
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
         )
         .unwrap()
-        .get(0)
+        .get::<_, i64>(0)
+            > 0
     };
 
     // Nothing else connected: the scratch is a template copy. Then with a
@@ -317,9 +319,21 @@ duplicates = {{ table = "orders_archive", columns = ["id"] }}
                 .get::<_, i64>(0),
             5
         );
-        assert_eq!(scratches(&mut client), 0, "the scratch database survived");
-
         let report = read_report(&s.path().join(output));
+        let copy = report["targets"][0]["copy"].as_str().unwrap();
+        let scratch = copy
+            .split('/')
+            .next_back()
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap();
+        assert!(
+            scratch.starts_with("sluice_rehearse_pgrehearse_shop_"),
+            "{copy}"
+        );
+        assert!(
+            !exists(&mut client, scratch),
+            "{scratch} survived the rehearsal"
+        );
         assert_eq!(report["production_untouched"], true);
         let target = &report["targets"][0];
         assert!(
