@@ -11,6 +11,7 @@ mod leases;
 mod pg_journal;
 mod postgres;
 mod preview;
+mod probes;
 mod progress;
 mod redis;
 mod rehearse;

@@ -197,10 +197,8 @@ async fn send(probe: &Probe, timeout: Duration) -> Result<wit::ProbeResponse, Er
             message.push_str(&format!(": {cause}"));
             source = cause.source();
         }
-        failure(
-            code,
-            format!("probe `{}` ({}): {message}", probe.name, probe.url),
-        )
+        // reqwest's message names the URL already.
+        failure(code, message)
     };
     let started = Instant::now();
     let read = async {

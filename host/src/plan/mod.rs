@@ -253,6 +253,9 @@ pub enum ValueSource {
     Env(String),
     /// Read from a file (relative to the plan).
     File(PathBuf),
+    /// Held in memory only, never written or printed (`Debug` redacts it):
+    /// the URL of a rehearsal's scratch copy.
+    Secret(Secret),
 }
 
 /// A GO/NO-GO condition on the metrics of a step.
@@ -411,6 +414,7 @@ impl Plan {
         match self.values.get(name) {
             None => Err(ValueError::Undefined(name.into())),
             Some(ValueSource::Literal(v)) => Ok(Secret::new(v.clone())),
+            Some(ValueSource::Secret(v)) => Ok(v.clone()),
             Some(ValueSource::Env(var)) => {
                 std::env::var(var)
                     .map(Secret::new)
@@ -1005,7 +1009,9 @@ fn load_probes(src: &Source<'_>, file: &PlanFile) -> Result<BTreeMap<String, Pro
                 };
                 let timeout_ms = match t.get("timeout_ms") {
                     None => None,
-                    Some(toml::Value::Integer(ms)) => Some(u64::try_from(*ms).map_err(|_| shape())?),
+                    Some(toml::Value::Integer(ms)) => {
+                        Some(u64::try_from(*ms).map_err(|_| shape())?)
+                    }
                     Some(_) => return Err(shape()),
                 };
                 (url, timeout_ms)
