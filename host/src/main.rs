@@ -119,6 +119,7 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
             let options = EngineOptions {
                 stop: Some(stop_on_signals()),
                 progress: bars.as_ref().map(ProgressBars::sink),
+                rehearsal: false,
             };
             let mut engine = match Engine::open(plan, options).await {
                 Ok(engine) => engine,
@@ -272,6 +273,7 @@ async fn rehearse(
         engine: EngineOptions {
             stop: Some(stop_on_signals()),
             progress: bars.as_ref().map(ProgressBars::sink),
+            rehearsal: true,
         },
     };
     let result = sluice::rehearse::rehearse(plan, options).await;

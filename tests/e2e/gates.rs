@@ -491,3 +491,38 @@ fn malformed_gates_are_plan_errors_with_their_location() {
         );
     }
 }
+
+#[test]
+fn a_rehearsal_passes_review_bands_and_approval_points_and_records_them() {
+    let s = Scenario::new();
+    seed(&s);
+    plan(&s, 92, &format!("approval = \"before\"\n{THREE_BANDS}"));
+    assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let before = std::fs::read(s.path().join("shop.db")).unwrap();
+    let out = s.sluice(&["rehearse", "sluice.toml", "--output", "staging"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(std::fs::read(s.path().join("shop.db")).unwrap(), before);
+    // The rehearsal's own journal records both gates as passed.
+    let journal = rusqlite::Connection::open(s.path().join("staging/.sluice/journal.db")).unwrap();
+    let details: Vec<String> = journal
+        .prepare("SELECT detail FROM transitions WHERE step_id = 'copy' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("rehearsal: the approval point before this step is passed")),
+        "{details:#?}"
+    );
+    assert!(
+        details.iter().any(|d| d.starts_with(
+            "rehearsal: would pause for review here (band `match_rate < 0.95` → review"
+        )),
+        "{details:#?}"
+    );
+    // The real journal knows nothing of it.
+    assert_eq!(state(&s, "copy"), "");
+}

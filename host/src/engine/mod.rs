@@ -19,7 +19,7 @@ use crate::journal::{
     Decision, Journal, JournalError, StepRecord, StepState, StoredBackup, Transition,
 };
 use crate::plan::gate::{BandReached, ConditionResult, BASELINE};
-use crate::plan::{Access, Action, ApprovalPoint, BreachScope, Plan, Step, ValueSource, Watch};
+use crate::plan::{Access, Action, ApprovalPoint, BreachScope, Plan, Step, Watch};
 use crate::plan::{Address, ValueError};
 use crate::runtime::{
     BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
@@ -273,6 +273,9 @@ pub struct EngineOptions {
     pub progress: Option<crate::capabilities::progress::ProgressSink>,
     /// Set by a signal handler: stop at the next phase boundary.
     pub stop: Option<Arc<AtomicBool>>,
+    /// A rehearsal on copies: approval points and review bands are passed,
+    /// and recorded as such, instead of pausing the run.
+    pub rehearsal: bool,
 }
 
 /// The engine for one plan.
@@ -480,6 +483,16 @@ impl Engine {
         record: Option<&StepRecord>,
     ) -> Result<Option<StepSummary>, EngineError> {
         if step.approval != Some(ApprovalPoint::Before) {
+            return Ok(None);
+        }
+        if self.options.rehearsal {
+            self.journal.transition(
+                run_id,
+                &step.id,
+                StepState::Pending,
+                "rehearsal: the approval point before this step is passed without a decision",
+                Some((plugin.digest.as_str(), step.params_hash.as_str())),
+            )?;
             return Ok(None);
         }
         let identity = Some((plugin.digest.as_str(), step.params_hash.as_str()));
@@ -834,6 +847,13 @@ impl Engine {
                     .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
                 StepOutcome::Applied
             }
+            Ok(Forward::Review(reason)) if self.options.rehearsal => {
+                let detail = format!("rehearsal: would pause for review here ({reason}); passed");
+                self.journal
+                    .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
+                s.notes.push(detail);
+                StepOutcome::Applied
+            }
             Ok(Forward::Review(reason)) => {
                 let reason = format!(
                     "{reason}; awaiting review: `sluice approve` completes the step, `sluice reject` rolls it back"
@@ -1025,16 +1045,12 @@ impl Engine {
     fn values_for(&self, step: &Step) -> BTreeMap<String, String> {
         step.values
             .iter()
-            .filter_map(|name| {
-                let value = match &self.plan.values[name] {
-                    ValueSource::Literal(v) => Some(v.clone()),
-                    ValueSource::Env(var) => std::env::var(var).ok(),
-                    ValueSource::File(path) => std::fs::read_to_string(path).ok().map(|v| v.trim_end().to_string()),
-                };
-                if value.is_none() {
-                    tracing::warn!(step = %step.id, value = %name, "granted value is unavailable (unset variable or unreadable file)");
+            .filter_map(|name| match self.plan.resolve_value(name) {
+                Ok(value) => Some((name.clone(), value.expose().to_string())),
+                Err(e) => {
+                    tracing::warn!(step = %step.id, "granted value is unavailable: {e}");
+                    None
                 }
-                value.map(|v| (name.clone(), v))
             })
             .collect()
     }

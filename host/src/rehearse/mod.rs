@@ -302,6 +302,12 @@ async fn exercise(
     options: EngineOptions,
 ) -> Result<Exercised, RehearsalError> {
     let rehearsal = rehearsal_plan(plan, output, targets)?;
+    // Approval points and review bands do not stop a rehearsal: they are
+    // passed and recorded, so the staging report covers the whole plan.
+    let options = EngineOptions {
+        rehearsal: true,
+        ..options
+    };
     let mut engine = Engine::open(rehearsal.clone(), options).await?;
     let clock = Instant::now();
     let forward = engine.run().await?;
@@ -354,10 +360,7 @@ fn rehearsal_plan(
                 let value = format!("sluice-rehearsal:{}", t.name);
                 // Held only in memory for the engine, which reads it into a
                 // `Secret` when it opens; never written or printed.
-                r.values.insert(
-                    value.clone(),
-                    ValueSource::Literal(url.expose().to_string()),
-                );
+                r.values.insert(value.clone(), ValueSource::Secret(url.clone()));
                 Address::Connection(value)
             }
         };
