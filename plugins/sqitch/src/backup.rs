@@ -1,0 +1,54 @@
+//! Backup: the PostgreSQL plugin's backup of the step's tables and the
+//! registry's state tables, plus what rollback needs to know.
+
+use sluice_plugin_postgres::{schema, PostgresPlugin};
+use sluice_sdk::sql::Connection;
+use sluice_sdk::{BackupManifest, ChangeKind, Error, StepContext};
+
+use crate::project::Project;
+use crate::{registry, script, BackupMetadata, Params, SqitchPlugin};
+
+impl sluice_sdk::Backup for SqitchPlugin {
+    fn backup(ctx: &StepContext) -> Result<BackupManifest, Error> {
+        crate::check_target(ctx)?;
+        let params = Params::of(ctx)?;
+        let project = Project::load(&params)?;
+        let change = project.change(&params.change)?;
+        let conn = Connection::open(&ctx.target)?;
+        let registry_schema = &project.conf.registry;
+        let mut tables = params.tables.clone();
+        if tables.is_empty() {
+            tables = schema::tables_of(&conn, "public")?
+                .iter()
+                .map(|t| t.display())
+                .collect();
+        }
+        let registry_existed = registry::exists(&conn, registry_schema)?;
+        if registry_existed {
+            tables.extend(
+                registry::STATE_TABLES
+                    .iter()
+                    .map(|t| format!("{registry_schema}.{t}")),
+            );
+        }
+        let mut manifest =
+            <PostgresPlugin as sluice_sdk::Backup>::backup(&crate::postgres_context(ctx, &tables))?;
+        let deploy = project.script_path(change, "deploy");
+        let sql = project.sql(&params, &deploy, "deploy")?;
+        manifest.change = if script::statements(&sql).transactional {
+            ChangeKind::Transactional
+        } else {
+            ChangeKind::NonTransactional
+        };
+        let metadata = BackupMetadata {
+            format: 1,
+            postgres: std::mem::take(&mut manifest.metadata),
+            tables,
+            registry_existed,
+            change_id: change.id.clone(),
+        };
+        manifest.metadata = serde_json::to_string(&metadata)
+            .map_err(|e| Error::Internal(format!("encoding the backup metadata: {e}")))?;
+        Ok(manifest)
+    }
+}

@@ -1,0 +1,113 @@
+//! sluice plugin for sqitch projects: an existing sqitch project directory,
+//! granted read-only, runs unchanged on PostgreSQL, one sluice step per
+//! sqitch change.
+//!
+//! - preview: from the params alone, which change of which project;
+//! - backup: the PostgreSQL plugin's backup of `tables` (default: every
+//!   table of `public`) plus the registry's state tables when the registry
+//!   exists, and whether it did;
+//! - migrate: checks dependencies and conflicts against sqitch's registry
+//!   in the target database, then runs the deploy script (psql-isms
+//!   resolved, [`psql`]) and writes sqitch's registry rows, in one
+//!   transaction when the script allows; a change already in the registry
+//!   is left alone;
+//! - validate: the verify script, read-only; metric `verified` is 1 when it
+//!   runs cleanly, 0 (with the error in the detail) when it raises;
+//! - rollback: the revert script and the registry rows removed (a `revert`
+//!   event logged), in one transaction; then the PostgreSQL plugin's
+//!   rollback confirms the backed-up tables equal the backup, or restores
+//!   them from it.
+
+mod backup;
+pub mod conf;
+mod migrate;
+pub mod plan;
+mod preview;
+pub mod project;
+pub mod psql;
+pub mod registry;
+mod rollback;
+pub mod script;
+mod sha1;
+mod validate;
+
+use serde::{Deserialize, Serialize};
+use sluice_sdk::{CapabilityNeed, PluginInfo, StepContext};
+
+pub use project::{Params, Project};
+
+/// The sqitch plugin.
+pub struct SqitchPlugin;
+
+/// What the backup records in the manifest's `metadata` for rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupMetadata {
+    /// Format of this record.
+    pub format: u32,
+    /// The PostgreSQL plugin's own metadata for its backup.
+    pub postgres: String,
+    /// The tables backed up (as the PostgreSQL plugin was asked).
+    pub tables: Vec<String>,
+    /// Whether sqitch's registry existed before the step: if not, rollback
+    /// drops the registry schema the deploy created.
+    pub registry_existed: bool,
+    /// The change's sqitch id.
+    pub change_id: String,
+}
+
+/// The context the PostgreSQL plugin's logic runs with: the same step,
+/// asked to save (or check) exactly `tables`.
+pub(crate) fn postgres_context(ctx: &StepContext, tables: &[String]) -> StepContext {
+    let params = serde_json::json!({ "tables": tables });
+    StepContext::new(
+        &ctx.step_id,
+        &ctx.target,
+        &ctx.target_kind,
+        &params.to_string(),
+    )
+}
+
+/// Refuses targets this plugin cannot deploy to yet.
+pub(crate) fn check_target(ctx: &StepContext) -> Result<(), sluice_sdk::Error> {
+    if ctx.target_kind != "postgres" {
+        return Err(sluice_sdk::Error::Unsupported(format!(
+            "target kind `{}`: the sqitch plugin deploys to PostgreSQL targets (sqitch's `pg` engine) only; SQLite is not supported yet (sqitch keeps its SQLite registry in a second database file, which a sluice step cannot be granted)",
+            ctx.target_kind
+        )));
+    }
+    Ok(())
+}
+
+impl sluice_sdk::Plugin for SqitchPlugin {
+    fn describe() -> PluginInfo {
+        let need = |capability: &str, reason: &str| CapabilityNeed {
+            capability: capability.to_string(),
+            reason: reason.to_string(),
+        };
+        PluginInfo {
+            name: "sqitch".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kinds: vec!["postgres".to_string()],
+            needs: vec![
+                need(
+                    "sql",
+                    "reads sqitch's registry and the tables to back up; migrate and rollback run the change's deploy and revert scripts and write the registry",
+                ),
+                need(
+                    "files",
+                    "reads the sqitch project (sqitch.conf, sqitch.plan, deploy/revert/verify scripts) from its granted directory",
+                ),
+                need(
+                    "backup-store",
+                    "stores table rows and DDL, reads them back in rollback",
+                ),
+                need("progress", "reports rows saved and restored"),
+                need("log", "records what each phase did"),
+            ],
+            idempotent_migrate: true,
+        }
+    }
+}
+
+#[cfg(feature = "export")]
+sluice_sdk::export_plugin!(SqitchPlugin);

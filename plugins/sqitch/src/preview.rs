@@ -1,0 +1,22 @@
+//! Preview: which change of which project, from the params alone (the
+//! project's files are not granted to `preview`).
+
+use sluice_sdk::{ChangeKind, Error, StepContext, StepPreview};
+
+use crate::{Params, SqitchPlugin};
+
+impl sluice_sdk::Preview for SqitchPlugin {
+    fn preview(ctx: &StepContext) -> Result<StepPreview, Error> {
+        let params = Params::of(ctx)?;
+        crate::check_target(ctx)?;
+        Ok(StepPreview {
+            summary: format!(
+                "deploys sqitch change `{}` of the project granted as `{}`: its deploy script and sqitch's registry rows (one transaction when the script allows); validate runs its verify script (metric `verified`); rollback runs its revert script",
+                params.change, params.project
+            ),
+            change: ChangeKind::Transactional,
+            metrics: vec!["verified".to_string()],
+            tables: params.tables.clone(),
+        })
+    }
+}
