@@ -476,3 +476,68 @@ fn probes_beyond_loopback_or_over_https_are_plan_errors() {
         check.stderr
     );
 }
+
+#[test]
+fn a_redis_step_whose_service_answers_503_is_rolled_back() {
+    use sluice_e2e::services::redis_scratch;
+    let server = HealthServer::start(503);
+    let db = redis_scratch();
+    let s = Scenario::new();
+    s.write(
+        "sluice.toml",
+        &format!(
+            r#"[values]
+cache_url = "{url}"
+
+[probes]
+api = "http://127.0.0.1:{port}/health"
+
+[targets.cache]
+kind = "redis"
+connection = "cache_url"
+
+[plugins.redis]
+path = "{plugin}"
+
+[[steps]]
+id = "flags"
+plugin = "redis"
+target = "cache"
+access = "read-write"
+key_prefixes = ["flags:"]
+probes = ["api"]
+thresholds = ["health == 1", "code == 503"]
+
+[steps.params]
+prefixes = ["flags:"]
+ops = [{{ op = "set", key = "flags:v2", value = "on" }}]
+
+[[steps.params.metrics]]
+name = "health"
+probe = {{ name = "api" }}
+
+[[steps.params.metrics]]
+name = "code"
+probe = {{ name = "api", measure = "status" }}
+"#,
+            url = db.url,
+            port = server.port,
+            plugin = plugin("redis.wasm").display(),
+        ),
+    );
+    let out = s.run("sluice.toml");
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("threshold `health == 1` not met"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stdout.contains("metric code = 503"), "{}", out.stdout);
+    assert_eq!(state(&s, "flags"), "rolled-back");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("flags:v2")
+        .query(&mut db.conn())
+        .unwrap();
+    assert!(!exists, "the key the step set was removed by its rollback");
+    assert!(server.requests.load(Ordering::SeqCst) >= 2);
+}
