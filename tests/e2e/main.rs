@@ -19,3 +19,4 @@ mod report;
 mod report_html;
 mod runtime;
 mod security;
+mod sqitch;

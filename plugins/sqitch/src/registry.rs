@@ -131,7 +131,7 @@ CREATE TABLE IF NOT EXISTS {s}.events (
     planner_email TEXT NOT NULL,
     PRIMARY KEY (change_id, committed_at));
 INSERT INTO {s}.releases (version, installer_name, installer_email)
-    SELECT 1.1, {name}, {email} WHERE NOT EXISTS (SELECT 1 FROM {s}.releases WHERE version = 1.1);
+    VALUES (1.1, {name}, {email}) ON CONFLICT (version) DO NOTHING;
 INSERT INTO {s}.projects (project, uri, creator_name, creator_email)
     VALUES ({}, {}, {name}, {email}) ON CONFLICT (project) DO NOTHING;",
         quote_literal(&plan.project),

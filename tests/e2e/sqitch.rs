@@ -1,0 +1,342 @@
+//! The sqitch plugin against a real PostgreSQL: the tutorial-style project
+//! in tests/fixtures/sqitch/flipr is copied into a scenario folder, granted
+//! read-only, and deployed change by change through the real `sluice`
+//! binary; the database (schema, functions and sqitch's registry rows) is
+//! checked with the test's own client.
+
+use std::path::Path;
+
+use sluice_e2e::services::{pg_scratch, PgScratch};
+use sluice_e2e::{plugin, root, sluice_bin, Outcome, Scenario};
+
+/// The fixture's changes, in plan order, as steps name them.
+const CHANGES: [(&str, &str); 4] = [
+    ("appschema", "appschema"),
+    ("users", "users"),
+    ("insert-user-v1", "insert_user@v1.0.0-dev1"),
+    ("insert-user", "insert_user"),
+];
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
+}
+
+struct SqitchScenario {
+    scenario: Scenario,
+    db: PgScratch,
+}
+
+impl SqitchScenario {
+    /// The flipr project in `flipr/`, a plan deploying the first `n`
+    /// changes, each step with `extra` added to its params.
+    fn new(n: usize, extra: &str) -> SqitchScenario {
+        let db = pg_scratch();
+        let scenario = Scenario::new();
+        copy_dir(
+            &root().join("tests/fixtures/sqitch/flipr"),
+            &scenario.path().join("flipr"),
+        );
+        let mut steps = String::new();
+        for (id, change) in CHANGES.iter().take(n) {
+            steps.push_str(&format!(
+                r#"
+[[steps]]
+id = "{id}"
+plugin = "sqitch"
+target = "app"
+access = "read-write"
+files = [{{ name = "flipr", path = "flipr", access = "read-only" }}]
+thresholds = ["verified == 1"]
+params = {{ project = "flipr", change = "{change}"{extra} }}
+"#
+            ));
+        }
+        scenario.write(
+            "sluice.toml",
+            &format!(
+                r#"
+[values]
+db = {{ env = "APP_PG_URL" }}
+
+[targets.app]
+kind = "postgres"
+connection = "db"
+
+[plugins.sqitch]
+path = "{}"
+{steps}"#,
+                plugin("sqitch.wasm").display()
+            ),
+        );
+        SqitchScenario { scenario, db }
+    }
+
+    fn sluice(&self, args: &[&str]) -> Outcome {
+        self.scenario
+            .sluice_with(&sluice_bin(), args, &[("APP_PG_URL", &self.db.url)])
+    }
+
+    fn run(&self) -> Outcome {
+        let accepted = self.sluice(&["audit", "--accept", "sluice.toml"]);
+        assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
+        self.sluice(&["run", "sluice.toml"])
+    }
+
+    fn lines(&self, sql: &str) -> Vec<String> {
+        self.db
+            .client()
+            .query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    }
+
+    fn registry_exists(&self) -> bool {
+        !self
+            .lines("SELECT nspname::text FROM pg_namespace WHERE nspname = 'sqitch'")
+            .is_empty()
+    }
+}
+
+/// sqitch's change id, computed here from its documented formula with
+/// `sha1sum`, independently of the plugin.
+fn sqitch_id(info: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha1sum (coreutils)");
+    let mut input = format!("change {}\0", info.len()).into_bytes();
+    input.extend_from_slice(info.as_bytes());
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..40].to_string()
+}
+
+#[test]
+fn every_change_deploys_with_sqitchs_registry_rows() {
+    let s = SqitchScenario::new(4, "");
+    let run = s.run();
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    // The schema the scripts describe: the table through the `\ir`
+    // include, its default from sqitch.conf's deploy variables, the
+    // reworked function body.
+    assert_eq!(
+        s.lines(
+            "SELECT column_name::text || ' ' || coalesce(column_default, '') FROM information_schema.columns \
+             WHERE table_schema = 'flipr' AND table_name = 'users' ORDER BY ordinal_position"
+        ),
+        [
+            "nickname ",
+            "password ",
+            "fullname 'anonymous'::text",
+            "timestamp now()"
+        ]
+    );
+    let body = s.lines("SELECT prosrc FROM pg_proc WHERE proname = 'insert_user'");
+    assert_eq!(body.len(), 1);
+    assert!(
+        body[0].contains("lower($1)"),
+        "the reworked version: {body:?}"
+    );
+
+    // sqitch's registry: every change in plan order, ids as sqitch computes
+    // them, the tag, the dependencies resolved, a deploy event each.
+    let changes = s.lines(
+        "SELECT change || ' ' || change_id || ' ' || project || ' ' || planner_email || ' ' || to_char(planned_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         FROM sqitch.changes ORDER BY committed_at",
+    );
+    let appschema_id = sqitch_id(
+        "project flipr\nuri https://example.org/flipr/\nchange appschema\nplanner Marge N. O'Vera <marge@example.org>\ndate 2024-01-01T10:00:00Z\n\nAdd schema for all flipr objects.",
+    );
+    let users_id = sqitch_id(&format!(
+        "project flipr\nuri https://example.org/flipr/\nchange users\nparent {appschema_id}\nplanner Marge N. O'Vera <marge@example.org>\ndate 2024-01-01T10:05:00Z\nrequires\n  + appschema\n\nCreates table to track our users."
+    ));
+    assert_eq!(changes.len(), 4, "{changes:?}");
+    assert_eq!(
+        changes[0],
+        format!("appschema {appschema_id} flipr marge@example.org 2024-01-01T10:00:00Z")
+    );
+    assert_eq!(
+        changes[1],
+        format!("users {users_id} flipr marge@example.org 2024-01-01T10:05:00Z")
+    );
+    assert!(changes[2].starts_with("insert_user "), "{changes:?}");
+    assert!(changes[3].starts_with("insert_user "), "{changes:?}");
+    assert_ne!(changes[2], changes[3], "a rework is a change of its own");
+    assert_eq!(
+        s.lines("SELECT tag || ' ' || project FROM sqitch.tags"),
+        ["@v1.0.0-dev1 flipr"]
+    );
+    assert_eq!(
+        s.lines(
+            "SELECT c.change || ' ' || d.type || ' ' || d.dependency || ' ' || (d.dependency_id = t.change_id)::text \
+             FROM sqitch.dependencies d JOIN sqitch.changes c USING (change_id) \
+             LEFT JOIN sqitch.changes t ON t.change_id = d.dependency_id \
+             WHERE c.change = 'users'"
+        ),
+        ["users require appschema true"]
+    );
+    assert_eq!(
+        s.lines("SELECT event || ' ' || change FROM sqitch.events ORDER BY committed_at"),
+        [
+            "deploy appschema",
+            "deploy users",
+            "deploy insert_user",
+            "deploy insert_user"
+        ]
+    );
+    assert_eq!(
+        s.lines("SELECT version::text FROM sqitch.releases"),
+        ["1.1"]
+    );
+    // The deploy script's sha1, as sqitch records it.
+    let hash = s.lines("SELECT script_hash FROM sqitch.changes WHERE change = 'appschema'");
+    let bytes = std::fs::read(s.scenario.path().join("flipr/deploy/appschema.sql")).unwrap();
+    let mut child = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &bytes).unwrap();
+    let expected = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(hash, [expected[..40].to_string()]);
+
+    // Run again: every step is complete, nothing is deployed twice.
+    let again = s.sluice(&["run", "sluice.toml"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(s.lines("SELECT change FROM sqitch.changes").len(), 4);
+
+    // Rolled back through sluice: revert scripts in reverse order, the
+    // registry back to nothing (it did not exist before the first step).
+    let back = s.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(back.code, 0, "{}", back.all());
+    assert!(s
+        .lines("SELECT nspname::text FROM pg_namespace WHERE nspname = 'flipr'")
+        .is_empty());
+    assert!(
+        !s.registry_exists(),
+        "the registry the first step created is gone"
+    );
+}
+
+#[test]
+fn a_failing_verify_reverts_the_change_with_the_hosts_proof() {
+    let s = SqitchScenario::new(2, "");
+    // The users table is empty: this verify divides by zero.
+    s.scenario.write(
+        "flipr/verify/users.sql",
+        "BEGIN;\nSELECT 1/count(*) FROM flipr.users;\nROLLBACK;\n",
+    );
+    let run = s.run();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("threshold `verified == 1` not met (verified = 0)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("rollback: running the revert script and removing the registry rows"),
+        "{}",
+        run.stderr
+    );
+    let proof = s.scenario.transitions("users");
+    assert!(
+        proof
+            .last()
+            .is_some_and(|(state, detail)| state == "rolled-back"
+                && detail.contains("table checksums equal the pre-step state")),
+        "the host proved the revert with its own checksums: {proof:?}"
+    );
+    let report = s.sluice(&["report", "sluice.toml", "--format", "json"]);
+    assert!(
+        report.stdout.contains("division by zero"),
+        "the verify's error is in the metric's detail: {}",
+        report.stdout
+    );
+    assert!(s
+        .lines(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'flipr'"
+        )
+        .is_empty());
+    assert_eq!(
+        s.lines("SELECT change FROM sqitch.changes"),
+        ["appschema"],
+        "the registry lists only what is deployed"
+    );
+    assert_eq!(
+        s.lines("SELECT event || ' ' || change FROM sqitch.events ORDER BY committed_at"),
+        ["deploy appschema", "deploy users", "revert users"]
+    );
+}
+
+#[test]
+fn a_backtick_set_without_a_supplied_variable_fails_naming_file_and_line() {
+    let s = SqitchScenario::new(1, "");
+    s.scenario.write(
+        "flipr/deploy/appschema.sql",
+        "-- Deploy flipr:appschema to pg\n\\set owner `cat /run/secrets/owner`\nBEGIN;\nCREATE SCHEMA flipr AUTHORIZATION :\"owner\";\nCOMMIT;\n",
+    );
+    let run = s.run();
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("flipr/deploy/appschema.sql:2: `\\set owner `cat /run/secrets/owner``: sluice never runs shell commands"),
+        "{}",
+        run.all()
+    );
+    assert!(!s.registry_exists());
+
+    // Supplied by the plan, the same script deploys.
+    let s = SqitchScenario::new(1, r#", variables = { owner = "sluice" }"#);
+    s.scenario.write(
+        "flipr/deploy/appschema.sql",
+        "\\set owner `cat /run/secrets/owner`\nBEGIN;\nCREATE SCHEMA flipr AUTHORIZATION :\"owner\";\nCOMMIT;\n",
+    );
+    let run = s.run();
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        s.lines("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'flipr'"),
+        ["sluice"]
+    );
+}
+
+#[test]
+fn an_include_outside_the_project_is_refused() {
+    let s = SqitchScenario::new(1, "");
+    std::fs::write(
+        s.scenario.path().join("outside.sql"),
+        "CREATE SCHEMA stolen;\n",
+    )
+    .unwrap();
+    s.scenario.write(
+        "flipr/deploy/appschema.sql",
+        "BEGIN;\nCREATE SCHEMA flipr;\n\\ir ../../outside.sql\nCOMMIT;\n",
+    );
+    let run = s.run();
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.all().contains(
+            "flipr/deploy/appschema.sql:3: `\\ir ../../outside.sql` leaves the project directory"
+        ),
+        "{}",
+        run.all()
+    );
+    assert!(s
+        .lines("SELECT nspname::text FROM pg_namespace WHERE nspname IN ('flipr', 'stolen')")
+        .is_empty());
+}
