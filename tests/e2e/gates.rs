@@ -71,18 +71,8 @@ when = "match_rate >= 0.95"
 action = "advance"
 "#;
 
-/// The step's state in the journal ("" before the journal has it).
 fn state(s: &Scenario, step: &str) -> String {
-    let journal = s.path().join(".sluice/journal.db");
-    let Ok(conn) =
-        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return String::new();
-    };
-    conn.query_row("SELECT state FROM steps WHERE step_id = ?1", [step], |r| {
-        r.get(0)
-    })
-    .unwrap_or_default()
+    s.step_state(step)
 }
 
 fn report(s: &Scenario) -> Value {
@@ -387,23 +377,9 @@ fn a_watch_window_that_sees_a_breach_rolls_back_within_one_interval() {
     assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
 
     let started = Instant::now();
-    let child = std::process::Command::new(sluice_e2e::sluice_bin())
-        .args(["run", "sluice.toml"])
-        .current_dir(s.path())
-        .env("SLUICE_CACHE_DIR", s.path().join(".cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = s.spawn_sluice(&["run", "sluice.toml"]);
     // Wait until the window is open and a first check passed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while state(&s, "copy") != "watching" {
-        assert!(
-            Instant::now() < deadline,
-            "the step never reached its watch window"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_for_state("copy", "watching");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(state(&s, "copy"), "watching", "no breach yet");
 
@@ -433,16 +409,7 @@ fn a_watch_window_that_sees_a_breach_rolls_back_within_one_interval() {
 
     // The rollback started within one interval (1 s) of the breach, plus the
     // check's own validate time.
-    let journal = rusqlite::Connection::open(s.path().join(".sluice/journal.db")).unwrap();
-    let at: String = journal
-        .query_row(
-            "SELECT at FROM transitions WHERE step_id = 'copy' AND state = 'rolling-back'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let rolled_at =
-        time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).unwrap();
+    let (rolled_at, _) = s.entered("copy", "rolling-back");
     let lag = rolled_at - breached_at;
     assert!(
         lag <= time::Duration::milliseconds(2000),

@@ -142,20 +142,6 @@ name = "health"
 probe = { name = "api", measure = "ok", expect_status = 200 }
 "#;
 
-/// The step's state in the journal ("" before the journal has it).
-fn state(s: &Scenario, step: &str) -> String {
-    let journal = s.path().join(".sluice/journal.db");
-    let Ok(conn) =
-        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return String::new();
-    };
-    conn.query_row("SELECT state FROM steps WHERE step_id = ?1", [step], |r| {
-        r.get(0)
-    })
-    .unwrap_or_default()
-}
-
 #[test]
 fn a_health_probe_that_turns_500_during_the_watch_window_rolls_the_step_back() {
     let server = HealthServer::start(200);
@@ -171,25 +157,11 @@ fn a_health_probe_that_turns_500_during_the_watch_window_rolls_the_step_back() {
     assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
 
     let started = Instant::now();
-    let child = std::process::Command::new(sluice_e2e::sluice_bin())
-        .args(["run", "sluice.toml"])
-        .current_dir(s.path())
-        .env("SLUICE_CACHE_DIR", s.path().join(".cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while state(&s, "copy") != "watching" {
-        assert!(
-            Instant::now() < deadline,
-            "the step never reached its watch window"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = s.spawn_sluice(&["run", "sluice.toml"]);
+    s.wait_for_state("copy", "watching");
     // Validate probed once; let a watch check pass too.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(state(&s, "copy"), "watching", "no breach yet");
+    assert_eq!(s.step_state("copy"), "watching", "no breach yet");
     let healthy_probes = server.requests.load(Ordering::SeqCst);
     assert!(
         healthy_probes >= 2,
@@ -222,28 +194,12 @@ fn a_health_probe_that_turns_500_during_the_watch_window_rolls_the_step_back() {
     );
 
     // Rolled back within about one interval (1 s) plus the check's time.
-    let journal = rusqlite::Connection::open(s.path().join(".sluice/journal.db")).unwrap();
-    let at: String = journal
-        .query_row(
-            "SELECT at FROM transitions WHERE step_id = 'copy' AND state = 'rolling-back'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let rolled_at =
-        time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).unwrap();
+    let (rolled_at, detail) = s.entered("copy", "rolling-back");
     let lag = rolled_at - breached_at;
     assert!(
         lag <= time::Duration::milliseconds(2500),
         "rollback began {lag} after the service broke"
     );
-    let detail: String = journal
-        .query_row(
-            "SELECT detail FROM transitions WHERE step_id = 'copy' AND state = 'rolling-back'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or_default();
     println!("rolling-back detail: {detail}");
     // The journal's metric says what the probe saw.
     let report = s.sluice(&["report", "sluice.toml", "--format", "json"]);
@@ -253,7 +209,7 @@ fn a_health_probe_that_turns_500_during_the_watch_window_rolls_the_step_back() {
         "{}",
         report.stdout
     );
-    assert_eq!(state(&s, "copy"), "rolled-back");
+    assert_eq!(s.step_state("copy"), "rolled-back");
     assert_eq!(s.state("shop.db"), before);
     sluice_e2e::report(
         "probes.txt",
@@ -297,7 +253,7 @@ fn a_server_that_is_down_measures_unhealthy_and_rolls_back() {
         "{}",
         report.stdout
     );
-    assert_eq!(state(&s, "copy"), "rolled-back");
+    assert_eq!(s.step_state("copy"), "rolled-back");
     assert_eq!(s.state("shop.db"), before);
 }
 
@@ -336,7 +292,7 @@ fn a_probe_by_hostname_resolving_to_loopback_works() {
     );
     let out = s.run("sluice.toml");
     assert_eq!(out.code, 0, "{}", out.all());
-    assert_eq!(state(&s, "copy"), "completed");
+    assert_eq!(s.step_state("copy"), "completed");
     assert!(server.requests.load(Ordering::SeqCst) >= 3);
     let lock = s.read("sluice.lock");
     assert!(lock.contains(&url), "{lock}");
@@ -533,7 +489,7 @@ probe = {{ name = "api", measure = "status" }}
         out.all()
     );
     assert!(out.stdout.contains("metric code = 503"), "{}", out.stdout);
-    assert_eq!(state(&s, "flags"), "rolled-back");
+    assert_eq!(s.step_state("flags"), "rolled-back");
     let exists: bool = redis::cmd("EXISTS")
         .arg("flags:v2")
         .query(&mut db.conn())

@@ -227,6 +227,62 @@ impl Scenario {
         DbState::of(&self.path().join(db))
     }
 
+    /// The step's state in the plan's journal; "" before the journal has
+    /// it (safe to call while a run is writing).
+    pub fn step_state(&self, step: &str) -> String {
+        let journal = self.path().join(".sluice/journal.db");
+        let Ok(conn) = rusqlite::Connection::open_with_flags(
+            journal,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return String::new();
+        };
+        conn.query_row("SELECT state FROM steps WHERE step_id = ?1", [step], |r| {
+            r.get(0)
+        })
+        .unwrap_or_default()
+    }
+
+    /// Starts `sluice <args…>` in the background, output piped.
+    pub fn spawn_sluice(&self, args: &[&str]) -> std::process::Child {
+        Command::new(sluice_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("SLUICE_CACHE_DIR", self.path().join(".cache"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting sluice")
+    }
+
+    /// Waits (up to a minute) until `step` is in `state`.
+    pub fn wait_for_state(&self, step: &str, state: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.step_state(step) != state {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step `{step}` never reached `{state}` (it is `{}`)",
+                self.step_state(step)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// When `step` last entered `state`, and the detail recorded.
+    pub fn entered(&self, step: &str, state: &str) -> (time::OffsetDateTime, String) {
+        let conn = rusqlite::Connection::open(self.path().join(".sluice/journal.db")).unwrap();
+        let (at, detail): (String, String) = conn
+            .query_row(
+                "SELECT at, detail FROM transitions WHERE step_id = ?1 AND state = ?2 ORDER BY seq DESC LIMIT 1",
+                [step, state],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap_or_else(|e| panic!("no `{state}` transition of `{step}`: {e}"));
+        let at = time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        (at, detail)
+    }
+
     /// Rows of the journal's transitions for a step: (state, detail).
     pub fn transitions(&self, step: &str) -> Vec<(String, String)> {
         let conn = rusqlite::Connection::open(self.path().join(".sluice/journal.db")).unwrap();
