@@ -43,7 +43,8 @@ struct Phase {
 ///
 /// A phase is told apart from the previous one by a new message or total or
 /// a count that went back; its bar is cleared when it reaches its total, when
-/// the next phase reports, or by [`ProgressBars::clear`].
+/// the phase call ends, when the next phase reports, or by
+/// [`ProgressBars::clear`].
 #[derive(Clone)]
 pub struct ProgressBars {
     current: Arc<Mutex<Option<Phase>>>,
@@ -87,6 +88,10 @@ impl ProgressBars {
     }
 
     fn report(&self, event: &ProgressEvent) {
+        if event.phase_ended {
+            self.clear();
+            return;
+        }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let same_phase = current.as_ref().is_some_and(|phase| {
             phase.message == event.message && phase.total == event.total && phase.done <= event.done
@@ -237,9 +242,26 @@ mod tests {
                 done: 1,
                 total,
                 message: "copy".into(),
+                phase_ended: false,
             });
             assert_eq!(bar.position(), 1);
             assert_eq!(bar.length(), total);
         }
+    }
+
+    #[test]
+    fn a_spinner_ends_with_its_phase_call() {
+        let bars = ProgressBars::new();
+        let sink = bars.sink();
+        let event = |done, phase_ended| ProgressEvent {
+            done,
+            total: None,
+            message: "scan".into(),
+            phase_ended,
+        };
+        sink(&event(3, false));
+        assert!(bars.current.lock().unwrap().is_some());
+        sink(&event(0, true));
+        assert!(bars.current.lock().unwrap().is_none(), "no spinner lingers");
     }
 }

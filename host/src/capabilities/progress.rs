@@ -15,6 +15,9 @@ pub struct ProgressEvent {
     pub total: Option<u64>,
     /// What is being worked on.
     pub message: String,
+    /// The phase call that reported ended (its store is gone): whatever it
+    /// showed is over, even if it never reached its total.
+    pub phase_ended: bool,
 }
 
 /// Receives progress reports (a progress bar, a log).
@@ -26,12 +29,31 @@ const MAX_MESSAGE: usize = 200;
 /// State of the `progress` capability in one store.
 pub struct ProgressCapability {
     sink: Option<ProgressSink>,
+    reported: bool,
 }
 
 impl ProgressCapability {
     /// Reports go to `sink` (or only to the trace log).
     pub fn new(sink: Option<ProgressSink>) -> Self {
-        ProgressCapability { sink }
+        ProgressCapability {
+            sink,
+            reported: false,
+        }
+    }
+}
+
+/// The store of a phase call drops its capabilities when the call ends:
+/// the one boundary every phase has, whatever the plugin reported.
+impl Drop for ProgressCapability {
+    fn drop(&mut self) {
+        if let (Some(sink), true) = (&self.sink, self.reported) {
+            sink(&ProgressEvent {
+                done: 0,
+                total: None,
+                message: String::new(),
+                phase_ended: true,
+            });
+        }
     }
 }
 
@@ -65,10 +87,12 @@ impl wit::Host for ProgressCapability {
         }
         tracing::trace!(done, total, %message, "progress");
         if let Some(sink) = &self.sink {
+            self.reported = true;
             sink(&ProgressEvent {
                 done,
                 total,
                 message,
+                phase_ended: false,
             });
         }
         Ok(())
