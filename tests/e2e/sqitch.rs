@@ -340,3 +340,147 @@ fn an_include_outside_the_project_is_refused() {
         .lines("SELECT nspname::text FROM pg_namespace WHERE nspname IN ('flipr', 'stolen')")
         .is_empty());
 }
+
+/// sqitch: `SLUICE_SQITCH` (set by `cargo xtask test`, which installs
+/// Debian's `sqitch` and its PostgreSQL driver), else `sqitch` on the PATH.
+fn sqitch_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_SQITCH") {
+        return path.into();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("sqitch"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "sqitch is missing: this test deploys the fixture with sqitch itself. \
+                 `cargo xtask test` installs Debian's `sqitch` and `libdbd-pg-perl` and sets SLUICE_SQITCH"
+            )
+        })
+}
+
+/// Runs sqitch in `project` against the database at `url`.
+fn sqitch(project: &Path, args: &[&str], url: &str) -> String {
+    let target = format!("db:pg://{}", url.split_once("://").unwrap().1);
+    let out = std::process::Command::new(sqitch_bin())
+        .args(args)
+        .arg(&target)
+        .current_dir(project)
+        .env("SQITCH_FULLNAME", "Side By Side")
+        .env("SQITCH_EMAIL", "side@example.org")
+        .env("SQITCH_USER_CONFIG", project.join("no-user.conf"))
+        .env("SQITCH_SYSTEM_CONFIG", project.join("no-system.conf"))
+        .output()
+        .expect("running sqitch");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("$ sqitch {} {target}\n{text}", args.join(" "));
+    assert!(out.status.success(), "sqitch {args:?} failed: {text}");
+    text
+}
+
+/// The schema without either tool's registry, as `pg_dump` prints it.
+fn schema_dump(url: &str) -> String {
+    let out = std::process::Command::new("pg_dump")
+        .args([
+            "--schema-only",
+            "--exclude-schema=sqitch",
+            "--no-owner",
+            "--no-privileges",
+            url,
+        ])
+        .output()
+        .expect("pg_dump (PostgreSQL client tools)");
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // pg_dump 15.14+ brackets the dump with a random `\restrict` key.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The registry rows both tools must agree on (times and committers aside).
+fn registry_rows(db: &PgScratch) -> Vec<String> {
+    let mut c = db.client();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT concat_ws(' ', change_id, script_hash, change, project, note, planned_at, planner_name, planner_email) FROM sqitch.changes ORDER BY committed_at",
+        "SELECT concat_ws(' ', tag_id, tag, project, change_id, note, planned_at, planner_name, planner_email) FROM sqitch.tags ORDER BY tag_id",
+        "SELECT concat_ws(' ', change_id, type, dependency, dependency_id) FROM sqitch.dependencies ORDER BY 1",
+        "SELECT concat_ws(' ', event, change_id, change, project, note, requires::text, conflicts::text, tags::text, planned_at) FROM sqitch.events ORDER BY committed_at",
+        "SELECT concat_ws(' ', project, uri) FROM sqitch.projects",
+        "SELECT version::text FROM sqitch.releases",
+    ] {
+        out.extend(
+            c.query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0)),
+        );
+    }
+    out
+}
+
+#[test]
+fn side_by_side_with_sqitch_the_schemas_and_registries_match() {
+    // sluice deploys the fixture to one database…
+    let s = SqitchScenario::new(4, "");
+    let run = s.run();
+    assert_eq!(run.code, 0, "{}", run.all());
+    // …sqitch deploys the same project to another (its own scenario: its
+    // own copy of the project and a sluice journal that has run nothing).
+    let theirs = SqitchScenario::new(4, "");
+    let by_sqitch = &theirs.db;
+    let project = s.scenario.path().join("flipr");
+    sqitch(
+        &theirs.scenario.path().join("flipr"),
+        &["deploy", "--verify"],
+        &by_sqitch.url,
+    );
+
+    let ours = schema_dump(&s.db.url);
+    assert!(ours.contains("CREATE TABLE flipr.users"), "{ours}");
+    assert_eq!(ours, schema_dump(&by_sqitch.url), "identical schemas");
+    assert_eq!(
+        registry_rows(&s.db),
+        registry_rows(by_sqitch),
+        "the same registry rows: change ids, tag ids, script hashes, dependencies, events"
+    );
+
+    // sqitch reads sluice's registry: up to date, nothing to deploy.
+    let status = sqitch(&project, &["status"], &s.db.url);
+    let last = s.lines("SELECT change_id FROM sqitch.changes ORDER BY committed_at DESC LIMIT 1");
+    assert!(
+        status.contains(&last[0]),
+        "sqitch sees sluice's last change: {status}"
+    );
+    assert!(
+        status.contains("Nothing to deploy (up-to-date)"),
+        "{status}"
+    );
+    let deploy = sqitch(&project, &["deploy"], &s.db.url);
+    assert!(deploy.contains("Nothing to deploy"), "{deploy}");
+
+    // sluice reads sqitch's registry: every change is already deployed.
+    let again = theirs.run();
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(
+        again
+            .stderr
+            .matches("change already deployed (sqitch registry): nothing to do")
+            .count(),
+        4,
+        "{}",
+        again.stderr
+    );
+    assert_eq!(theirs.lines("SELECT event FROM sqitch.events").len(), 4);
+}

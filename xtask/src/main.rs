@@ -8,6 +8,7 @@
 
 mod browser;
 mod services;
+mod sqitch;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -226,6 +227,8 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let services = services::start()?;
     // The HTML report test renders in a real headless Chromium.
     let chromium = browser::ensure_chromium()?;
+    // The sqitch plugin's side-by-side test runs sqitch itself.
+    let sqitch = sqitch::ensure_sqitch()?;
     let mut cmd = cargo(root);
     cmd.args(["test", "--release", "--workspace"]);
     // Plugin crates are wasm components; their native cdylib cannot link.
@@ -240,6 +243,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("SLUICE_REPORTS", root.join("target/test-reports"))
         .env("SLUICE_PLUGINS", root.join("target/plugins"))
         .env(browser::CHROMIUM_ENV, &chromium)
+        .env(sqitch::SQITCH_ENV, &sqitch)
         .env("RUST_BACKTRACE", "0")
         .envs(services.env());
     if !extra.is_empty() {
