@@ -223,6 +223,24 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Plugin crates' own unit tests, natively: their `export` feature (the
+    // wasm component exports) is what cannot link outside wasm.
+    let mut units = cargo(root);
+    units.args(["test", "--release", "--no-default-features", "--lib"]);
+    let mut any = false;
+    for (path, package, _) in plugin_crates(root)? {
+        let manifest = std::fs::read_to_string(path.join("Cargo.toml"))?;
+        if manifest
+            .lines()
+            .any(|l| l.trim_start().starts_with("export = ["))
+        {
+            units.args(["-p", &package]);
+            any = true;
+        }
+    }
+    if any {
+        run_cmd(&mut units)?;
+    }
     // Installs PostgreSQL and Redis if missing; stopped when dropped.
     let services = services::start()?;
     // The HTML report test renders in a real headless Chromium.
