@@ -282,3 +282,51 @@ metrics = [
     assert_eq!(back.code, 0, "{}", back.all());
     assert_eq!(snapshot(&db), before);
 }
+
+#[test]
+fn a_rehearsal_runs_on_an_empty_database_number_and_leaves_the_real_one_alone() {
+    let db = redis_scratch();
+    seed(&db);
+    let before = snapshot(&db);
+    let s = plan(
+        &db,
+        "\"flags >= 7\"",
+        "ops = [{ op = \"set\", key = \"flags:new\", value = \"1\" }, { op = \"set\", key = \"flags:checkout\", value = \"off\" }]\n\n[[steps.params.metrics]]\nname = \"flags\"\ncount_prefix = \"flags:\"",
+    );
+    assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let out = s.sluice(&["rehearse", "sluice.toml", "--output", "staging"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.all().contains(&db.url), "the URL is never printed");
+    // The real database: every value and absolute expiry as before.
+    assert_eq!(snapshot(&db), before);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&s.read("staging/rehearsal.json")).unwrap();
+    let target = &report["targets"][0];
+    assert_eq!(target["unchanged"], true, "{report:#}");
+    assert_eq!(
+        target["copy_restored_differences"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    // The copy ran the step (flags:new made the count 7) and is emptied.
+    let step = &report["steps"][0];
+    assert!(step.to_string().contains("\"flags\""), "{step:#}");
+    let copy_db: u32 = target["copy"]
+        .as_str()
+        // "Redis database redis://host:port/<n> (…)"
+        .and_then(|c| c.split_whitespace().find(|w| w.starts_with("redis://")))
+        .and_then(|url| url.rsplit('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a database number in {target:#}"));
+    assert_ne!(copy_db, db.db);
+    let mut copy = redis::Client::open(sluice_e2e::services::with_path(
+        &sluice_e2e::services::redis_url(),
+        &copy_db.to_string(),
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    let left: u64 = redis::cmd("DBSIZE").query(&mut copy).unwrap();
+    assert_eq!(left, 0, "the scratch database is emptied");
+}
