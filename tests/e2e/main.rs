@@ -4,6 +4,7 @@
 mod audit;
 mod bad_plans;
 mod crash;
+mod examples_pg;
 mod failures;
 mod gates;
 mod happy_path;
