@@ -7,6 +7,7 @@ mod crash;
 mod examples_pg;
 mod failures;
 mod gates;
+mod golang_migrate;
 mod happy_path;
 mod leases;
 mod pg_journal;

@@ -10,6 +10,9 @@ use crate::{registry, script, BackupMetadata, Params, SqitchPlugin};
 
 impl sluice_sdk::Backup for SqitchPlugin {
     fn backup(ctx: &StepContext) -> Result<BackupManifest, Error> {
+        if crate::golang::applies(ctx) {
+            return crate::golang::backup(ctx);
+        }
         crate::check_target(ctx)?;
         let params = Params::of(ctx)?;
         let project = Project::load(&params)?;

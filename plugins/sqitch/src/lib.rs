@@ -1,6 +1,8 @@
 //! sluice plugin for sqitch projects: an existing sqitch project directory,
 //! granted read-only, runs unchanged on PostgreSQL, one sluice step per
-//! sqitch change.
+//! sqitch change. A golang-migrate directory (`N_name.up.sql` /
+//! `N_name.down.sql`, params `format = "golang-migrate"`) runs the same way,
+//! one step per migration ([`golang`]).
 //!
 //! - preview: from the params alone, which change of which project;
 //! - backup: the PostgreSQL plugin's backup of `tables` (default: every
@@ -20,6 +22,7 @@
 
 mod backup;
 pub mod conf;
+pub mod golang;
 mod migrate;
 pub mod plan;
 mod preview;

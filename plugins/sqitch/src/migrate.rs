@@ -11,6 +11,9 @@ use crate::{script, sha1, Params, SqitchPlugin};
 
 impl sluice_sdk::Migrate for SqitchPlugin {
     fn migrate(ctx: &StepContext) -> Result<(), Error> {
+        if crate::golang::applies(ctx) {
+            return crate::golang::migrate(ctx);
+        }
         crate::check_target(ctx)?;
         let params = Params::of(ctx)?;
         let project = Project::load(&params)?;

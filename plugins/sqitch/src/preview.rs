@@ -7,6 +7,9 @@ use crate::{Params, SqitchPlugin};
 
 impl sluice_sdk::Preview for SqitchPlugin {
     fn preview(ctx: &StepContext) -> Result<StepPreview, Error> {
+        if crate::golang::applies(ctx) {
+            return crate::golang::preview(ctx);
+        }
         let params = Params::of(ctx)?;
         crate::check_target(ctx)?;
         Ok(StepPreview {

@@ -19,6 +19,9 @@ impl sluice_sdk::Rollback for SqitchPlugin {
         manifest: &BackupManifest,
         reached: PhaseReached,
     ) -> Result<Vec<TableState>, Error> {
+        if crate::golang::applies(ctx) {
+            return crate::golang::rollback(ctx, manifest, reached);
+        }
         crate::check_target(ctx)?;
         let params = Params::of(ctx)?;
         let metadata: BackupMetadata = serde_json::from_str(&manifest.metadata).map_err(|e| {

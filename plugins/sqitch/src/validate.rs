@@ -10,6 +10,9 @@ use crate::{script, Params, SqitchPlugin};
 
 impl sluice_sdk::Validate for SqitchPlugin {
     fn validate(ctx: &StepContext) -> Result<Vec<Metric>, Error> {
+        if crate::golang::applies(ctx) {
+            return crate::golang::validate(ctx);
+        }
         crate::check_target(ctx)?;
         if !ctx.wants_metric("verified") {
             return Ok(Vec::new());
