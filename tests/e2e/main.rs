@@ -5,6 +5,7 @@ mod audit;
 mod bad_plans;
 mod crash;
 mod examples_pg;
+mod examples_redis;
 mod failures;
 mod gates;
 mod golang_migrate;

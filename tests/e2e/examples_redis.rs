@@ -1,0 +1,382 @@
+//! The runbook examples that use PostgreSQL and Redis (`examples/004-*`,
+//! `examples/000-*`), run as shipped: each example folder is copied into a
+//! scenario, its targets point at scratch databases, its health probes at a
+//! real HTTP server on 127.0.0.1 that this test switches, and its seed data
+//! is loaded from the example's own files. The stores are then read with
+//! this test's own clients: Redis values, types and absolute expiries, and
+//! an md5 of every PostgreSQL table's ordered rows.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_e2e::services::{pg_scratch, redis_scratch, PgScratch, RedisScratch};
+use sluice_e2e::{plugin, root, sluice_bin, Outcome, Scenario};
+
+/// A stand-in for the services an example probes: an HTTP/1.1 server on
+/// 127.0.0.1 answering 200, or 500 for a path containing one of `failing`;
+/// it stops when dropped.
+struct HealthServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HealthServer {
+    fn start(failing: &[&str]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let failing = Arc::new(Mutex::new(
+            failing.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (failing, stop) = (failing.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Bounded: the test drops the server, or three minutes pass.
+                let until = Instant::now() + Duration::from_secs(180);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                    let mut stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        Err(_) => break,
+                    };
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&request);
+                    let path = request.split(' ').nth(1).unwrap_or("").to_string();
+                    let down = failing.lock().unwrap().iter().any(|f| path.contains(f));
+                    let (code, body) = if down { (500, "down") } else { (200, "ok") };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} Status\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            })
+        };
+        HealthServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An example copied into a scenario, with scratch PostgreSQL and Redis
+/// databases seeded from its `seed.sql` and `seed-redis.txt`, and its probes
+/// pointed at a [`HealthServer`].
+struct Example {
+    s: Scenario,
+    pg: PgScratch,
+    redis: RedisScratch,
+    /// Answers the plan's probes for as long as the example lives.
+    _server: HealthServer,
+}
+
+impl Example {
+    /// `name`: the folder under examples/; `port`: the stand-in port its
+    /// plan names; `failing`: paths the health server answers 500 for.
+    fn load(name: &str, port: u16, failing: &[&str]) -> Example {
+        let s = Scenario::new();
+        let dir = root().join("examples").join(name);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "sql" || e == "toml" || e == "txt")
+                && path.file_name().is_some_and(|n| n != "sluice.lock")
+            {
+                std::fs::copy(&path, s.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let server = HealthServer::start(failing);
+        let plan = s.read("sluice.toml");
+        let local = format!("127.0.0.1:{port}");
+        assert!(plan.contains(&local), "the plan probes {local}");
+        let plan = plan
+            .replace(
+                "../../target/plugins/postgres.wasm",
+                &plugin("postgres.wasm").display().to_string(),
+            )
+            .replace(
+                "../../target/plugins/redis.wasm",
+                &plugin("redis.wasm").display().to_string(),
+            )
+            .replace(&local, &format!("127.0.0.1:{}", server.port));
+        s.write("sluice.toml", &plan);
+
+        let pg = pg_scratch();
+        pg.client().batch_execute(&s.read("seed.sql")).unwrap();
+        let redis = redis_scratch();
+        let mut c = redis.conn();
+        for line in s.read("seed-redis.txt").lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.is_empty() || words[0].starts_with('#') {
+                continue;
+            }
+            let mut cmd = redis::cmd(words[0]);
+            for w in &words[1..] {
+                cmd.arg(*w);
+            }
+            cmd.query::<redis::Value>(&mut c)
+                .unwrap_or_else(|e| panic!("seed-redis.txt `{line}`: {e}"));
+        }
+        let accepted = s.sluice(&["audit", "--accept", "sluice.toml"]);
+        assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
+        Example {
+            s,
+            pg,
+            redis,
+            _server: server,
+        }
+    }
+
+    /// `sluice <args…>` with the example's named values set as the
+    /// one-command run sets them.
+    fn sluice(&self, args: &[&str]) -> Outcome {
+        self.s.sluice_with(
+            &sluice_bin(),
+            args,
+            &[
+                ("DATABASE_URL", self.pg.url.as_str()),
+                ("REDIS_URL", self.redis.url.as_str()),
+            ],
+        )
+    }
+
+    /// md5 of each public base table's rows, ordered by their text form.
+    fn pg_md5(&self) -> BTreeMap<String, String> {
+        let mut c = self.pg.client();
+        let tables: Vec<String> = c
+            .query(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tables
+            .into_iter()
+            .map(|t| {
+                let md5: String = c
+                    .query_one(
+                        &format!(
+                            "SELECT md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')) \
+                             FROM \"{t}\" r"
+                        ),
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                (t, md5)
+            })
+            .collect()
+    }
+
+    fn pg_count(&self, sql: &str) -> i64 {
+        self.pg.client().query_one(sql, &[]).unwrap().get(0)
+    }
+
+    /// Every Redis key: type, content in a canonical text form, absolute
+    /// expiry (`PEXPIRETIME`, -1 when it persists).
+    fn redis_snapshot(&self) -> BTreeMap<String, (String, String, i64)> {
+        let mut c = self.redis.conn();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut c).unwrap();
+            let content = match kind.as_str() {
+                "string" => redis::cmd("GET").arg(&key).query::<String>(&mut c).unwrap(),
+                "hash" => format!(
+                    "{:?}",
+                    redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query::<BTreeMap<String, String>>(&mut c)
+                        .unwrap()
+                ),
+                other => panic!("unexpected type {other} of `{key}`"),
+            };
+            let expiry: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut c).unwrap();
+            out.insert(key, (kind, content, expiry));
+        }
+        out
+    }
+}
+
+/// The keys of `snapshot` under any of `prefixes`.
+fn under(
+    snapshot: &BTreeMap<String, (String, String, i64)>,
+    prefixes: &[&str],
+) -> BTreeMap<String, (String, String, i64)> {
+    snapshot
+        .iter()
+        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+const EX004: &str = "004-pg-redis-health";
+/// The port `examples/004-pg-redis-health/sluice.toml` probes.
+const EX004_PORT: u16 = 18004;
+
+#[test]
+fn example_004_runs_green_then_selective_and_total_rollback_restore_each_store() {
+    let ex = Example::load(EX004, EX004_PORT, &[]);
+    let pg_before = ex.pg_md5();
+    let redis_before = ex.redis_snapshot();
+    assert_eq!(ex.pg_count("SELECT count(*) FROM ticker_metadata"), 5);
+    assert!(
+        redis_before["cache:metadata:T0001"].2 > 0,
+        "the seed gives cached metadata an expiry: {redis_before:?}"
+    );
+
+    let run = ex.sluice(&["run", "sluice.toml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("result: OK — 3 step(s) applied"),
+        "{}",
+        run.stdout
+    );
+    for line in [
+        "metric match_rate = 1  (500 of 500 source rows found in target)",
+        "metric health = 1  (probe `gateway`: status 200",
+        "metric analytics_health = 1  (probe `analytics`: status 200",
+        "watch window (every 1s for 3s) passed: 3 checks within thresholds",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing `{line}`:\n{}",
+            run.stdout
+        );
+    }
+    assert_eq!(ex.pg_count("SELECT count(*) FROM ticker_metadata"), 500);
+    assert_eq!(
+        ex.pg_count(
+            "SELECT count(*) FROM ticker_metadata WHERE enriched_by = 'ticker-metadata-service'"
+        ),
+        495
+    );
+    let applied = ex.redis_snapshot();
+    assert_eq!(
+        applied["routes:metadata"].1,
+        "http://ticker-metadata:8010/api/v1/metadata"
+    );
+    assert_eq!(
+        applied["routes:analytics"].1,
+        "http://analytics:8007/api/v1"
+    );
+    assert!(
+        under(&applied, &["cache:metadata:"]).is_empty(),
+        "{applied:?}"
+    );
+    assert_eq!(
+        applied["sessions:current"],
+        redis_before["sessions:current"]
+    );
+
+    // Selective (runbook 004, OPCIÓN B): keep metadata-table, undo the rest.
+    let back = ex.sluice(&["rollback", "sluice.toml", "--to", "metadata-table"]);
+    assert_eq!(back.code, 0, "{}", back.all());
+    assert!(
+        back.stdout
+            .contains("result: OK — 2 step(s) rolled back and verified"),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(
+        ex.redis_snapshot(),
+        redis_before,
+        "every Redis value and absolute expiry is back"
+    );
+    assert_eq!(ex.pg_count("SELECT count(*) FROM ticker_metadata"), 500);
+    assert_ne!(ex.pg_md5(), pg_before, "metadata-table stays applied");
+
+    // Total (OPCIÓN A).
+    let total = ex.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(total.code, 0, "{}", total.all());
+    assert!(
+        total
+            .stdout
+            .contains("result: OK — 1 step(s) rolled back and verified"),
+        "{}",
+        total.stdout
+    );
+    assert_eq!(ex.pg_md5(), pg_before, "every table's rows are back");
+    assert_eq!(ex.redis_snapshot(), redis_before);
+    let status = ex.sluice(&["status", "sluice.toml"]);
+    assert_eq!(
+        status.stdout.matches("rolled-back").count(),
+        3,
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn example_004_failure_variant_an_unhealthy_analytics_service_rolls_its_step_back() {
+    let ex = Example::load(EX004, EX004_PORT, &["/analytics/"]);
+    let pg_before = ex.pg_md5();
+    let redis_before = ex.redis_snapshot();
+    let step3 = ["routes:scanner", "routes:analytics"];
+
+    let run = ex.sluice(&["run", "sluice.toml"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    for line in [
+        "metric analytics_health = 0  (probe `analytics`: status 500",
+        "result: FAILED at step `scanner-analytics-api` (thresholds): threshold `analytics_health == 1` not met",
+        "rollback: restored; schema and table checksums equal the pre-step state",
+    ] {
+        assert!(run.stdout.contains(line), "missing `{line}`:\n{}", run.stdout);
+    }
+    // The failed step's keys equal their pre-step state; the two steps
+    // before it stay applied.
+    let after = ex.redis_snapshot();
+    assert_eq!(under(&after, &step3), under(&redis_before, &step3));
+    assert_eq!(
+        after["routes:metadata"].1,
+        "http://ticker-metadata:8010/api/v1/metadata"
+    );
+    assert_eq!(ex.pg_count("SELECT count(*) FROM ticker_metadata"), 500);
+
+    // Then the operator backs out of Fase 1 too.
+    let total = ex.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(total.code, 0, "{}", total.all());
+    assert!(
+        total
+            .stdout
+            .contains("result: OK — 2 step(s) rolled back and verified"),
+        "{}",
+        total.stdout
+    );
+    assert_eq!(ex.pg_md5(), pg_before);
+    assert_eq!(ex.redis_snapshot(), redis_before);
+}
