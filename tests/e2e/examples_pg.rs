@@ -82,49 +82,66 @@ impl Example {
         self.db.client().query_one(sql, &[]).unwrap().get(0)
     }
 
-    /// Schema lines and, per table, `<rows> <md5 of the rows as text,
-    /// ordered>`, computed by this test's own client.
     fn checksums(&self) -> BTreeMap<String, String> {
-        let mut c = self.db.client();
-        let mut out = BTreeMap::new();
-        let schema: String = c
-            .query_one(
-                "SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM ( \
-                   SELECT concat_ws(' ', table_name, column_name, data_type, is_nullable, column_default) AS line \
-                   FROM information_schema.columns WHERE table_schema = 'public' \
-                   UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' \
-                   UNION ALL SELECT concat_ws(' ', conrelid::regclass::text, conname, pg_get_constraintdef(oid)) \
-                   FROM pg_constraint WHERE connamespace = 'public'::regnamespace) s",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        out.insert("(schema)".to_string(), schema);
-        let tables: Vec<String> = c
-            .query(
-                "SELECT table_name::text FROM information_schema.tables \
-                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for table in tables {
-            let row = c
-                .query_one(
-                    &format!(
-                        "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) \
-                         FROM \"{table}\" t"
-                    ),
-                    &[],
-                )
-                .unwrap();
-            let (rows, md5): (i64, String) = (row.get(0), row.get(1));
-            out.insert(table, format!("{rows} {md5}"));
-        }
-        out
+        checksums(&self.db)
     }
+
+    /// A second scratch database holding what the example's database
+    /// should be before a step: the named SQL files run in order.
+    fn reference(&self, files: &[&str]) -> PgScratch {
+        let db = pg_scratch();
+        let mut client = db.client();
+        for sql in files {
+            client
+                .batch_execute(&self.scenario.read(sql))
+                .unwrap_or_else(|e| panic!("loading {sql}: {e}"));
+        }
+        db
+    }
+}
+
+/// The md5 of the schema and, per table, `<rows> <md5 of the rows as text,
+/// ordered>`, computed by this test's own client.
+fn checksums(db: &PgScratch) -> BTreeMap<String, String> {
+    let mut c = db.client();
+    let mut out = BTreeMap::new();
+    let schema: String = c
+        .query_one(
+            "SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM ( \
+               SELECT concat_ws(' ', table_name, column_name, data_type, is_nullable, column_default) AS line \
+               FROM information_schema.columns WHERE table_schema = 'public' \
+               UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' \
+               UNION ALL SELECT concat_ws(' ', conrelid::regclass::text, conname, pg_get_constraintdef(oid)) \
+               FROM pg_constraint WHERE connamespace = 'public'::regnamespace) s",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    out.insert("(schema)".to_string(), schema);
+    let tables: Vec<String> = c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for table in tables {
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) \
+                     FROM \"{table}\" t"
+                ),
+                &[],
+            )
+            .unwrap();
+        let (rows, md5): (i64, String) = (row.get(0), row.get(1));
+        out.insert(table, format!("{rows} {md5}"));
+    }
+    out
 }
 
 /// The metric a step reported in `sluice run`'s output, as printed.
@@ -289,4 +306,98 @@ fn clients_to_jsonb_failure_rolls_back_to_the_seed() {
         "every table and the schema as before the step"
     );
     assert_eq!(ex.number("SELECT count(*) FROM client_drawers"), 300);
+}
+
+#[test]
+fn spanish_schema_runs_its_phases_and_drops_legacy_only_when_approved() {
+    let ex = Example::new("001-spanish-schema", &[]);
+    let plan = "sluice.toml";
+    ex.accept(plan);
+    let seeded = ex.checksums();
+    let rehearsal = ex.rehearse(plan);
+    assert_eq!(
+        rehearsal["steps"].as_array().unwrap().len(),
+        4,
+        "{rehearsal}"
+    );
+    assert_eq!(
+        ex.checksums(),
+        seeded,
+        "rehearsal left production as it was"
+    );
+
+    let paused = ex.sluice(&["run", plan]);
+    assert_eq!(paused.code, 5, "{}", paused.all());
+    assert!(
+        paused
+            .stdout
+            .contains("fase5-drop-legacy        AWAITING APPROVAL"),
+        "{}",
+        paused.stdout
+    );
+    for (old, new) in [
+        ("customers", "clientes"),
+        ("professions", "profesiones"),
+        ("providers", "proveedores"),
+        ("service_requests", "solicitudes_servicio"),
+    ] {
+        let counts = format!("SELECT (SELECT count(*) FROM {old}) - (SELECT count(*) FROM {new})");
+        assert_eq!(ex.number(&counts), 0, "{old} → {new}");
+    }
+    assert_eq!(ex.number("SELECT count(*) FROM solicitudes_servicio"), 4000);
+    // Idempotent copies: run again by hand, they add nothing.
+    for script in [
+        "fase2-clientes-profesiones.sql",
+        "fase3-proveedores-solicitudes.sql",
+    ] {
+        ex.db
+            .client()
+            .batch_execute(&ex.scenario.read(script))
+            .unwrap();
+    }
+    assert_eq!(ex.number("SELECT count(*) FROM clientes"), 2000);
+    assert_eq!(ex.number("SELECT count(*) FROM solicitudes_servicio"), 4000);
+
+    let approved = ex.sluice(&["approve", plan, "fase5-drop-legacy", "--by", "ops"]);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    let done = ex.sluice(&["run", plan]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    assert_eq!(
+        ex.number(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' \
+             AND table_name IN ('customers', 'professions', 'providers', 'service_requests')"
+        ),
+        0
+    );
+    assert_eq!(ex.number("SELECT count(*) FROM clientes"), 2000);
+}
+
+#[test]
+fn spanish_schema_failure_rolls_phase_two_back() {
+    let ex = Example::new("001-spanish-schema", &["fail.sql"]);
+    let plan = "sluice.toml";
+    ex.accept(plan);
+    let failed = ex.sluice(&["run", plan]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        failed
+            .stdout
+            .contains("threshold `clientes_faltantes == 0` not met (clientes_faltantes = 25)"),
+        "{}",
+        failed.stdout
+    );
+    assert!(
+        failed.stdout.contains("fase5-drop-legacy        not run"),
+        "{}",
+        failed.stdout
+    );
+    // Phase 2's pre-step state, rebuilt independently: the seed, the
+    // failure data and phase 1's tables.
+    let reference = ex.reference(&["seed.sql", "fail.sql", "fase1-create-tables.sql"]);
+    let expected = checksums(&reference);
+    assert_eq!(
+        expected["clientes"],
+        format!("0 {}", "d41d8cd98f00b204e9800998ecf8427e")
+    );
+    assert_eq!(ex.checksums(), expected);
 }

@@ -7,6 +7,7 @@
 //! packages for the tests), builds host and plugins, and runs.
 
 mod browser;
+mod examples;
 mod services;
 mod sqitch;
 mod toolchain;
@@ -29,6 +30,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("build") => build(&root).map(|_| ()),
         Some("demo") => demo(&root),
+        Some("example") => examples::run(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root),
         Some("services") => services::serve(),
@@ -41,6 +43,8 @@ fn run() -> Result<()> {
                  commands:\n  \
                  build   install the wasm toolchain if missing; build the host and every plugin\n  \
                  demo    build, create a sample SQLite database and run examples/quickstart\n  \
+                 example <name> [--fail] [--approve]\n          \
+                 run examples/<name> (a field runbook) end to end; see its README\n  \
                  test    build, check formatting and lints, start PostgreSQL and Redis, run the\n          \
                  whole test suite\n  \
                  bench   build, run the benchmarks and print ratios against baselines\n  \
