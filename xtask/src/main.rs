@@ -290,13 +290,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 fn bench(root: &Path) -> Result<()> {
     let built = build(root)?;
     let services = services::start()?;
-    for bench in ["sluice", "postgres", "redis"] {
+    // The sqitch bench times sqitch itself against the sqitch plugin.
+    let sqitch = sqitch::ensure_sqitch()?;
+    for bench in ["sluice", "postgres", "redis", "sqitch"] {
         run_cmd(
             cargo(root)
                 .args(["bench", "-p", "sluice-e2e", "--bench", bench])
                 .envs(services.env())
                 .env("SLUICE_BIN", &built.sluice)
-                .env("SLUICE_PLUGINS", root.join("target/plugins")),
+                .env("SLUICE_PLUGINS", root.join("target/plugins"))
+                .env(sqitch::SQITCH_ENV, &sqitch),
         )?;
     }
     Ok(())
