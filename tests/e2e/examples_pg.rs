@@ -401,3 +401,108 @@ fn spanish_schema_failure_rolls_phase_two_back() {
     );
     assert_eq!(ex.checksums(), expected);
 }
+
+#[test]
+fn vacuum_index_tuning_beats_its_baseline_and_vacuums_only_when_approved() {
+    let ex = Example::new("002-vacuum-index-tuning", &[]);
+    let plan = "sluice.toml";
+    ex.accept(plan);
+    let preview = ex.sluice(&["plan", plan]);
+    assert_eq!(preview.code, 0, "{}", preview.all());
+    assert!(
+        preview.stdout.contains("non-transactional"),
+        "{}",
+        preview.stdout
+    );
+    assert!(
+        preview.stdout.contains("IRREVERSIBLY (acknowledged)"),
+        "{}",
+        preview.stdout
+    );
+    let seeded = ex.checksums();
+    let rehearsal = ex.rehearse(plan);
+    assert_eq!(
+        rehearsal["steps"].as_array().unwrap().len(),
+        2,
+        "{rehearsal}"
+    );
+    assert_eq!(
+        ex.checksums(),
+        seeded,
+        "rehearsal left production as it was"
+    );
+    let bytes_before = ex.number("SELECT pg_table_size('invoices')");
+
+    let paused = ex.sluice(&["run", plan]);
+    assert_eq!(paused.code, 5, "{}", paused.all());
+    assert!(
+        paused
+            .stdout
+            .contains("threshold lookup_p95 <= 1.5 * baseline.lookup_p95: met"),
+        "{}",
+        paused.stdout
+    );
+    assert_eq!(
+        metric_line(&paused, "index_used").split_whitespace().nth(3),
+        Some("1")
+    );
+    assert_eq!(
+        ex.number("SELECT count(*) FROM pg_index WHERE indexrelid = 'invoices_number_key'::regclass AND indisvalid"),
+        1
+    );
+    assert_eq!(
+        ex.number("SELECT pg_table_size('invoices')"),
+        bytes_before,
+        "no VACUUM FULL before approval"
+    );
+
+    let approved = ex.sluice(&["approve", plan, "vacuum-full", "--by", "ops"]);
+    assert_eq!(approved.code, 0, "{}", approved.all());
+    let done = ex.sluice(&["run", plan]);
+    assert_eq!(done.code, 0, "{}", done.all());
+    let bytes_after = ex.number("SELECT pg_table_size('invoices')");
+    assert!(
+        bytes_after * 2 < bytes_before,
+        "{bytes_before} → {bytes_after}"
+    );
+    assert_eq!(ex.number("SELECT count(*) FROM invoices"), 30000);
+}
+
+#[test]
+fn vacuum_index_tuning_failed_index_build_is_compensated() {
+    let ex = Example::new("002-vacuum-index-tuning", &["fail.sql"]);
+    let plan = "sluice.toml";
+    ex.accept(plan);
+    let before = ex.checksums();
+    let failed = ex.sluice(&["run", plan]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        failed
+            .stdout
+            .contains("could not create unique index \"invoices_number_key\""),
+        "{}",
+        failed.stdout
+    );
+    assert!(
+        failed.stdout.contains("vacuum-full              not run"),
+        "{}",
+        failed.stdout
+    );
+    assert!(
+        failed
+            .stderr
+            .contains("rollback: running the compensating script"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        ex.number("SELECT count(*) FROM pg_indexes WHERE indexname = 'invoices_number_key'"),
+        0,
+        "no INVALID index left behind"
+    );
+    assert_eq!(
+        ex.checksums(),
+        before,
+        "every table and the schema as before the step"
+    );
+}
