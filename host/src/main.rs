@@ -134,7 +134,9 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
                 Command::Reject {
                     step, by, reason, ..
                 } => {
-                    let by = by.clone().unwrap_or_else(sluice::approval::default_approver);
+                    let by = by
+                        .clone()
+                        .unwrap_or_else(sluice::approval::default_approver);
                     engine.reject(step, &by, reason.as_deref()).await
                 }
                 _ => engine.run().await,

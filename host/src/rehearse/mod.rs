@@ -360,7 +360,8 @@ fn rehearsal_plan(
                 let value = format!("sluice-rehearsal:{}", t.name);
                 // Held only in memory for the engine, which reads it into a
                 // `Secret` when it opens; never written or printed.
-                r.values.insert(value.clone(), ValueSource::Secret(url.clone()));
+                r.values
+                    .insert(value.clone(), ValueSource::Secret(url.clone()));
                 Address::Connection(value)
             }
         };
