@@ -380,3 +380,156 @@ fn example_004_failure_variant_an_unhealthy_analytics_service_rolls_its_step_bac
     assert_eq!(ex.pg_md5(), pg_before);
     assert_eq!(ex.redis_snapshot(), redis_before);
 }
+
+const EX000: &str = "000-v2-table-and-flag-rollout";
+/// The port `examples/000-v2-table-and-flag-rollout/sluice.toml` probes.
+const EX000_PORT: u16 = 18000;
+
+/// What the readers of example 000 see: the view's definition and the
+/// public base tables.
+fn readers(ex: &Example) -> (String, Vec<String>) {
+    let mut c = ex.pg.client();
+    let view: String = c
+        .query_one(
+            "SELECT pg_get_viewdef('document_embeddings_active'::regclass)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let tables = c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (view, tables)
+}
+
+#[test]
+fn example_000_builds_v2_switches_the_view_and_rolls_the_flag_out_to_100() {
+    let ex = Example::load(EX000, EX000_PORT, &[]);
+    let (view_before, tables_before) = readers(&ex);
+    assert_eq!(tables_before, ["document_embeddings"]);
+    let pg_before = ex.pg_md5();
+    let redis_before = ex.redis_snapshot();
+
+    let run = ex.sluice(&["run", "sluice.toml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for line in [
+        "result: OK — 6 step(s) applied",
+        "metric match_rate = 1  (2000 of 2000 source rows found in target)",
+        "metric served_by_v2 = 1",
+        "threshold read_p95_ms <= 2 * baseline.read_p95_ms + 20: met",
+        "metric errors = 0  (keys under `stats:err:`)",
+        "metric requests = 20  (keys under `stats:req:`)",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing `{line}`:\n{}",
+            run.stdout
+        );
+    }
+    assert_eq!(
+        run.stdout
+            .matches("band reached: none of the bands")
+            .count(),
+        4
+    );
+    let (view, tables) = readers(&ex);
+    assert!(view.contains("FROM document_embeddings_v2"), "{view}");
+    assert_eq!(tables, ["document_embeddings", "document_embeddings_v2"]);
+    assert_eq!(
+        ex.pg_md5()["document_embeddings"],
+        pg_before["document_embeddings"]
+    );
+    assert_eq!(
+        ex.pg_md5()["document_embeddings_v2"],
+        pg_before["document_embeddings"],
+        "v2 holds the same rows"
+    );
+    let after = ex.redis_snapshot();
+    assert_eq!(after["flags:optimizations:rollout_percentage"].1, "100");
+    assert_eq!(after["flags:optimizations:updated_by"].1, "rollout-100");
+
+    // `rollout.sh 0` and rollback-bigquery.sh: the whole plan back.
+    let total = ex.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(total.code, 0, "{}", total.all());
+    assert_eq!(readers(&ex), (view_before, tables_before));
+    assert_eq!(ex.pg_md5(), pg_before);
+    assert_eq!(ex.redis_snapshot(), redis_before);
+}
+
+#[test]
+fn example_000_failure_variant_errors_at_50_percent_roll_the_whole_run_back() {
+    let ex = Example::load(EX000, EX000_PORT, &[]);
+    let readers_before = readers(&ex);
+    let pg_before = ex.pg_md5();
+    let redis_before = ex.redis_snapshot();
+
+    let child = std::process::Command::new(sluice_bin())
+        .args(["run", "sluice.toml"])
+        .current_dir(ex.s.path())
+        .env("SLUICE_CACHE_DIR", ex.s.path().join(".cache"))
+        .env("DATABASE_URL", &ex.pg.url)
+        .env("REDIS_URL", &ex.redis.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ex.s.wait_for_state("rollout-50", "watching");
+    // The optimization breaks at 50 % of users: the app samples three
+    // failed requests (the example's fail-redis.txt), 15 % > 5 %.
+    let mut c = ex.redis.conn();
+    for line in ex.s.read("fail-redis.txt").lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.is_empty() || words[0].starts_with('#') {
+            continue;
+        }
+        let mut cmd = redis::cmd(words[0]);
+        for w in &words[1..] {
+            cmd.arg(*w);
+        }
+        cmd.query::<()>(&mut c).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "breached: band `errors / requests > 0.05` → rollback (errors = 3, requests = 20)"
+        ),
+        "{stdout}"
+    );
+    for step in [
+        "rollout-50",
+        "rollout-25",
+        "rollout-5",
+        "switch-view",
+        "build-v2",
+    ] {
+        assert_eq!(ex.s.step_state(step), "rolled-back", "{step}: {stdout}");
+    }
+    assert_ne!(ex.s.step_state("rollout-100"), "completed");
+
+    // Every step of the run is undone: the view points at the original
+    // table, v2 is gone, the rows and the flag keys (values and absolute
+    // expiries) are as before; only the app's own error samples remain.
+    assert_eq!(readers(&ex), readers_before);
+    assert_eq!(ex.pg_md5(), pg_before);
+    let mut after = ex.redis_snapshot();
+    let errors: Vec<String> = after
+        .keys()
+        .filter(|k| k.starts_with("stats:err:"))
+        .cloned()
+        .collect();
+    assert_eq!(errors.len(), 3);
+    for k in errors {
+        after.remove(&k);
+    }
+    assert_eq!(after, redis_before);
+}
