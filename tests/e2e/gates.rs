@@ -493,3 +493,40 @@ fn a_rehearsal_passes_review_bands_and_approval_points_and_records_them() {
     // The real journal knows nothing of it.
     assert_eq!(state(&s, "copy"), "");
 }
+
+#[test]
+fn a_run_killed_during_its_watch_window_resumes_by_judging_and_watching_again() {
+    let s = Scenario::new();
+    seed(&s);
+    plan(&s, 100, "");
+    let text = s.read("sluice.toml").replace(
+        "thresholds = [\"duplicates == 0\"]",
+        "thresholds = [\"duplicates == 0\"]\n\n[steps.watch]\nevery = \"1s\"\nfor = \"2s\"",
+    );
+    s.write("sluice.toml", &text);
+    assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    assert!(
+        s.kill_at(
+            &["run", "sluice.toml"],
+            "journal:watching:after-commit@1",
+            &[]
+        ),
+        "the run reached its watch window"
+    );
+    assert_eq!(state(&s, "copy"), "watching");
+    let out = s.sluice(&["run", "sluice.toml"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("migrate had completed: validated it"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("watch window (every 1s for 2s) passed: 2 checks"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(state(&s, "copy"), "completed");
+    assert_eq!(s.state("shop.db").rows("dst"), 100);
+}
