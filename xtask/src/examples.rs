@@ -216,19 +216,35 @@ struct RedisExample {
     redis_db: u32,
     probe_port: u16,
     failing_paths: &'static [&'static str],
+    /// Under `--fail`: once this Redis key holds this value (a step has
+    /// applied it), the stand-in app starts failing: xtask loads the
+    /// example's `fail-redis.txt` half a second later, inside the step's
+    /// watch window.
+    fail_when: Option<(&'static str, &'static str)>,
     /// After the run: `sluice rollback --to <step>`, then `sluice rollback`
     /// (after a failed run, only the total rollback).
     rollback_to: Option<&'static str>,
 }
 
 /// Examples whose plans target PostgreSQL and Redis.
-const REDIS_EXAMPLES: &[RedisExample] = &[RedisExample {
-    name: "004-pg-redis-health",
-    redis_db: 4,
-    probe_port: 18004,
-    failing_paths: &["/analytics/"],
-    rollback_to: Some("metadata-table"),
-}];
+const REDIS_EXAMPLES: &[RedisExample] = &[
+    RedisExample {
+        name: "000-v2-table-and-flag-rollout",
+        redis_db: 10,
+        probe_port: 18000,
+        failing_paths: &[],
+        fail_when: Some(("flags:optimizations:rollout_percentage", "50")),
+        rollback_to: None,
+    },
+    RedisExample {
+        name: "004-pg-redis-health",
+        redis_db: 4,
+        probe_port: 18004,
+        failing_paths: &["/analytics/"],
+        fail_when: None,
+        rollback_to: Some("metadata-table"),
+    },
+];
 
 /// Runs a [`RedisExample`]: services, seed data (`seed.sql`,
 /// `seed-redis.txt`), the stand-in health endpoint, `sluice audit --accept`,
@@ -297,11 +313,30 @@ fn run_redis(root: &Path, ex: &RedisExample, fail: bool) -> Result<()> {
         "\n== loading {name}/seed-redis.txt into Redis database {}",
         ex.redis_db
     );
-    seed_redis(
-        &services.redis_url(),
-        ex.redis_db,
-        &example.join("seed-redis.txt"),
-    )?;
+    let mut redis = Resp::connect(&services.redis_url(), ex.redis_db)?;
+    redis.call(&["FLUSHDB"])?;
+    redis.load(&example.join("seed-redis.txt"))?;
+    if let (Some((key, value)), true) = (ex.fail_when, fail) {
+        let fail_file = example.join("fail-redis.txt");
+        let (base, db) = (services.redis_url(), ex.redis_db);
+        println!(
+            "(--fail: the app starts failing once `{key}` is {value}: {})",
+            fail_file.display()
+        );
+        std::thread::spawn(move || -> Result<()> {
+            let mut redis = Resp::connect(&base, db)?;
+            while redis.call(&["GET", key])?.as_deref() != Some(value) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            redis.load(&fail_file)?;
+            println!(
+                "\n(--fail: `{key}` is {value}; loaded {})\n",
+                fail_file.display()
+            );
+            Ok(())
+        });
+    }
 
     let sluice = |args: &[&str]| {
         let mut cmd = Command::new(&built.sluice);
@@ -378,57 +413,71 @@ fn serve_health(listener: std::net::TcpListener, failing: &[String]) {
     }
 }
 
-/// Loads a `seed-redis.txt` (one command a line, words split on spaces, `#`
-/// comments) into database `db` of the Redis at `url`, after emptying it.
-/// Speaks RESP itself: xtask has no Redis client, and `redis-cli` is not
-/// always installed with the server.
-fn seed_redis(url: &str, db: u32, file: &Path) -> Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let addr = url
-        .strip_prefix("redis://")
-        .with_context(|| format!("`{url}` is not a redis:// URL"))?;
-    let stream = std::net::TcpStream::connect(addr)
-        .with_context(|| format!("connecting to Redis at {addr}"))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let db = db.to_string();
-    let mut commands: Vec<(String, Vec<&str>)> = vec![
-        ("SELECT".into(), vec!["SELECT", &db]),
-        ("FLUSHDB".into(), vec!["FLUSHDB"]),
-    ];
-    for (n, line) in text.lines().enumerate() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.is_empty() || words[0].starts_with('#') {
-            continue;
-        }
-        commands.push((format!("{}:{}", file.display(), n + 1), words));
+/// A Redis connection speaking RESP itself: xtask has no Redis client, and
+/// `redis-cli` is not always installed with the server.
+struct Resp {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl Resp {
+    /// Connects to `url` (`redis://host:port`) and selects database `db`.
+    fn connect(url: &str, db: u32) -> Result<Resp> {
+        let addr = url
+            .strip_prefix("redis://")
+            .with_context(|| format!("`{url}` is not a redis:// URL"))?;
+        let writer = std::net::TcpStream::connect(addr)
+            .with_context(|| format!("connecting to Redis at {addr}"))?;
+        let mut resp = Resp {
+            reader: std::io::BufReader::new(writer.try_clone()?),
+            writer,
+        };
+        resp.call(&["SELECT", &db.to_string()])?;
+        Ok(resp)
     }
-    for (at, words) in commands {
+
+    /// Sends one command; returns a string or bulk reply (`None` for nil
+    /// and integers), fails on an error reply.
+    fn call(&mut self, words: &[&str]) -> Result<Option<String>> {
+        use std::io::{BufRead, Read, Write};
         let mut frame = format!("*{}\r\n", words.len());
-        for w in &words {
+        for w in words {
             frame.push_str(&format!("${}\r\n{w}\r\n", w.len()));
         }
-        writer.write_all(frame.as_bytes())?;
+        self.writer.write_all(frame.as_bytes())?;
         let mut reply = String::new();
-        reader.read_line(&mut reply)?;
-        match reply.as_bytes().first() {
-            Some(b'+') | Some(b':') => {}
-            Some(b'$') => {
-                // A bulk reply (none of the seed commands should give one
-                // larger than a line): skip its payload line.
-                if !reply.starts_with("$-1") {
-                    let mut payload = String::new();
-                    reader.read_line(&mut payload)?;
-                }
+        self.reader.read_line(&mut reply)?;
+        let reply = reply.trim_end();
+        match reply.split_at(reply.len().min(1)) {
+            ("+", text) => Ok(Some(text.to_string())),
+            (":", _) => Ok(None),
+            ("$", "-1") => Ok(None),
+            ("$", len) => {
+                let len: usize = len
+                    .parse()
+                    .with_context(|| format!("Redis sent a bad bulk length `{len}`"))?;
+                let mut payload = vec![0; len + 2];
+                self.reader.read_exact(&mut payload)?;
+                payload.truncate(len);
+                Ok(Some(String::from_utf8_lossy(&payload).into_owned()))
             }
-            _ => bail!(
-                "{at}: Redis answered `{}` to `{}`",
-                reply.trim_end(),
-                words.join(" ")
-            ),
+            _ => bail!("Redis answered `{reply}` to `{}`", words.join(" ")),
         }
     }
-    Ok(())
+
+    /// Runs a `seed-redis.txt`-style file: one command a line, words split
+    /// on spaces, `#` comments.
+    fn load(&mut self, file: &Path) -> Result<()> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.is_empty() || words[0].starts_with('#') {
+                continue;
+            }
+            self.call(&words)
+                .with_context(|| format!("{}:{}", file.display(), n + 1))?;
+        }
+        Ok(())
+    }
 }
