@@ -423,7 +423,7 @@ fn example_000_builds_v2_switches_the_view_and_rolls_the_flag_out_to_100() {
         "result: OK — 6 step(s) applied",
         "metric match_rate = 1  (2000 of 2000 source rows found in target)",
         "metric served_by_v2 = 1",
-        "threshold read_p95_ms <= 2 * baseline.read_p95_ms + 20: met",
+        "threshold read_p95_ms <= 2 * baseline.read_p95_ms + 200: met",
         "metric errors = 0  (keys under `stats:err:`)",
         "metric requests = 20  (keys under `stats:req:`)",
     ] {
