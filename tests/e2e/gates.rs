@@ -406,6 +406,14 @@ fn a_watch_window_that_sees_a_breach_rolls_back_within_one_interval() {
         started.elapsed() < Duration::from_secs(30),
         "the window ended early"
     );
+    // The verdict names the step that breached, not the earlier one the
+    // breach rolled back; the breach is said once under the step and once
+    // in the verdict.
+    assert!(
+        stdout.contains("result: FAILED at step `copy` (watch)"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("breached: threshold").count(), 2, "{stdout}");
 
     // The rollback started within one interval (1 s) of the breach, plus the
     // check's own validate time.

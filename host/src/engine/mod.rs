@@ -949,10 +949,10 @@ impl Engine {
             }
         };
         s.phases.push((Phase::Watch, start.elapsed()));
-        s.notes.push(match &outcome {
-            Ok(passed) => passed.clone(),
-            Err((_, why)) => why.clone(),
-        });
+        // A breach is the step's outcome reason; only a passed window is news.
+        if let Ok(passed) = &outcome {
+            s.notes.push(passed.clone());
+        }
         Ok(outcome)
     }
 

@@ -157,15 +157,31 @@ fn step_lines(out: &mut String, step: &StepSummary) {
 }
 
 fn verdict(s: &RunSummary) -> String {
-    let failing = s.steps.iter().find(|st| match st.outcome {
-        StepOutcome::Applied | StepOutcome::AlreadyApplied | StepOutcome::NotRun => false,
-        // For `sluice rollback`, a rolled-back step is the goal, not a failure.
-        StepOutcome::RolledBack { .. } => s.command != "rollback" && s.command != "reject",
-        StepOutcome::FailedUnchanged {
-            phase: Phase::Review,
-            ..
-        } => false,
-        _ => true,
+    // The cause first: a step rolled back because a later step's watch
+    // window breached is a consequence, not the failure.
+    // A rollback that failed on the way back outranks both.
+    let attention = s
+        .steps
+        .iter()
+        .any(|st| matches!(st.outcome, StepOutcome::RollbackFailed { .. }));
+    let cause = s.steps.iter().find(|st| {
+        matches!(
+            st.outcome,
+            StepOutcome::RolledBack { phase, .. } if phase != Phase::Rollback && phase != Phase::Review
+        ) && s.command == "run"
+            && !attention
+    });
+    let failing = cause.or_else(|| {
+        s.steps.iter().find(|st| match st.outcome {
+            StepOutcome::Applied | StepOutcome::AlreadyApplied | StepOutcome::NotRun => false,
+            // For `sluice rollback`, a rolled-back step is the goal, not a failure.
+            StepOutcome::RolledBack { .. } => s.command != "rollback" && s.command != "reject",
+            StepOutcome::FailedUnchanged {
+                phase: Phase::Review,
+                ..
+            } => false,
+            _ => true,
+        })
     });
     let Some(step) = failing else {
         let n = s.steps.len();
