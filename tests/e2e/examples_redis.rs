@@ -7,87 +7,10 @@
 //! an md5 of every PostgreSQL table's ordered rows.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use sluice_e2e::http::HealthServer;
 use sluice_e2e::services::{pg_scratch, redis_scratch, PgScratch, RedisScratch};
 use sluice_e2e::{plugin, root, sluice_bin, Outcome, Scenario};
-
-/// A stand-in for the services an example probes: an HTTP/1.1 server on
-/// 127.0.0.1 answering 200, or 500 for a path containing one of `failing`;
-/// it stops when dropped.
-struct HealthServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl HealthServer {
-    fn start(failing: &[&str]) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let failing = Arc::new(Mutex::new(
-            failing.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        ));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (failing, stop) = (failing.clone(), stop.clone());
-            std::thread::spawn(move || {
-                // Bounded: the test drops the server, or three minutes pass.
-                let until = Instant::now() + Duration::from_secs(180);
-                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-                    let mut stream = match listener.accept() {
-                        Ok((stream, _)) => stream,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                        Err(_) => break,
-                    };
-                    stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(5)))
-                        .unwrap();
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let request = String::from_utf8_lossy(&request);
-                    let path = request.split(' ').nth(1).unwrap_or("").to_string();
-                    let down = failing.lock().unwrap().iter().any(|f| path.contains(f));
-                    let (code, body) = if down { (500, "down") } else { (200, "ok") };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {code} Status\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                }
-            })
-        };
-        HealthServer {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for HealthServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// An example copied into a scenario, with scratch PostgreSQL and Redis
 /// databases seeded from its `seed.sql` and `seed-redis.txt`, and its probes
@@ -116,7 +39,7 @@ impl Example {
                 std::fs::copy(&path, s.path().join(path.file_name().unwrap())).unwrap();
             }
         }
-        let server = HealthServer::start(failing);
+        let server = HealthServer::start_failing(200, failing);
         let plan = s.read("sluice.toml");
         let local = format!("127.0.0.1:{port}");
         assert!(plan.contains(&local), "the plan probes {local}");

@@ -2,96 +2,12 @@
 //! as validate metrics, through the real binary, the real SQLite plugin and
 //! a real HTTP server on 127.0.0.1 whose status the test switches.
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use sluice_e2e::http::HealthServer;
 use sluice_e2e::{plugin, Scenario};
-
-/// An HTTP/1.1 server on 127.0.0.1 answering every request with the
-/// current `status`; it stops when dropped.
-struct HealthServer {
-    port: u16,
-    status: Arc<AtomicU16>,
-    requests: Arc<AtomicUsize>,
-    last_request: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl HealthServer {
-    fn start(status: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let status = Arc::new(AtomicU16::new(status));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let last_request = Arc::new(Mutex::new(String::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (status, requests, last_request, stop) = (
-                status.clone(),
-                requests.clone(),
-                last_request.clone(),
-                stop.clone(),
-            );
-            std::thread::spawn(move || {
-                // Bounded: the test drops the server, or two minutes pass.
-                let until = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-                    let mut stream = match listener.accept() {
-                        Ok((stream, _)) => stream,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                        Err(_) => break,
-                    };
-                    stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(5)))
-                        .unwrap();
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    requests.fetch_add(1, Ordering::SeqCst);
-                    *last_request.lock().unwrap() = String::from_utf8_lossy(&request).into_owned();
-                    let code = status.load(Ordering::SeqCst);
-                    let body = if code == 200 { "ok" } else { "down" };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {code} Status\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                }
-            })
-        };
-        HealthServer {
-            port,
-            status,
-            requests,
-            last_request,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for HealthServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn seed(s: &Scenario) {
     s.seed(

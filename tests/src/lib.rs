@@ -2,6 +2,7 @@
 //! temporary directory, the real `sluice` binary, real plugin components,
 //! and an independent view of SQLite databases.
 
+pub mod http;
 pub mod services;
 
 use std::collections::BTreeMap;
