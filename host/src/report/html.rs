@@ -226,19 +226,7 @@ fn header(o: &mut String, e: &Evidence, json: &Value) {
         row(&format!("Plan: {}", label(k)), value_html(v));
     }
     o.push_str("</table>\n");
-    let top = extras(json, EVIDENCE_KEYS);
-    if !top.is_empty() {
-        o.push_str("<h2>Also recorded</h2>\n<table class=\"kv\">\n");
-        for (k, v) in top {
-            let _ = writeln!(
-                o,
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(&label(k)),
-                value_html(v)
-            );
-        }
-        o.push_str("</table>\n");
-    }
+    also_recorded(o, "h2", "kv", extras(json, EVIDENCE_KEYS));
     o.push_str("</header>\n");
 }
 
@@ -833,20 +821,29 @@ fn step(o: &mut String, index: usize, s: &StepEvidence, json: &Value) {
         );
     }
 
-    let more = extras(json, STEP_KEYS);
-    if !more.is_empty() {
-        o.push_str("<h3>Also recorded</h3>\n<table class=\"kv extras\">\n");
-        for (k, v) in more {
-            let _ = writeln!(
-                o,
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(&label(k)),
-                value_html(v)
-            );
-        }
-        o.push_str("</table>\n");
-    }
+    also_recorded(o, "h3", "kv extras", extras(json, STEP_KEYS));
     o.push_str("</section>\n");
+}
+
+/// Journal fields this page has no layout for, shown as a key/value table
+/// under an "Also recorded" heading (nothing when there are none).
+fn also_recorded(o: &mut String, heading: &str, class: &str, fields: Vec<(&str, &Value)>) {
+    if fields.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<{heading}>Also recorded</{heading}>\n<table class=\"{class}\">"
+    );
+    for (k, v) in fields {
+        let _ = writeln!(
+            o,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(&label(k)),
+            value_html(v)
+        );
+    }
+    o.push_str("</table>\n");
 }
 
 /// The band reached, the baseline it was judged against, and the
