@@ -52,18 +52,42 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     )
 }
 
-fn run_pg(root: &Path, name: &str, fail: bool, approve: bool) -> Result<()> {
+/// What every example run starts from: sluice and the plugins built, the
+/// example's plan, and a fresh output directory.
+struct Prepared {
+    built: crate::Built,
+    example: PathBuf,
+    plan: PathBuf,
+    out: PathBuf,
+}
+
+/// Builds, and clears the example's journal, lock and last output: each run
+/// starts on new databases, so old state would only be drift.
+fn prepare(root: &Path, name: &str) -> Result<Prepared> {
     let built = crate::build(root)?;
     let example = root.join("examples").join(name);
     let plan = example.join("sluice.toml");
     let out = root.join("target/examples").join(name);
-    // A fresh journal and lock each time: the database is new too.
     let _ = std::fs::remove_dir_all(example.join(".sluice"));
     let _ = std::fs::remove_file(example.join("sluice.lock"));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(Prepared {
+        built,
+        example,
+        plan,
+        out,
+    })
+}
 
-    let services = crate::services::start()?;
+/// Creates the example's database on the private PostgreSQL, loads `seeds`
+/// (files of the example directory) into it, and returns its URL.
+fn seeded_database(
+    services: &crate::services::Services,
+    name: &str,
+    example: &Path,
+    seeds: &[&str],
+) -> Result<String> {
     let admin = services.pg_url();
     let db = format!("example_{}", name.replace('-', "_"));
     let psql = psql()?;
@@ -80,10 +104,6 @@ fn run_pg(root: &Path, name: &str, fail: bool, approve: bool) -> Result<()> {
         .rsplit_once('/')
         .context("the services' PostgreSQL URL has no database")?;
     let url = format!("{server}/{db}");
-    let mut seeds = vec!["seed.sql"];
-    if fail {
-        seeds.push("fail.sql");
-    }
     for seed in seeds {
         println!("\n== loading {name}/{seed} into database {db}");
         crate::run_cmd(
@@ -93,6 +113,23 @@ fn run_pg(root: &Path, name: &str, fail: bool, approve: bool) -> Result<()> {
                 .arg(example.join(seed)),
         )?;
     }
+    Ok(url)
+}
+
+fn run_pg(root: &Path, name: &str, fail: bool, approve: bool) -> Result<()> {
+    let Prepared {
+        built,
+        example,
+        plan,
+        out,
+    } = prepare(root, name)?;
+    let services = crate::services::start()?;
+    let seeds: &[&str] = if fail {
+        &["seed.sql", "fail.sql"]
+    } else {
+        &["seed.sql"]
+    };
+    let url = seeded_database(&services, name, &example, seeds)?;
 
     let sluice = |args: &[&str]| {
         let mut cmd = Command::new(&built.sluice);
@@ -251,15 +288,12 @@ const REDIS_EXAMPLES: &[RedisExample] = &[
 /// `sluice run`, the report, then the rollbacks the README describes.
 fn run_redis(root: &Path, ex: &RedisExample, fail: bool) -> Result<()> {
     let name = ex.name;
-    let built = crate::build(root)?;
-    let example = root.join("examples").join(name);
-    let plan = example.join("sluice.toml");
-    let out = root.join("target/examples").join(name);
-    // A fresh journal and lock each time: the databases are new too.
-    let _ = std::fs::remove_dir_all(example.join(".sluice"));
-    let _ = std::fs::remove_file(example.join("sluice.lock"));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let Prepared {
+        built,
+        example,
+        plan,
+        out,
+    } = prepare(root, name)?;
 
     // Bound before anything slow starts, so a busy port fails fast.
     let health = std::net::TcpListener::bind(("127.0.0.1", ex.probe_port)).with_context(|| {
@@ -285,29 +319,7 @@ fn run_redis(root: &Path, ex: &RedisExample, fail: bool) -> Result<()> {
     );
 
     let services = crate::services::start()?;
-    let admin = services.pg_url();
-    let db = format!("example_{}", name.replace('-', "_"));
-    let psql = psql()?;
-    crate::run_cmd(Command::new(&psql).args([
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        &admin,
-        "-c",
-        &format!("CREATE DATABASE {db}"),
-    ]))?;
-    let (server, _) = admin
-        .rsplit_once('/')
-        .context("the services' PostgreSQL URL has no database")?;
-    let db_url = format!("{server}/{db}");
-    println!("\n== loading {name}/seed.sql into database {db}");
-    crate::run_cmd(
-        Command::new(&psql)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &db_url])
-            .arg("-f")
-            .arg(example.join("seed.sql")),
-    )?;
+    let db_url = seeded_database(&services, name, &example, &["seed.sql"])?;
     let redis_url = format!("{}/{}", services.redis_url(), ex.redis_db);
     println!(
         "\n== loading {name}/seed-redis.txt into Redis database {}",
