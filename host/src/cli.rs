@@ -172,6 +172,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make something new from a template: `sluice new plugin <name>`.
+    New {
+        /// What to make.
+        #[command(subcommand)]
+        what: NewCommand,
+    },
     /// Per step: requested vs granted, surplus and risky grants; check the
     /// plan against its lock file.
     Audit {
@@ -183,5 +189,25 @@ pub enum Command {
         /// Print JSON for machines.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// What `sluice new` makes.
+#[derive(Debug, Subcommand)]
+pub enum NewCommand {
+    /// A plugin crate, outside this repository, that builds as it is
+    /// (`./build.sh`), passes `sluice conformance` (`./conformance.sh`) and
+    /// has a README for its author.
+    Plugin {
+        /// The crate's name: a-z, 0-9, `-`, `_`, starting with a letter.
+        name: String,
+        /// The directory to create the crate in (default: the current one);
+        /// an existing `<dir>/<name>` is never overwritten.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The sluice sdk to depend on (default: the sdk of the checkout
+        /// this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }

@@ -24,6 +24,7 @@ pub mod progress_bar;
 pub mod rehearse;
 pub mod report;
 pub mod runtime;
+pub mod scaffold;
 pub mod secret;
 
 /// Marks a point where tests may kill the process (see `failpoints`); no code

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use sluice::cli::{Cli, Command, LogFormat};
+use sluice::cli::{Cli, Command, LogFormat, NewCommand};
 use sluice::engine::{exit, Engine, EngineOptions};
 use sluice::progress_bar::ProgressBars;
 use sluice::runtime::{ComponentCache, Runtime};
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
     let plan_path = match &command {
         Command::Inspect { plugin, json } => return inspect(plugin, *json).await,
+        Command::New { what } => return new(what),
         Command::Run { plan }
         | Command::Status { plan }
         | Command::Report { plan, .. }
@@ -52,7 +53,7 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
         }
     };
     match command {
-        Command::Inspect { .. } => unreachable!("handled above"),
+        Command::Inspect { .. } | Command::New { .. } => unreachable!("handled above"),
         Command::Check { .. } => match previews(&plan, preview::Estimate::Skip).await {
             Ok(_) => {
                 println!(
@@ -385,6 +386,28 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
             exit::OK
         }
         Err(e) => internal(&e),
+    }
+}
+
+fn new(what: &NewCommand) -> i32 {
+    let NewCommand::Plugin { name, dir, sdk } = what;
+    let sdk = sdk
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(sluice::scaffold::BUILT_SDK));
+    match sluice::scaffold::new_plugin(name, dir, &sdk) {
+        Ok(made) => {
+            println!(
+                "created plugin crate {} (sdk: {})\n\n  cd {}\n  ./build.sh          # the component's path\n  ./conformance.sh    # sluice conformance on a scratch SQLite database\n\nREADME.md says how to test, grant and publish it.",
+                made.dir.display(),
+                made.sdk.display(),
+                made.dir.display()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::PLAN_ERROR
+        }
     }
 }
 
