@@ -272,13 +272,23 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     if any {
         run_cmd(&mut units)?;
     }
-    // Unit tests of the plugin crates outside the workspace, natively too
-    // (they export their component only on wasm32).
+    // Plugin crates outside the workspace get the same gates: formatting,
+    // lints, and their unit tests, natively (they export their component
+    // only on wasm32).
     for (dir, _, _) in OUTSIDE_PLUGINS {
+        let dir = root.join(dir);
+        let target = root.join(PLUGIN_CRATES_TARGET);
+        run_cmd(cargo(&dir).args(["fmt", "--", "--check"]))?;
         run_cmd(
-            cargo(&root.join(dir))
+            cargo(&dir)
+                .args(["clippy", "--quiet", "--all-targets", "--target-dir"])
+                .arg(&target)
+                .args(["--", "-D", "warnings"]),
+        )?;
+        run_cmd(
+            cargo(&dir)
                 .args(["test", "--quiet", "--lib", "--target-dir"])
-                .arg(root.join(PLUGIN_CRATES_TARGET)),
+                .arg(&target),
         )?;
     }
     // Installs PostgreSQL and Redis if missing; stopped when dropped.
