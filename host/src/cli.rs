@@ -164,6 +164,43 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Check a plugin against the plugin contract on a scratch target:
+    /// restores, rollback-twice, idempotent, validate-read-only,
+    /// declared-imports, backup-read-back, deadline. Exit 0 all pass, 1 a
+    /// check failed, 2 bad input.
+    Conformance {
+        /// The plugin component.
+        plugin: PathBuf,
+        /// `sqlite` (a scratch file), `sqlite:<path>` (a copy of it),
+        /// `postgres://…` or `redis://…` (a scratch database: it will be
+        /// changed).
+        #[arg(
+            long,
+            required_unless_present = "target_env",
+            conflicts_with = "target_env"
+        )]
+        target: Option<String>,
+        /// Read the target URL from this environment variable (keeps a
+        /// password out of the command line).
+        #[arg(long, value_name = "VAR")]
+        target_env: Option<String>,
+        /// The step params, a JSON object.
+        #[arg(long, conflicts_with = "params_file")]
+        params: Option<String>,
+        /// The step params from a JSON file.
+        #[arg(long, value_name = "FILE")]
+        params_file: Option<PathBuf>,
+        /// Data loaded into the scratch target first: a SQL script, or for
+        /// Redis one command per line (`SET k v`).
+        #[arg(long, value_name = "FILE")]
+        fixture: Option<PathBuf>,
+        /// Grant a directory read-only to the plugin as `NAME` (repeatable).
+        #[arg(long = "file", value_name = "NAME=DIR")]
+        files: Vec<String>,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a plugin is and what it can reach, before it runs.
     Inspect {
         /// The plugin component.

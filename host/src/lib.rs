@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backup;
 pub mod capabilities;
 pub mod cli;
+pub mod conformance;
 pub mod datastores;
 pub mod engine;
 #[cfg(feature = "failpoints")]
