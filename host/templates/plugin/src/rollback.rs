@@ -36,9 +36,6 @@ impl sluice_sdk::Rollback for {{Type}} {
                 Error::BackupInvalid(format!("the manifest has no `{}`", params.table))
             })?;
         let conn = Connection::open(&ctx.target)?;
-        // Rows of tables referencing this one are checked at commit, when
-        // the table is whole again.
-        conn.execute("PRAGMA defer_foreign_keys = ON", &[])?;
         let state = conn.transaction(|conn| restore(conn, &params.table, &schema, expected))?;
         log::info("restore verified", &[("rows", &state.rows.to_string())]);
         Ok(vec![state])
@@ -51,6 +48,9 @@ fn restore(
     schema: &SavedSchema,
     expected: &TableState,
 ) -> Result<TableState, Error> {
+    // Rows of tables referencing this one are checked at commit, when the
+    // table is whole again (SQLite resets this at the end of a transaction).
+    conn.execute("PRAGMA defer_foreign_keys = ON", &[])?;
     // Dropping the table drops its indexes and triggers too; the saved
     // statements bring them back exactly as they were.
     conn.execute(&format!("DROP TABLE IF EXISTS {}", quote_ident(table)), &[])?;
