@@ -164,6 +164,43 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Check a plugin against the plugin contract on a scratch target:
+    /// restores, rollback-twice, idempotent, validate-read-only,
+    /// declared-imports, backup-read-back, deadline. Exit 0 all pass, 1 a
+    /// check failed, 2 bad input.
+    Conformance {
+        /// The plugin component.
+        plugin: PathBuf,
+        /// `sqlite` (a scratch file), `sqlite:<path>` (a copy of it),
+        /// `postgres://…` or `redis://…` (a scratch database: it will be
+        /// changed).
+        #[arg(
+            long,
+            required_unless_present = "target_env",
+            conflicts_with = "target_env"
+        )]
+        target: Option<String>,
+        /// Read the target URL from this environment variable (keeps a
+        /// password out of the command line).
+        #[arg(long, value_name = "VAR")]
+        target_env: Option<String>,
+        /// The step params, a JSON object.
+        #[arg(long, conflicts_with = "params_file")]
+        params: Option<String>,
+        /// The step params from a JSON file.
+        #[arg(long, value_name = "FILE")]
+        params_file: Option<PathBuf>,
+        /// Data loaded into the scratch target first: a SQL script, or for
+        /// Redis one command per line (`SET k v`).
+        #[arg(long, value_name = "FILE")]
+        fixture: Option<PathBuf>,
+        /// Grant a directory read-only to the plugin as `NAME` (repeatable).
+        #[arg(long = "file", value_name = "NAME=DIR")]
+        files: Vec<String>,
+        /// Print JSON for machines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a plugin is and what it can reach, before it runs.
     Inspect {
         /// The plugin component.
@@ -171,6 +208,12 @@ pub enum Command {
         /// Print JSON for machines.
         #[arg(long)]
         json: bool,
+    },
+    /// Make something new from a template: `sluice new plugin <name>`.
+    New {
+        /// What to make.
+        #[command(subcommand)]
+        what: NewCommand,
     },
     /// Per step: requested vs granted, surplus and risky grants; check the
     /// plan against its lock file.
@@ -183,5 +226,25 @@ pub enum Command {
         /// Print JSON for machines.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// What `sluice new` makes.
+#[derive(Debug, Subcommand)]
+pub enum NewCommand {
+    /// A plugin crate, outside this repository, that builds as it is
+    /// (`./build.sh`), passes `sluice conformance` (`./conformance.sh`) and
+    /// has a README for its author.
+    Plugin {
+        /// The crate's name: a-z, 0-9, `-`, `_`, starting with a letter.
+        name: String,
+        /// The directory to create the crate in (default: the current one);
+        /// an existing `<dir>/<name>` is never overwritten.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The sluice sdk to depend on (default: the sdk of the checkout
+        /// this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backup;
 pub mod capabilities;
 pub mod cli;
+pub mod conformance;
 pub mod datastores;
 pub mod engine;
 #[cfg(feature = "failpoints")]
@@ -24,6 +25,7 @@ pub mod progress_bar;
 pub mod rehearse;
 pub mod report;
 pub mod runtime;
+pub mod scaffold;
 pub mod secret;
 
 /// Marks a point where tests may kill the process (see `failpoints`); no code

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use sluice::cli::{Cli, Command, LogFormat};
+use sluice::cli::{Cli, Command, LogFormat, NewCommand};
 use sluice::engine::{exit, Engine, EngineOptions};
 use sluice::progress_bar::ProgressBars;
 use sluice::runtime::{ComponentCache, Runtime};
@@ -30,8 +30,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
+    if matches!(command, Command::Conformance { .. }) {
+        return conformance(command).await;
+    }
     let plan_path = match &command {
         Command::Inspect { plugin, json } => return inspect(plugin, *json).await,
+        Command::New { what } => return new(what),
+        Command::Conformance { .. } => unreachable!("handled above"),
         Command::Run { plan }
         | Command::Status { plan }
         | Command::Report { plan, .. }
@@ -52,7 +57,9 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
         }
     };
     match command {
-        Command::Inspect { .. } => unreachable!("handled above"),
+        Command::Inspect { .. } | Command::New { .. } | Command::Conformance { .. } => {
+            unreachable!("handled above")
+        }
         Command::Check { .. } => match previews(&plan, preview::Estimate::Skip).await {
             Ok(_) => {
                 println!(
@@ -388,6 +395,28 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
     }
 }
 
+fn new(what: &NewCommand) -> i32 {
+    let NewCommand::Plugin { name, dir, sdk } = what;
+    let sdk = sdk
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(sluice::scaffold::BUILT_SDK));
+    match sluice::scaffold::new_plugin(name, dir, &sdk) {
+        Ok(made) => {
+            println!(
+                "created plugin crate {} (sdk: {})\n\n  cd {}\n  ./build.sh          # the component's path\n  ./conformance.sh    # sluice conformance on a scratch SQLite database\n\nREADME.md says how to test, grant and publish it.",
+                made.dir.display(),
+                made.sdk.display(),
+                made.dir.display()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::PLAN_ERROR
+        }
+    }
+}
+
 async fn inspect(path: &std::path::Path, json: bool) -> i32 {
     let plugin = match plan::PluginRef::read("plugin", path) {
         Ok(p) => p,
@@ -418,6 +447,108 @@ async fn inspect(path: &std::path::Path, json: bool) -> i32 {
             exit::PLAN_ERROR
         }
     }
+}
+
+async fn conformance(command: Command) -> i32 {
+    let Command::Conformance {
+        plugin,
+        target,
+        target_env,
+        params,
+        params_file,
+        fixture,
+        files,
+        json,
+    } = command
+    else {
+        unreachable!("called for `conformance` only")
+    };
+    let options = match conformance_options(
+        plugin,
+        target,
+        target_env,
+        params,
+        params_file,
+        fixture,
+        files,
+    ) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::PLAN_ERROR;
+        }
+    };
+    let runtime = match Runtime::new(ComponentCache::new(ComponentCache::default_dir())) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return internal(&e),
+    };
+    match sluice::conformance::run(options, runtime).await {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serializes")
+                );
+            } else {
+                print!("{}", report.text());
+            }
+            report.exit_code()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Resolves the `conformance` arguments: reads the params, fixture and
+/// target variable, splits `--file NAME=DIR`.
+fn conformance_options(
+    plugin: std::path::PathBuf,
+    target: Option<String>,
+    target_env: Option<String>,
+    params: Option<String>,
+    params_file: Option<std::path::PathBuf>,
+    fixture: Option<std::path::PathBuf>,
+    files: Vec<String>,
+) -> Result<sluice::conformance::ConformanceOptions, String> {
+    let target = match (target, target_env) {
+        (Some(target), _) => target,
+        (None, Some(var)) => std::env::var(&var)
+            .map_err(|_| format!("--target-env {var}: the variable is not set"))?,
+        (None, None) => return Err("--target or --target-env is required".into()),
+    };
+    let target = sluice::conformance::TargetSpec::parse(&target)?;
+    let params_text = match (params, params_file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("--params-file {}: {e}", path.display()))?,
+        (None, None) => "{}".to_string(),
+    };
+    let params: serde_json::Value = serde_json::from_str(&params_text)
+        .map_err(|e| format!("params are not valid JSON: {e}"))?;
+    let fixture = fixture
+        .map(|path| {
+            std::fs::read_to_string(&path).map_err(|e| format!("--fixture {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let files = files
+        .iter()
+        .map(|grant| {
+            grant
+                .split_once('=')
+                .filter(|(name, dir)| !name.is_empty() && !dir.is_empty())
+                .map(|(name, dir)| (name.to_string(), std::path::PathBuf::from(dir)))
+                .ok_or_else(|| format!("--file `{grant}`: expected NAME=DIR"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(sluice::conformance::ConformanceOptions {
+        plugin,
+        target,
+        params,
+        fixture,
+        files,
+    })
 }
 
 async fn audit(plan: plan::Plan, accept: bool, json: bool) -> i32 {

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bad_plans;
+mod conformance;
 mod crash;
 mod examples_pg;
 mod examples_redis;
@@ -23,3 +24,4 @@ mod report_html;
 mod runtime;
 mod security;
 mod sqitch;
+mod template;

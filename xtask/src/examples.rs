@@ -39,10 +39,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if let Some(ex) = REDIS_EXAMPLES.iter().find(|e| e.name == name) {
         return run_redis(root, ex, fail);
     }
+    if name == "custom-plugin" {
+        return run_custom_plugin(root);
+    }
     bail!(
         "usage: cargo xtask example <name> [--fail] [--approve]\n\
          PostgreSQL examples: {}\n\
-         PostgreSQL + Redis examples: {}",
+         PostgreSQL + Redis examples: {}\n\
+         SQLite, a plugin written from outside: custom-plugin",
         PG_EXAMPLES.join(", "),
         REDIS_EXAMPLES
             .iter()
@@ -50,6 +54,46 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// `examples/custom-plugin`: a plugin built from outside the workspace, on
+/// a SQLite file made from its seed: conformance, then the plan.
+fn run_custom_plugin(root: &Path) -> Result<()> {
+    let built = crate::build(root)?;
+    let example = root.join("examples/custom-plugin");
+    let db = example.join("coaching.db");
+    for stale in [
+        "coaching.db",
+        "coaching.db-wal",
+        "coaching.db-shm",
+        "sluice.lock",
+    ] {
+        let _ = std::fs::remove_file(example.join(stale));
+    }
+    let _ = std::fs::remove_dir_all(example.join(".sluice"));
+    let seed = std::fs::read_to_string(example.join("seed.sql"))?;
+    rusqlite::Connection::open(&db)?.execute_batch(&seed)?;
+    println!("\n== created {} from seed.sql\n", db.display());
+    let plugin = root.join("target/plugins/custom-drawers.wasm");
+    println!("== sluice conformance (the plugin's contract, on a scratch copy of the seed)\n");
+    crate::run_cmd(
+        Command::new(&built.sluice)
+            .arg("conformance")
+            .arg(&plugin)
+            .args(["--target", "sqlite", "--fixture"])
+            .arg(example.join("seed.sql"))
+            .arg("--params-file")
+            .arg(example.join("params.json")),
+    )?;
+    let plan = example.join("sluice.toml");
+    for args in [&["audit", "--accept"][..], &["run"], &["status"]] {
+        println!(
+            "\n== sluice {} examples/custom-plugin/sluice.toml\n",
+            args.join(" ")
+        );
+        crate::run_cmd(Command::new(&built.sluice).args(args).arg(&plan))?;
+    }
+    Ok(())
 }
 
 /// What every example run starts from: sluice and the plugins built, the

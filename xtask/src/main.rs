@@ -44,7 +44,7 @@ fn run() -> Result<()> {
                  build   install the wasm toolchain if missing; build the host and every plugin\n  \
                  demo    build, create a sample SQLite database and run examples/quickstart\n  \
                  example <name> [--fail] [--approve]\n          \
-                 run examples/<name> (a field runbook) end to end; see its README\n  \
+                 run examples/<name> (a field runbook, or custom-plugin) end to end; see its README\n  \
                  test    build, check formatting and lints, start PostgreSQL and Redis, run the\n          \
                  whole test suite\n  \
                  bench   build, run the benchmarks and print ratios against baselines\n  \
@@ -120,6 +120,20 @@ fn plugin_crates(root: &Path) -> Result<Vec<(PathBuf, String, String)>> {
     Ok(out)
 }
 
+/// Plugin crates outside the workspace, built as their authors would build
+/// them (their own `Cargo.toml`, lock and profile): (crate dir, artifact
+/// stem, output name in target/plugins).
+const OUTSIDE_PLUGINS: &[(&str, &str, &str)] = &[(
+    "examples/custom-plugin",
+    "sluice_example_drawers",
+    "custom-drawers.wasm",
+)];
+
+/// Target dir of plugin crates outside the workspace: shared by them, by
+/// `sluice new plugin`'s crates in the e2e tests, never by the workspace
+/// (whose build lock a running `cargo test` holds).
+const PLUGIN_CRATES_TARGET: &str = "target/plugin-crates";
+
 fn build(root: &Path) -> Result<Built> {
     let guest = toolchain::ensure(root)?;
     let out_dir = root.join("target/plugins");
@@ -145,6 +159,19 @@ fn build(root: &Path) -> Result<Built> {
         std::fs::copy(&artifact, out_dir.join(&out))
             .with_context(|| format!("copying {}", artifact.display()))?;
         eprintln!("xtask: plugin {package} → target/plugins/{out}");
+    }
+    for (dir, stem, out) in OUTSIDE_PLUGINS {
+        let mut cmd = guest.cargo(&root.join(dir));
+        cmd.args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+            .arg("--target-dir")
+            .arg(root.join(PLUGIN_CRATES_TARGET));
+        run_cmd(&mut cmd)?;
+        let artifact = root
+            .join(PLUGIN_CRATES_TARGET)
+            .join(format!("wasm32-wasip2/release/{stem}.wasm"));
+        std::fs::copy(&artifact, out_dir.join(out))
+            .with_context(|| format!("copying {}", artifact.display()))?;
+        eprintln!("xtask: plugin {dir} → target/plugins/{out}");
     }
     // A second binary with test-only failpoints, for the crash tests; built
     // first so the operator binary below is the last one linked.
@@ -245,6 +272,25 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     if any {
         run_cmd(&mut units)?;
     }
+    // Plugin crates outside the workspace get the same gates: formatting,
+    // lints, and their unit tests, natively (they export their component
+    // only on wasm32).
+    for (dir, _, _) in OUTSIDE_PLUGINS {
+        let dir = root.join(dir);
+        let target = root.join(PLUGIN_CRATES_TARGET);
+        run_cmd(cargo(&dir).args(["fmt", "--", "--check"]))?;
+        run_cmd(
+            cargo(&dir)
+                .args(["clippy", "--quiet", "--all-targets", "--target-dir"])
+                .arg(&target)
+                .args(["--", "-D", "warnings"]),
+        )?;
+        run_cmd(
+            cargo(&dir)
+                .args(["test", "--quiet", "--lib", "--target-dir"])
+                .arg(&target),
+        )?;
+    }
     // Installs PostgreSQL and Redis if missing; stopped when dropped.
     let services = services::start()?;
     // The HTML report test renders in a real headless Chromium.
@@ -264,6 +310,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         )
         .env("SLUICE_REPORTS", root.join("target/test-reports"))
         .env("SLUICE_PLUGINS", root.join("target/plugins"))
+        .env("SLUICE_PLUGIN_CRATES", root.join(PLUGIN_CRATES_TARGET))
         .env(browser::CHROMIUM_ENV, &chromium)
         .env(sqitch::SQITCH_ENV, &sqitch)
         .env("RUST_BACKTRACE", "0")

@@ -43,6 +43,21 @@ pub struct BackupCapability {
     names: BTreeSet<String>,
     written: Vec<ArtifactRef>,
     bytes: u64,
+    opened: Vec<ArtifactOpened>,
+}
+
+/// One artifact a plugin asked to open during rollback, as the host saw it:
+/// recorded so a conformance check can tell which artifacts rollback read
+/// (and whether it asked for any its backup never wrote).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactOpened {
+    /// The name the plugin asked for.
+    pub name: String,
+    /// Whether it is part of this step's backup (else `open` was refused).
+    pub in_backup: bool,
+    /// Whether the plugin read it to the end, where the store recomputed
+    /// its digest and found it equal to what backup wrote.
+    pub verified: bool,
 }
 
 impl BackupCapability {
@@ -54,7 +69,13 @@ impl BackupCapability {
             names: BTreeSet::new(),
             written: Vec::new(),
             bytes: 0,
+            opened: Vec::new(),
         }
+    }
+
+    /// Artifacts the plugin asked to open during this call, in order.
+    pub fn opened(&self) -> &[ArtifactOpened] {
+        &self.opened
     }
 
     /// Artifacts finished during this call, in order.
@@ -71,6 +92,8 @@ pub struct WriterHandle {
 /// An artifact being read.
 pub struct ReaderHandle {
     reader: ArtifactReader,
+    /// Index of its record in `opened`.
+    opened: usize,
 }
 
 struct Backups;
@@ -138,13 +161,24 @@ impl wit::Host for BackupCapability {
             )));
         };
         let Some(artifact) = artifacts.get(&name) else {
+            self.opened.push(ArtifactOpened {
+                name: name.clone(),
+                in_backup: false,
+                verified: false,
+            });
             return Ok(Err(Error::NotFound(format!(
                 "artifact `{name}` is not part of this step's backup (it has: {})",
                 artifacts.keys().cloned().collect::<Vec<_>>().join(", ")
             ))));
         };
+        self.opened.push(ArtifactOpened {
+            name,
+            in_backup: true,
+            verified: false,
+        });
+        let opened = self.opened.len() - 1;
         match store.open_artifact(artifact) {
-            Ok(reader) => Ok(Ok(self.table.push(ReaderHandle { reader })?)),
+            Ok(reader) => Ok(Ok(self.table.push(ReaderHandle { reader, opened })?)),
             Err(e) => Ok(Err(store_error(e))),
         }
     }
@@ -221,6 +255,11 @@ impl wit::HostArtifactReader for BackupCapability {
         let mut buf = vec![0u8; (max_bytes as usize).clamp(1, MAX_READ_BYTES)];
         match handle.reader.read_chunk(&mut buf) {
             Ok(n) => {
+                // 0 is the end, reached only after the digest matched.
+                if n == 0 {
+                    let opened = handle.opened;
+                    self.opened[opened].verified = true;
+                }
                 buf.truncate(n);
                 Ok(Ok(buf))
             }

@@ -22,8 +22,8 @@ use crate::plan::gate::{BandReached, ConditionResult, BASELINE};
 use crate::plan::{Access, Action, ApprovalPoint, BreachScope, Plan, Step, Watch};
 use crate::plan::{Address, ValueError};
 use crate::runtime::{
-    BackupManifest, CallGrants, ComponentCache, LoadError, LoadedPlugin, Metric, PhaseInput,
-    PhaseOutput, PhaseReached, Runtime, StepContext,
+    BackupManifest, CallGrants, CallReport, ComponentCache, LoadError, LoadedPlugin, Metric,
+    PhaseInput, PhaseOutput, PhaseReached, Runtime, StepContext,
 };
 
 /// Failures that stop the engine before or outside a step's own outcome.
@@ -958,7 +958,7 @@ impl Engine {
 
     /// Runs validate read-only; returns the metrics and how long it took,
     /// or why they cannot be used.
-    async fn measure(
+    pub(crate) async fn measure(
         &self,
         step: &Step,
         plugin: &LoadedPlugin,
@@ -1076,26 +1076,8 @@ impl Engine {
         )?;
 
         // Backup, read-only, then verify it before anything may change.
-        let grants = self.grants(
-            step,
-            Some(Access::ReadOnly),
-            BackupAccess::Write {
-                store: self.backups.clone(),
-                max_bytes: step.limits.backup_mib << 20,
-            },
-        );
-        let (result, report) = self
-            .runtime
-            .call(plugin, grants, PhaseInput::Backup(self.context(step)))
-            .await;
+        let (verified, report) = self.take_backup(step, plugin).await;
         s.phases.push((Phase::Backup, report.elapsed));
-        let verified = match result {
-            Ok(PhaseOutput::Backup(manifest)) => {
-                self.verify_backup(step, manifest, &report.written).await
-            }
-            Ok(_) => unreachable!("backup returns a manifest"),
-            Err(e) => Err(format!("backup failed: {e}")),
-        };
         let verified = match verified {
             Ok(backup) if step.needs_baseline() => {
                 self.baseline(step, plugin, backup, &mut s).await
@@ -1143,6 +1125,54 @@ impl Engine {
         Ok(s)
     }
 
+    /// Backup, read-only, with write access to the backup store, then the
+    /// host's verification of it ([`Engine::verify_backup`]).
+    pub(crate) async fn take_backup(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+    ) -> (Result<StoredBackup, String>, CallReport) {
+        let grants = self.grants(
+            step,
+            Some(Access::ReadOnly),
+            BackupAccess::Write {
+                store: self.backups.clone(),
+                max_bytes: step.limits.backup_mib << 20,
+            },
+        );
+        let (result, report) = self
+            .runtime
+            .call(plugin, grants, PhaseInput::Backup(self.context(step)))
+            .await;
+        let verified = match result {
+            Ok(PhaseOutput::Backup(manifest)) => {
+                self.verify_backup(step, manifest, &report.written).await
+            }
+            Ok(_) => unreachable!("backup returns a manifest"),
+            Err(e) => Err(format!("backup failed: {e}")),
+        };
+        (verified, report)
+    }
+
+    /// Migrate with the step's access.
+    pub(crate) async fn call_migrate(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+    ) -> (Result<(), String>, CallReport) {
+        let grants = self.grants(step, Some(step.access), BackupAccess::None);
+        let (result, report) = self
+            .runtime
+            .call(plugin, grants, PhaseInput::Migrate(self.context(step)))
+            .await;
+        (
+            result
+                .map(|_| ())
+                .map_err(|e| format!("migrate failed: {e}")),
+            report,
+        )
+    }
+
     /// The forward path after a verified backup: migrate (the step's access),
     /// validate (read-only), thresholds. Returns the completion detail, or
     /// the phase that failed first and why.
@@ -1161,14 +1191,10 @@ impl Engine {
             "migrate started",
             None,
         )?;
-        let grants = self.grants(step, Some(step.access), BackupAccess::None);
-        let (result, report) = self
-            .runtime
-            .call(plugin, grants, PhaseInput::Migrate(self.context(step)))
-            .await;
+        let (result, report) = self.call_migrate(step, plugin).await;
         s.phases.push((Phase::Migrate, report.elapsed));
         if let Err(e) = result {
-            return Ok(Err((Phase::Migrate, format!("migrate failed: {e}"))));
+            return Ok(Err((Phase::Migrate, e)));
         }
         if self.stop_requested() {
             return Ok(Err((Phase::Migrate, STOPPED_AFTER_MIGRATE.to_string())));
@@ -1375,10 +1401,40 @@ impl Engine {
             )?;
             return Ok(StepOutcome::FailedUnchanged { phase, reason });
         }
+        let (result, report) = self.call_rollback(step, plugin, &backup, reached).await;
+        s.phases.push((Phase::Rollback, report.elapsed));
+        if let Err(e) = result {
+            return fail(&mut self.journal, e);
+        }
+        // The host's own proof: schema and backed-up tables equal the pre-step state.
+        if let Err(e) = self.prove_pre_step_state(step, &backup).await {
+            return fail(&mut self.journal, format!("rollback: {e}"));
+        }
+        let detail = format!(
+            "restored and verified: schema and {} table checksums equal the pre-step state",
+            backup.fingerprint.tables.len()
+        );
+        self.journal
+            .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
+        Ok(StepOutcome::RolledBack { phase, reason })
+    }
+}
+
+impl Engine {
+    /// The plugin's rollback from a verified backup, with read access to
+    /// exactly its artifacts; refused when the stored artifacts no longer
+    /// match what was verified. The caller proves the result.
+    pub(crate) async fn call_rollback(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        backup: &StoredBackup,
+        reached: PhaseReached,
+    ) -> (Result<(), String>, CallReport) {
         // The backup must still be exactly what was verified.
         for artifact in &backup.artifacts {
             if let Err(e) = self.backups.verify(artifact) {
-                return fail(&mut self.journal, format!("rollback refused: {e}"));
+                return (Err(format!("rollback refused: {e}")), CallReport::default());
             }
         }
         let artifacts = backup
@@ -1396,28 +1452,26 @@ impl Engine {
         );
         let input = PhaseInput::Rollback(self.context(step), backup.manifest.clone(), reached);
         let (result, report) = self.runtime.call(plugin, grants, input).await;
-        s.phases.push((Phase::Rollback, report.elapsed));
-        if let Err(e) = result {
-            return fail(&mut self.journal, format!("rollback failed: {e}"));
-        }
-        // The host's own proof: schema and backed-up tables equal the pre-step state.
-        if let Err(e) = self.prove_pre_step_state(step, &backup).await {
-            return fail(&mut self.journal, format!("rollback: {e}"));
-        }
-        let detail = format!(
-            "restored and verified: schema and {} table checksums equal the pre-step state",
-            backup.fingerprint.tables.len()
-        );
-        self.journal
-            .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
-        Ok(StepOutcome::RolledBack { phase, reason })
+        (
+            result
+                .map(|_| ())
+                .map_err(|e| format!("rollback failed: {e}")),
+            report,
+        )
     }
-}
 
-impl Engine {
+    /// A loaded plugin of the plan, by name.
+    pub(crate) fn loaded_plugin(&self, name: &str) -> Option<&LoadedPlugin> {
+        self.plugins.get(name)
+    }
+
     /// The host's own check that the target's schema and backed-up tables
     /// equal the fingerprint taken at backup.
-    async fn prove_pre_step_state(&self, step: &Step, backup: &StoredBackup) -> Result<(), String> {
+    pub(crate) async fn prove_pre_step_state(
+        &self,
+        step: &Step,
+        backup: &StoredBackup,
+    ) -> Result<(), String> {
         let target = &self.plan.targets[&step.target];
         let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
         let after = datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables)

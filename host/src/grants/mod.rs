@@ -101,6 +101,37 @@ pub fn classify(interface: &str) -> Capability {
     }
 }
 
+/// Capability names a plugin's `describe` may declare a need for (the WIT
+/// `capability-need.capability`).
+pub const NEED_NAMES: [&str; 8] = [
+    "sql",
+    "kv",
+    "values",
+    "files",
+    "probe",
+    "backup-store",
+    "progress",
+    "log",
+];
+
+/// The `describe` need an imported interface must be declared under;
+/// `None` for imports that carry no authority (WASI basics, shared types)
+/// or that no need can declare (network, unknown interfaces: refused anyway).
+pub fn declared_need(interface: &str) -> Option<&'static str> {
+    let name = interface.split('@').next().unwrap_or(interface);
+    match name {
+        "sluice:plugin/sql" => Some("sql"),
+        "sluice:plugin/kv" => Some("kv"),
+        "sluice:plugin/values" => Some("values"),
+        "sluice:plugin/probe" => Some("probe"),
+        "sluice:plugin/backup-store" => Some("backup-store"),
+        "sluice:plugin/progress" => Some("progress"),
+        "sluice:plugin/log" => Some("log"),
+        _ if classify(interface) == Capability::Files => Some("files"),
+        _ => None,
+    }
+}
+
 /// Whether a step's grants allow a capability.
 pub fn allows(step: &Step, capability: &Capability) -> bool {
     match capability {
@@ -213,6 +244,26 @@ mod tests {
         ];
         for (interface, want) in cases {
             assert_eq!(classify(interface), want, "{interface}");
+        }
+    }
+
+    #[test]
+    fn imports_map_to_the_need_that_declares_them() {
+        let cases = [
+            ("sluice:plugin/sql@0.1.0", Some("sql")),
+            ("sluice:plugin/kv@0.1.0", Some("kv")),
+            ("sluice:plugin/backup-store@0.1.0", Some("backup-store")),
+            ("sluice:plugin/log@0.1.0", Some("log")),
+            ("sluice:plugin/types@0.1.0", None),
+            ("wasi:filesystem/preopens@0.2.6", Some("files")),
+            ("wasi:cli/stdout@0.2.6", None),
+            ("wasi:sockets/tcp@0.2.6", None),
+        ];
+        for (interface, want) in cases {
+            assert_eq!(declared_need(interface), want, "{interface}");
+            if let Some(need) = want {
+                assert!(NEED_NAMES.contains(&need), "{need}");
+            }
         }
     }
 }

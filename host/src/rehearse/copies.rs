@@ -266,7 +266,7 @@ pub async fn copy(
     }
 }
 
-fn copy_sqlite(source: &Path, dest: &Path) -> Result<(), RehearsalError> {
+pub(crate) fn copy_sqlite(source: &Path, dest: &Path) -> Result<(), RehearsalError> {
     let fail = |reason: String| RehearsalError::Copy {
         target: source.display().to_string(),
         reason,
@@ -288,7 +288,7 @@ fn copy_sqlite(source: &Path, dest: &Path) -> Result<(), RehearsalError> {
 
 // ---- PostgreSQL ----------------------------------------------------------------
 
-async fn pg_connect(url: &Secret) -> Result<tokio_postgres::Client, DatastoreError> {
+pub(crate) async fn pg_connect(url: &Secret) -> Result<tokio_postgres::Client, DatastoreError> {
     let config = tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
         DatastoreError::host(
             "PG_CONFIG",
@@ -307,7 +307,7 @@ async fn pg_connect(url: &Secret) -> Result<tokio_postgres::Client, DatastoreErr
     Ok(client)
 }
 
-fn pg_error(url: &Secret, e: tokio_postgres::Error) -> DatastoreError {
+pub(crate) fn pg_error(url: &Secret, e: tokio_postgres::Error) -> DatastoreError {
     let code = e.as_db_error().map_or("PG_CONNECTION".to_string(), |d| {
         format!("PG_{}", d.code().code())
     });
@@ -481,7 +481,9 @@ fn dump_and_load(source: &Secret, dest: &Secret) -> Result<(), String> {
 
 // ---- Redis -------------------------------------------------------------------------
 
-async fn redis_connect(url: &Secret) -> Result<redis::aio::MultiplexedConnection, DatastoreError> {
+pub(crate) async fn redis_connect(
+    url: &Secret,
+) -> Result<redis::aio::MultiplexedConnection, DatastoreError> {
     let client = redis::Client::open(url.expose()).map_err(|e| redis_error(url, e))?;
     tokio::time::timeout(
         datastores::redis::CONNECT_TIMEOUT * 2,
@@ -497,7 +499,7 @@ async fn redis_connect(url: &Secret) -> Result<redis::aio::MultiplexedConnection
     .map_err(|e| redis_error(url, e))
 }
 
-fn redis_error(url: &Secret, e: redis::RedisError) -> DatastoreError {
+pub(crate) fn redis_error(url: &Secret, e: redis::RedisError) -> DatastoreError {
     DatastoreError::host(
         "REDIS",
         format!("{}: {}", url.redacted_url(), scrub(&e.to_string(), url)),

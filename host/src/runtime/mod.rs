@@ -20,7 +20,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::backup::ArtifactRef;
-use crate::capabilities::backup_store::{BackupAccess, BackupCapability};
+use crate::capabilities::backup_store::{ArtifactOpened, BackupAccess, BackupCapability};
 use crate::capabilities::kv::{KvCapability, KvGrant};
 use crate::capabilities::log::LogCapability;
 use crate::capabilities::probe::ProbeCapability;
@@ -195,6 +195,8 @@ pub enum PhaseOutput {
 pub struct CallReport {
     /// Artifacts the plugin finished writing.
     pub written: Vec<ArtifactRef>,
+    /// Artifacts the plugin asked to open (rollback).
+    pub opened: Vec<ArtifactOpened>,
     /// Wall-clock time of the call.
     pub elapsed: Duration,
 }
@@ -561,6 +563,7 @@ impl Runtime {
         let state = store.into_data();
         let report = CallReport {
             written: state.backup.written().to_vec(),
+            opened: state.backup.opened().to_vec(),
             elapsed: started.elapsed(),
         };
         if state.log.dropped() > 0 {
