@@ -254,6 +254,7 @@ pub async fn run(
             reason,
         })?;
     let kit = Kit {
+        target: target.clone(),
         runtime,
         plugin,
         kind: options.target.kind(),
@@ -335,6 +336,8 @@ struct Call {
 /// What every sequence shares.
 struct Kit {
     runtime: Arc<Runtime>,
+    /// The target, without credentials (for errors).
+    target: String,
     plugin: PluginRef,
     kind: crate::plan::TargetKind,
     params_json: String,
@@ -367,7 +370,7 @@ impl Kit {
             .fresh(n)
             .await
             .map_err(|reason| ConformanceError::Target {
-                target: TARGET.into(),
+                target: self.target.clone(),
                 reason,
             })?;
         let dir = self.dir.join(format!("state-{n}"));
