@@ -38,7 +38,7 @@ use crate::plan::{
     DEFAULT_LEASE_SECONDS,
 };
 use crate::rehearse::copies::{self, Scope};
-use crate::runtime::{LoadedPlugin, PhaseReached, Runtime};
+use crate::runtime::{CallReport, LoadedPlugin, PhaseReached, Runtime};
 
 use scratch::Scratch;
 pub use scratch::TargetSpec;
@@ -496,10 +496,14 @@ impl Kit {
         reached: PhaseReached,
         calls: &mut Vec<Call>,
     ) {
-        let (result, report) = run
+        let (result, report) = match run
             .engine
             .call_rollback(&run.step, run.plugin(), backup, reached)
-            .await;
+            .await
+        {
+            Ok(called) => called,
+            Err(refused) => (Err(refused), CallReport::default()),
+        };
         calls.push(Call {
             phase: "rollback",
             elapsed: report.elapsed,
@@ -530,10 +534,14 @@ impl Kit {
         };
         let migrated = self.whole(&run).await?;
         let plugin = run.plugin();
-        let (first, report) = run
+        let (first, report) = match run
             .engine
             .call_rollback(&run.step, plugin, &backup, PhaseReached::Migrated)
-            .await;
+            .await
+        {
+            Ok(called) => called,
+            Err(refused) => (Err(refused), CallReport::default()),
+        };
         calls.push(Call {
             phase: "rollback",
             elapsed: report.elapsed,
@@ -570,10 +578,14 @@ impl Kit {
                 "the first rollback failed ({e}), so a second cannot be judged"
             )),
             Ok(()) => {
-                let (second, report) = run
+                let (second, report) = match run
                     .engine
                     .call_rollback(&run.step, plugin, &backup, PhaseReached::RollingBack)
-                    .await;
+                    .await
+                {
+                    Ok(called) => called,
+                    Err(refused) => (Err(refused), CallReport::default()),
+                };
                 calls.push(Call {
                     phase: "rollback",
                     elapsed: report.elapsed,
