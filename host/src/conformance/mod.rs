@@ -38,7 +38,7 @@ use crate::plan::{
     DEFAULT_LEASE_SECONDS,
 };
 use crate::rehearse::copies::{self, Scope};
-use crate::runtime::{LoadedPlugin, PhaseReached, Runtime};
+use crate::runtime::{CallReport, LoadedPlugin, PhaseReached, Runtime};
 
 use scratch::Scratch;
 pub use scratch::TargetSpec;
@@ -254,6 +254,7 @@ pub async fn run(
             reason,
         })?;
     let kit = Kit {
+        target: target.clone(),
         runtime,
         plugin,
         kind: options.target.kind(),
@@ -335,6 +336,8 @@ struct Call {
 /// What every sequence shares.
 struct Kit {
     runtime: Arc<Runtime>,
+    /// The target, without credentials (for errors).
+    target: String,
     plugin: PluginRef,
     kind: crate::plan::TargetKind,
     params_json: String,
@@ -367,7 +370,7 @@ impl Kit {
             .fresh(n)
             .await
             .map_err(|reason| ConformanceError::Target {
-                target: TARGET.into(),
+                target: self.target.clone(),
                 reason,
             })?;
         let dir = self.dir.join(format!("state-{n}"));
@@ -447,7 +450,15 @@ impl Kit {
     async fn whole(&self, run: &Run) -> Result<Fingerprint, ConformanceError> {
         copies::measure(self.kind, &run.endpoint, &Scope(None))
             .await
-            .map(|state| state.fingerprint)
+            .map(|state| {
+                let mut fingerprint = state.fingerprint;
+                // Redis measures by prefix; the whole store is the empty one,
+                // which reads better named.
+                if let Some(all) = fingerprint.tables.remove("") {
+                    fingerprint.tables.insert("every key".into(), all);
+                }
+                fingerprint
+            })
             .map_err(|e| {
                 ConformanceError::Internal(format!("cannot fingerprint the scratch target: {e}"))
             })
@@ -485,10 +496,14 @@ impl Kit {
         reached: PhaseReached,
         calls: &mut Vec<Call>,
     ) {
-        let (result, report) = run
+        let (result, report) = match run
             .engine
             .call_rollback(&run.step, run.plugin(), backup, reached)
-            .await;
+            .await
+        {
+            Ok(called) => called,
+            Err(refused) => (Err(refused), CallReport::default()),
+        };
         calls.push(Call {
             phase: "rollback",
             elapsed: report.elapsed,
@@ -519,10 +534,14 @@ impl Kit {
         };
         let migrated = self.whole(&run).await?;
         let plugin = run.plugin();
-        let (first, report) = run
+        let (first, report) = match run
             .engine
             .call_rollback(&run.step, plugin, &backup, PhaseReached::Migrated)
-            .await;
+            .await
+        {
+            Ok(called) => called,
+            Err(refused) => (Err(refused), CallReport::default()),
+        };
         calls.push(Call {
             phase: "rollback",
             elapsed: report.elapsed,
@@ -559,10 +578,14 @@ impl Kit {
                 "the first rollback failed ({e}), so a second cannot be judged"
             )),
             Ok(()) => {
-                let (second, report) = run
+                let (second, report) = match run
                     .engine
                     .call_rollback(&run.step, plugin, &backup, PhaseReached::RollingBack)
-                    .await;
+                    .await
+                {
+                    Ok(called) => called,
+                    Err(refused) => (Err(refused), CallReport::default()),
+                };
                 calls.push(Call {
                     phase: "rollback",
                     elapsed: report.elapsed,

@@ -1401,7 +1401,10 @@ impl Engine {
             )?;
             return Ok(StepOutcome::FailedUnchanged { phase, reason });
         }
-        let (result, report) = self.call_rollback(step, plugin, &backup, reached).await;
+        let (result, report) = match self.call_rollback(step, plugin, &backup, reached).await {
+            Ok(called) => called,
+            Err(refused) => return fail(&mut self.journal, refused),
+        };
         s.phases.push((Phase::Rollback, report.elapsed));
         if let Err(e) = result {
             return fail(&mut self.journal, e);
@@ -1423,19 +1426,20 @@ impl Engine {
 impl Engine {
     /// The plugin's rollback from a verified backup, with read access to
     /// exactly its artifacts; refused when the stored artifacts no longer
-    /// match what was verified. The caller proves the result.
+    /// match what was verified (the outer `Err`: the plugin was not called).
+    /// The caller proves the result.
     pub(crate) async fn call_rollback(
         &self,
         step: &Step,
         plugin: &LoadedPlugin,
         backup: &StoredBackup,
         reached: PhaseReached,
-    ) -> (Result<(), String>, CallReport) {
+    ) -> Result<(Result<(), String>, CallReport), String> {
         // The backup must still be exactly what was verified.
         for artifact in &backup.artifacts {
-            if let Err(e) = self.backups.verify(artifact) {
-                return (Err(format!("rollback refused: {e}")), CallReport::default());
-            }
+            self.backups
+                .verify(artifact)
+                .map_err(|e| format!("rollback refused: {e}"))?;
         }
         let artifacts = backup
             .artifacts
@@ -1452,12 +1456,12 @@ impl Engine {
         );
         let input = PhaseInput::Rollback(self.context(step), backup.manifest.clone(), reached);
         let (result, report) = self.runtime.call(plugin, grants, input).await;
-        (
+        Ok((
             result
                 .map(|_| ())
                 .map_err(|e| format!("rollback failed: {e}")),
             report,
-        )
+        ))
     }
 
     /// A loaded plugin of the plan, by name.
