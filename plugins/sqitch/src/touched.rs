@@ -10,7 +10,8 @@
 //! `CASCADE` drop, a call to a function outside `pg_catalog` (or to one
 //! that runs SQL text), a view or foreign table read or written, a written
 //! table with triggers or rules or whose defaults, constraints, indexes or
-//! policies call functions outside `pg_catalog`, a database with event
+//! policies call functions outside `pg_catalog` (a read table: whose
+//! policies do), a database with event
 //! triggers or its own operators, casts or base types — makes the backup
 //! fall back to every table of `public`, with the reason logged.
 //!
@@ -159,14 +160,10 @@ impl Analysis {
                 }
                 self.walk(statement, true)
             }
-            // A view's query runs when the view is read, not now.
-            Statement::CreateView { materialized, .. } => {
-                if *materialized {
-                    self.walk(statement, true)
-                } else {
-                    Ok(())
-                }
-            }
+            // A view's query runs when it is read, maybe by a later
+            // statement (before which the view does not exist to check):
+            // its calls and reads count as the script's own.
+            Statement::CreateView { .. } => self.walk(statement, true),
             Statement::CreateIndex(ci) => {
                 self.written.insert(name_of(&ci.table_name));
                 self.walk(statement, false)
@@ -578,10 +575,12 @@ impl Analysis {
                     "r" | "p" | "m" | "S" => {
                         checked.insert(r.oid);
                     }
-                    _ => return unbounded(format!(
+                    _ => {
+                        return unbounded(format!(
                         "a script reads `{name}`, a {} (its definition or server runs when read)",
                         kind_name(&r.kind)
-                    )),
+                    ))
+                    }
                 }
             }
         }
@@ -641,7 +640,7 @@ impl Analysis {
             &[],
         )?;
         let mut tables = Vec::new();
-        let mut all = checked.clone();
+        let mut written = BTreeSet::new();
         for row in closure.values()? {
             let schema = text(&row[1]);
             if matches!(schema.as_str(), "pg_catalog" | "information_schema")
@@ -652,12 +651,13 @@ impl Analysis {
                     text(&row[2])
                 ));
             }
-            all.insert(int(&row[0]));
+            written.insert(int(&row[0]));
             if int(&row[3]) == 0 {
                 tables.push(param_name(&schema, &text(&row[2])));
             }
         }
-        let oids = oid_array(&all);
+        let oids = oid_array(&written);
+        let read = oid_array(&checked);
         if let Some(what) = first(
             conn,
             &format!(
@@ -675,7 +675,8 @@ impl Analysis {
         }
         // Defaults, generated columns, check constraints (also of the
         // columns' domains), index expressions and policies run functions
-        // on every write; one outside pg_catalog could write anything.
+        // on every write, policies also on reads; one outside pg_catalog
+        // could write anything.
         if let Some(what) = first(
             conn,
             &format!(
@@ -697,7 +698,7 @@ impl Analysis {
                     OR (d.classid = 'pg_catalog.pg_class'::regclass AND d.objid IN \
                        (SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = ANY({oids}))) \
                     OR (d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid IN \
-                       (SELECT oid FROM pg_catalog.pg_policy WHERE polrelid = ANY({oids})))) \
+                       (SELECT oid FROM pg_catalog.pg_policy WHERE polrelid = ANY({oids}) OR polrelid = ANY({read})))) \
                   LIMIT 1"
             ),
         )? {
@@ -897,9 +898,10 @@ mod tests {
         assert_eq!(a.functions, set(&["pg_catalog.now", "upper"]));
         let a = of("ALTER TABLE users ADD COLUMN n int DEFAULT next_n()").unwrap();
         assert!(a.functions.contains("next_n"), "{a:?}");
-        // A view's query does not run at CREATE VIEW.
+        // A view's query runs whenever a later statement reads it.
         let a = of("CREATE VIEW v AS SELECT evil() FROM users").unwrap();
-        assert!(a.functions.is_empty() && a.read.is_empty(), "{a:?}");
+        assert_eq!(a.functions, set(&["evil"]));
+        assert!(a.written.is_empty(), "{a:?}");
     }
 
     #[test]
