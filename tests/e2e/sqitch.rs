@@ -620,3 +620,29 @@ fn a_script_the_analysis_cannot_bound_backs_up_every_table_and_says_why() {
     );
     assert_eq!(shop_rows(&db).len(), 8, "{:?}", shop_rows(&db));
 }
+
+#[test]
+fn a_table_the_change_created_and_the_revert_left_fails_the_hosts_schema_proof() {
+    // `extra` did not exist at backup time, so it is not backed up; the
+    // revert forgets it, and the host's schema digest sees it.
+    let (scenario, _db, run) = shop_with_failing_charge(
+        "BEGIN;\nALTER TABLE accounts ADD COLUMN note text;\nCREATE TABLE extra (id int);\nUPDATE accounts SET balance = balance - 10;\nCOMMIT;\n",
+    );
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("tables=accounts, orders"),
+        "{}",
+        run.stderr
+    );
+    let proof = scenario.transitions("charge");
+    assert!(
+        proof
+            .iter()
+            .any(|(_, detail)| detail.contains("does not equal its pre-step state")),
+        "the host's proof caught the leftover table: {proof:?}"
+    );
+    assert!(
+        !proof.iter().any(|(state, _)| state == "rolled-back"),
+        "{proof:?}"
+    );
+}
