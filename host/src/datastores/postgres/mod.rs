@@ -844,4 +844,36 @@ mod tests {
         drop((rw, scoped));
         db.drop().await;
     }
+
+    #[tokio::test]
+    async fn the_schema_digest_sees_base_table_columns_and_views_but_not_rows() {
+        let db = Scratch::new().await;
+        let (client, _) = connect_client(&db.url).await.unwrap();
+        client
+            .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+            .await
+            .unwrap();
+        let digest = || async { fingerprint(&db.url, &[]).await.unwrap().schema };
+        let empty = digest().await;
+        client
+            .batch_execute("INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+        assert_eq!(digest().await, empty, "rows are not schema");
+        for (ddl, what) in [
+            ("ALTER TABLE t ADD COLUMN note text", "a new column"),
+            ("CREATE TABLE extra (id int)", "a new table"),
+            (
+                "CREATE SCHEMA s; CREATE TABLE s.other (a text)",
+                "a table in another schema",
+            ),
+            ("CREATE VIEW v AS SELECT id FROM t", "a view"),
+        ] {
+            let before = digest().await;
+            client.batch_execute(ddl).await.unwrap();
+            assert_ne!(digest().await, before, "{what} changes the digest");
+        }
+        drop(client);
+        db.drop().await;
+    }
 }
