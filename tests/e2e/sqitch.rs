@@ -484,3 +484,165 @@ fn side_by_side_with_sqitch_the_schemas_and_registries_match() {
     );
     assert_eq!(theirs.lines("SELECT event FROM sqitch.events").len(), 4);
 }
+
+/// A two-change project, `shop`: `accounts` creates `accounts` (3 rows),
+/// `orders` referencing it `ON DELETE CASCADE` (3 rows) and an unrelated
+/// `audit` (2 rows); `charge` runs `deploy` against them, with a revert that
+/// only undoes the schema (the data is the backup's to restore) and a
+/// verify that fails. Returns the scenario, its database and the run.
+fn shop_with_failing_charge(deploy: &str) -> (Scenario, PgScratch, Outcome) {
+    let db = pg_scratch();
+    let scenario = Scenario::new();
+    let dir = scenario.path().join("shop");
+    for sub in ["deploy", "verify", "revert"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let files = [
+        ("sqitch.conf", "[core]\n\tengine = pg\n"),
+        (
+            "sqitch.plan",
+            "%syntax-version=1.0.0\n%project=shop\n\naccounts 2024-01-01T00:00:00Z Test <test@example.org> # accounts\ncharge [accounts] 2024-01-01T00:01:00Z Test <test@example.org> # a charge\n",
+        ),
+        (
+            "deploy/accounts.sql",
+            "BEGIN;\nCREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);\nINSERT INTO accounts VALUES (1, 100), (2, 50), (3, 5);\nCREATE TABLE orders (id int PRIMARY KEY, account int NOT NULL REFERENCES accounts ON DELETE CASCADE);\nINSERT INTO orders VALUES (10, 1), (11, 3), (12, 3);\nCREATE TABLE audit (at text);\nINSERT INTO audit VALUES ('a'), ('b');\nCOMMIT;\n",
+        ),
+        ("verify/accounts.sql", "BEGIN;\nSELECT id FROM accounts WHERE false;\nROLLBACK;\n"),
+        ("revert/accounts.sql", "BEGIN;\nDROP TABLE audit;\nDROP TABLE orders;\nDROP TABLE accounts;\nCOMMIT;\n"),
+        ("deploy/charge.sql", deploy),
+        // Fails: a balance went negative.
+        (
+            "verify/charge.sql",
+            "BEGIN;\nSELECT 1/(count(*) FILTER (WHERE balance < 0) = 0)::int FROM accounts;\nROLLBACK;\n",
+        ),
+        ("revert/charge.sql", "BEGIN;\nALTER TABLE accounts DROP COLUMN note;\nCOMMIT;\n"),
+    ];
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let mut steps = String::new();
+    for change in ["accounts", "charge"] {
+        steps.push_str(&format!(
+            "\n[[steps]]\nid = \"{change}\"\nplugin = \"sqitch\"\ntarget = \"app\"\naccess = \"read-write\"\nfiles = [{{ name = \"shop\", path = \"shop\", access = \"read-only\" }}]\nthresholds = [\"verified == 1\"]\nparams = {{ project = \"shop\", change = \"{change}\" }}\n"
+        ));
+    }
+    scenario.write(
+        "sluice.toml",
+        &format!(
+            "[values]\ndb = {{ env = \"APP_PG_URL\" }}\n\n[targets.app]\nkind = \"postgres\"\nconnection = \"db\"\n\n[plugins.sqitch]\npath = \"{}\"\n{steps}",
+            plugin("sqitch.wasm").display()
+        ),
+    );
+    let env = [("APP_PG_URL", db.url.as_str())];
+    let accepted = scenario.sluice_with(&sluice_bin(), &["audit", "--accept", "sluice.toml"], &env);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    let run = scenario.sluice_with(&sluice_bin(), &["run", "sluice.toml"], &env);
+    (scenario, db, run)
+}
+
+/// Every row of the three tables, as text, in order.
+fn shop_rows(db: &PgScratch) -> Vec<String> {
+    db.client()
+        .query(
+            "SELECT 'accounts ' || a::text FROM accounts a UNION ALL SELECT 'orders ' || o::text FROM orders o UNION ALL SELECT 'audit ' || t::text FROM audit t ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+#[test]
+fn a_narrowed_backup_restores_what_the_change_wrote_with_the_hosts_proof() {
+    // The charge writes `accounts` (and, through the cascade, `orders`);
+    // `audit` is not touched, so not backed up.
+    let (scenario, db, run) = shop_with_failing_charge(
+        "BEGIN;\nALTER TABLE accounts ADD COLUMN note text;\nUPDATE accounts SET balance = balance - 10, note = 'charged';\nDELETE FROM accounts WHERE id = 1;\nCOMMIT;\n",
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "backup scope: the existing tables the scripts can write scripts=deploy/charge.sql, revert/charge.sql tables=accounts, orders"
+        ),
+        "the backup saves the written table and its cascade child only: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("table=audit"),
+        "audit was never backed up: {}",
+        run.stderr
+    );
+    let proof = scenario.transitions("charge");
+    assert!(
+        proof
+            .last()
+            .is_some_and(|(state, detail)| state == "rolled-back"
+                && detail.contains("table checksums equal the pre-step state")),
+        "the host proved the restore with its own checksums: {proof:?}"
+    );
+    // The revert script only dropped the column: the balances, the deleted
+    // account and its cascaded orders came back from the narrowed backup.
+    assert_eq!(
+        shop_rows(&db),
+        [
+            "accounts (1,100)",
+            "accounts (2,50)",
+            "accounts (3,5)",
+            "audit (a)",
+            "audit (b)",
+            "orders (10,1)",
+            "orders (11,3)",
+            "orders (12,3)",
+        ]
+    );
+}
+
+#[test]
+fn a_script_the_analysis_cannot_bound_backs_up_every_table_and_says_why() {
+    let (scenario, db, run) = shop_with_failing_charge(
+        "BEGIN;\nALTER TABLE accounts ADD COLUMN note text;\nDO $$ BEGIN UPDATE accounts SET balance = balance - 10; DELETE FROM audit; END $$;\nCOMMIT;\n",
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("backup scope: every table of public, because what the scripts write cannot be bounded scripts=deploy/charge.sql, revert/charge.sql why=deploy/charge.sql: statement 2 (`DO $$"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("table=audit"), "{}", run.stderr);
+    let proof = scenario.transitions("charge");
+    assert!(
+        proof
+            .last()
+            .is_some_and(|(state, detail)| state == "rolled-back"
+                && detail.contains("table checksums equal the pre-step state")),
+        "{proof:?}"
+    );
+    assert_eq!(shop_rows(&db).len(), 8, "{:?}", shop_rows(&db));
+}
+
+#[test]
+fn a_table_the_change_created_and_the_revert_left_fails_the_hosts_schema_proof() {
+    // `extra` did not exist at backup time, so it is not backed up; the
+    // revert forgets it, and the host's schema digest sees it.
+    let (scenario, _db, run) = shop_with_failing_charge(
+        "BEGIN;\nALTER TABLE accounts ADD COLUMN note text;\nCREATE TABLE extra (id int);\nUPDATE accounts SET balance = balance - 10;\nCOMMIT;\n",
+    );
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("tables=accounts, orders"),
+        "{}",
+        run.stderr
+    );
+    let proof = scenario.transitions("charge");
+    assert!(
+        proof
+            .iter()
+            .any(|(_, detail)| detail.contains("does not equal its pre-step state")),
+        "the host's proof caught the leftover table: {proof:?}"
+    );
+    assert!(
+        !proof.iter().any(|(state, _)| state == "rolled-back"),
+        "{proof:?}"
+    );
+}

@@ -1,7 +1,7 @@
 //! Backup: the PostgreSQL plugin's backup of the step's tables and the
 //! registry's state tables, plus what rollback needs to know.
 
-use sluice_plugin_postgres::{schema, PostgresPlugin};
+use sluice_plugin_postgres::PostgresPlugin;
 use sluice_sdk::sql::Connection;
 use sluice_sdk::{BackupManifest, ChangeKind, Error, StepContext};
 
@@ -19,25 +19,33 @@ impl sluice_sdk::Backup for SqitchPlugin {
         let change = project.change(&params.change)?;
         let conn = Connection::open(&ctx.target)?;
         let registry_schema = &project.conf.registry;
+        let deploy = project.script_path(change, "deploy");
+        let sql = project.sql(&params, &deploy, "deploy")?;
         let mut tables = params.tables.clone();
         if tables.is_empty() {
-            tables = schema::tables_of(&conn, "public")?
+            let mut scripts = vec![(deploy.clone(), sql.clone())];
+            let revert = project.script_path(change, "revert");
+            if project.exists(&revert) {
+                let revert_sql = project.sql(&params, &revert, "revert")?;
+                scripts.push((revert, revert_sql));
+            }
+            let scripts: Vec<(&str, &str)> = scripts
                 .iter()
-                .map(|t| t.display())
+                .map(|(f, s)| (f.as_str(), s.as_str()))
                 .collect();
+            tables = crate::touched::backup_tables(&conn, &scripts)?;
         }
         let registry_existed = registry::exists(&conn, registry_schema)?;
         if registry_existed {
-            tables.extend(
-                registry::STATE_TABLES
-                    .iter()
-                    .map(|t| format!("{registry_schema}.{t}")),
-            );
+            for t in registry::STATE_TABLES {
+                let name = format!("{registry_schema}.{t}");
+                if !tables.contains(&name) {
+                    tables.push(name);
+                }
+            }
         }
         let mut manifest =
             <PostgresPlugin as sluice_sdk::Backup>::backup(&crate::postgres_context(ctx, &tables))?;
-        let deploy = project.script_path(change, "deploy");
-        let sql = project.sql(&params, &deploy, "deploy")?;
         manifest.change = if script::statements(&sql).transactional {
             ChangeKind::Transactional
         } else {

@@ -21,7 +21,7 @@
 //!   backed-up tables (the record among them) or restores them.
 
 use serde::{Deserialize, Serialize};
-use sluice_plugin_postgres::{schema, PostgresPlugin};
+use sluice_plugin_postgres::PostgresPlugin;
 use sluice_sdk::sql::Connection;
 use sluice_sdk::{
     log, BackupManifest, ChangeKind, Error, Metric, PhaseReached, StepContext, StepPreview,
@@ -58,8 +58,10 @@ pub struct Params {
     pub migrations: String,
     /// The migration this step runs (the `N` of `N_name.up.sql`).
     pub version: u64,
-    /// Tables the backup saves; default every table of `public`.
-    /// `schema_migrations` is always added when it exists.
+    /// Tables the backup saves; default the existing tables the up and
+    /// down scripts can write ([`crate::touched`]), every table of
+    /// `public` when that cannot be bounded. `schema_migrations` is always
+    /// added when it exists.
     #[serde(default)]
     pub tables: Vec<String>,
 }
@@ -310,8 +312,10 @@ pub fn preview(ctx: &StepContext) -> Result<StepPreview, Error> {
     check_target(ctx)?;
     Ok(StepPreview {
         summary: format!(
-            "runs golang-migrate migration {} of the directory granted as `{}`: its up script and the `schema_migrations` record (dirty while it runs); validate reports `version` and `dirty`; rollback runs its down script",
-            params.version, params.migrations
+            "runs golang-migrate migration {} of the directory granted as `{}`: its up script and the `schema_migrations` record (dirty while it runs); validate reports `version` and `dirty`; rollback runs its down script; {}",
+            params.version,
+            params.migrations,
+            crate::touched::scope_summary(&params.tables, "up and down scripts")
         ),
         change: ChangeKind::Transactional,
         metrics: vec!["version".into(), "dirty".into()],
@@ -329,10 +333,15 @@ pub fn backup(ctx: &StepContext) -> Result<BackupManifest, Error> {
     let before = read_record(&conn)?;
     let mut tables = params.tables.clone();
     if tables.is_empty() {
-        tables = schema::tables_of(&conn, "public")?
+        let mut scripts = Vec::new();
+        for file in [&migration.up, &migration.down].into_iter().flatten() {
+            scripts.push((format!("{}/{file}", dir.root), dir.read(file)?));
+        }
+        let scripts: Vec<(&str, &str)> = scripts
             .iter()
-            .map(|t| t.display())
+            .map(|(f, s)| (f.as_str(), s.as_str()))
             .collect();
+        tables = crate::touched::backup_tables(&conn, &scripts)?;
     }
     if before.is_some()
         && !tables

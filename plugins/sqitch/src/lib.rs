@@ -5,9 +5,10 @@
 //! one step per migration ([`golang`]).
 //!
 //! - preview: from the params alone, which change of which project;
-//! - backup: the PostgreSQL plugin's backup of `tables` (default: every
-//!   table of `public`) plus the registry's state tables when the registry
-//!   exists, and whether it did;
+//! - backup: the PostgreSQL plugin's backup of `tables` (default: the
+//!   existing tables the deploy and revert scripts can write, [`touched`];
+//!   every table of `public` when that cannot be bounded) plus the
+//!   registry's state tables when the registry exists, and whether it did;
 //! - migrate: checks dependencies and conflicts against sqitch's registry
 //!   in the target database, then runs the deploy script (psql-isms
 //!   resolved, [`psql`]) and writes sqitch's registry rows, in one
@@ -32,6 +33,7 @@ pub mod registry;
 mod rollback;
 pub mod script;
 mod sha1;
+pub mod touched;
 mod validate;
 
 use serde::{Deserialize, Serialize};

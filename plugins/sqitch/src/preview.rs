@@ -14,8 +14,10 @@ impl sluice_sdk::Preview for SqitchPlugin {
         crate::check_target(ctx)?;
         Ok(StepPreview {
             summary: format!(
-                "deploys sqitch change `{}` of the project granted as `{}`: its deploy script and sqitch's registry rows (one transaction when the script allows); validate runs its verify script (metric `verified`); rollback runs its revert script",
-                params.change, params.project
+                "deploys sqitch change `{}` of the project granted as `{}`: its deploy script and sqitch's registry rows (one transaction when the script allows); validate runs its verify script (metric `verified`); rollback runs its revert script; {}",
+                params.change,
+                params.project,
+                crate::touched::scope_summary(&params.tables, "deploy and revert scripts")
             ),
             change: ChangeKind::Transactional,
             metrics: vec!["verified".to_string()],
