@@ -23,3 +23,4 @@ mod report_html;
 mod runtime;
 mod security;
 mod sqitch;
+mod sqitch_sqlite;
