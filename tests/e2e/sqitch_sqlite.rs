@@ -304,3 +304,40 @@ fn a_sqlite_target_without_the_registry_attached_is_refused_with_the_fix() {
     );
     assert!(!s.registry().exists(), "nothing was attached or created");
 }
+
+#[test]
+fn a_rehearsal_copies_the_attached_registry_and_leaves_production_alone() {
+    // Production has users deployed (by sluice), so the registry exists.
+    let s = SqliteSqitch::new(1);
+    assert_eq!(s.run().code, 0);
+    let registry_before = std::fs::read(s.registry()).unwrap();
+    let db_before = std::fs::read(s.db()).unwrap();
+    let s4 = SqliteSqitch::new(4);
+    std::fs::copy(
+        s4.scenario.path().join("sluice.toml"),
+        s.scenario.path().join("sluice.toml"),
+    )
+    .unwrap();
+    let accepted = s.scenario.sluice(&["audit", "--accept", "sluice.toml"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    let out = s.scenario.path().join("rehearsal");
+    let rehearsal =
+        s.scenario
+            .sluice(&["rehearse", "sluice.toml", "--output", out.to_str().unwrap()]);
+    assert_eq!(rehearsal.code, 0, "{}", rehearsal.all());
+    let report = std::fs::read_to_string(out.join("rehearsal.md")).unwrap();
+    assert!(
+        report.contains("(attach: sqitch = "),
+        "the copy names the attached registry: {report}"
+    );
+    // The first change was already deployed in the copied registry.
+    assert!(
+        rehearsal
+            .stderr
+            .contains("change already deployed (sqitch registry): nothing to do"),
+        "{}",
+        rehearsal.stderr
+    );
+    assert_eq!(std::fs::read(s.registry()).unwrap(), registry_before);
+    assert_eq!(std::fs::read(s.db()).unwrap(), db_before);
+}
