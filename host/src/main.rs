@@ -372,27 +372,33 @@ fn unlock(plan: &plan::Plan, target: &str, force: bool, reason: Option<String>) 
         Ok(journal) => journal,
         Err(e) => return internal(&e),
     };
-    let key = match plan.lease_key(t) {
-        Ok(key) => key,
+    let keys = match plan.lease_keys(t) {
+        Ok(keys) => keys,
         Err(e) => {
             eprintln!("error: target `{target}`: {e}");
             return exit::PLAN_ERROR;
         }
     };
-    match journal.force_unlock(&key, &reason) {
-        Ok(Some(holder)) => {
-            println!(
-                "unlocked target `{target}`: removed the lease of run {} (host {}, pid {}, since {}); reason recorded",
+    // The database's lease, then one per attached file (a run takes them all).
+    for (i, key) in keys.iter().enumerate() {
+        let what = if i == 0 {
+            format!("target `{target}`")
+        } else {
+            format!("target `{target}`'s attached file ({key})")
+        };
+        match journal.force_unlock(key, &reason) {
+            Ok(Some(holder)) => println!(
+                "unlocked {what}: removed the lease of run {} (host {}, pid {}, since {}); reason recorded",
                 holder.run_id, holder.host, holder.pid, holder.since
-            );
-            exit::OK
+            ),
+            Ok(None) if i == 0 => {
+                println!("{what} was not leased; the request is recorded")
+            }
+            Ok(None) => {}
+            Err(e) => return internal(&e),
         }
-        Ok(None) => {
-            println!("target `{target}` was not leased; the request is recorded");
-            exit::OK
-        }
-        Err(e) => internal(&e),
     }
+    exit::OK
 }
 
 fn new(what: &NewCommand) -> i32 {
@@ -571,7 +577,7 @@ async fn audit(plan: plan::Plan, accept: bool, json: bool) -> i32 {
     let steps: Vec<audit::StepAudit> = plan
         .steps
         .iter()
-        .map(|s| audit::audit_step(s, &loaded[&s.plugin]))
+        .map(|s| audit::audit_step(s, &plan.targets[&s.target], &loaded[&s.plugin]))
         .collect();
     let current = audit::Lock::of(&plan);
     let (status, code) = match audit::Lock::read(&plan) {

@@ -202,7 +202,7 @@ pub async fn preview(
             Estimate::Skip => None,
             Estimate::Measure => Some(measure(plan, step, backup_scope.clone()).await),
         };
-        let audit = audit::audit_step(step, plugin);
+        let audit = audit::audit_step(step, &plan.targets[&step.target], plugin);
         let change = declared.as_ref().map(|p| p.change);
         out.push(StepPreview {
             step: step.id.clone(),
@@ -299,7 +299,7 @@ fn bounded(
 async fn measure(plan: &Plan, step: &Step, scope: Vec<String>) -> BackupEstimate {
     let target = &plan.targets[&step.target];
     let endpoint = match &target.address {
-        Address::File(path) => Endpoint::File(path.clone()),
+        Address::File(files) => Endpoint::File(files.clone()),
         Address::Connection(value) => match plan.resolve_value(value) {
             Ok(url) => Endpoint::Url(url),
             Err(e) => return BackupEstimate::Unknown(e.to_string()),
@@ -320,7 +320,7 @@ async fn measure(plan: &Plan, step: &Step, scope: Vec<String>) -> BackupEstimate
 /// credentials (never the secret itself).
 fn address(plan: &Plan, address: &Address) -> String {
     match address {
-        Address::File(path) => path.display().to_string(),
+        Address::File(files) => files.describe(),
         Address::Connection(value) => match plan.resolve_value(value) {
             Ok(url) => url.redacted_url(),
             Err(e) => format!("unresolved: {e}"),

@@ -170,7 +170,9 @@ async fn plugin_copy(
         sql: Some(SqlGrant {
             target: "bench".into(),
             kind: TargetKind::Sqlite,
-            endpoint: sluice::datastores::Endpoint::File(path.to_path_buf()),
+            endpoint: sluice::datastores::Endpoint::File(sluice::plan::SqliteFiles::single(
+                path.to_path_buf(),
+            )),
             access: Access::ReadWrite,
             tables,
             statement_timeout: Duration::from_secs(600),

@@ -134,3 +134,32 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[test]
+fn attach_schemas_and_scopes_are_checked() {
+    refused(
+        &base().replace(
+            "path = \"shop.db\"",
+            "path = \"shop.db\"\nattach = { main = \"x.db\" }",
+        ),
+        "4:19",
+        "attach schema `main` must be",
+    );
+    refused(
+        &base().replace(
+            "path = \"shop.db\"",
+            "path = \"shop.db\"\nattach = { again = \"shop.db\" }",
+        ),
+        "4:20",
+        "attached twice or is the database itself",
+    );
+    // A table scope naming a schema the target does not attach.
+    refused(
+        &base().replace(
+            "access = \"read-write\"",
+            "access = \"read-write\"\ntables = [\"t\", \"sqitch.changes\"]",
+        ),
+        "13:16",
+        "table `sqitch.changes` names schema `sqitch`, which target `shop` does not attach",
+    );
+}

@@ -24,4 +24,5 @@ mod report_html;
 mod runtime;
 mod security;
 mod sqitch;
+mod sqitch_sqlite;
 mod template;

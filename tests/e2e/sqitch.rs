@@ -17,7 +17,7 @@ const CHANGES: [(&str, &str); 4] = [
     ("insert-user", "insert_user"),
 ];
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
@@ -343,7 +343,7 @@ fn an_include_outside_the_project_is_refused() {
 
 /// sqitch: `SLUICE_SQITCH` (set by `cargo xtask test`, which installs
 /// Debian's `sqitch` and its PostgreSQL driver), else `sqitch` on the PATH.
-fn sqitch_bin() -> std::path::PathBuf {
+pub(crate) fn sqitch_bin() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os("SLUICE_SQITCH") {
         return path.into();
     }

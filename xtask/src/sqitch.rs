@@ -1,5 +1,6 @@
-//! sqitch itself, for the side-by-side test of the sqitch plugin: Debian's
-//! `sqitch` package and its PostgreSQL driver, installed when missing.
+//! sqitch itself, for the side-by-side tests of the sqitch plugin: Debian's
+//! `sqitch` package with its PostgreSQL and SQLite drivers and the `sqlite3`
+//! CLI, installed when missing.
 
 use std::path::PathBuf;
 
@@ -11,13 +12,15 @@ pub const SQITCH_ENV: &str = "SLUICE_SQITCH";
 /// The `sqitch` program, installed first when missing.
 pub fn ensure_sqitch() -> Result<PathBuf> {
     if let Some(found) = sqitch() {
-        if has_pg_driver() {
+        if has_perl_module("DBD::Pg") && has_perl_module("DBD::SQLite") && has_sqlite3_cli() {
             return Ok(found);
         }
     }
-    // sqitch's pg engine reads its registry through DBD::Pg (a Recommends
-    // that --no-install-recommends would skip) and runs scripts with psql.
-    crate::services::apt_install(&["sqitch", "libdbd-pg-perl"])?;
+    // sqitch's pg engine reads its registry through DBD::Pg and runs scripts
+    // with psql; its sqlite engine reads through DBD::SQLite and runs scripts
+    // with the sqlite3 CLI. The drivers are Recommends that
+    // --no-install-recommends would skip.
+    crate::services::apt_install(&["sqitch", "libdbd-pg-perl", "libdbd-sqlite3-perl", "sqlite3"])?;
     sqitch().context(
         "the Debian package `sqitch` is installed but no `sqitch` program is on the PATH or in /usr/bin",
     )
@@ -31,9 +34,19 @@ fn sqitch() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn has_pg_driver() -> bool {
+fn has_perl_module(module: &str) -> bool {
     std::process::Command::new("perl")
-        .args(["-MDBD::Pg", "-e", "1"])
+        .arg(format!("-M{module}"))
+        .args(["-e", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn has_sqlite3_cli() -> bool {
+    std::process::Command::new("sqlite3")
+        .arg("-version")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::grants::{self, Capability, ComponentFacts};
-use crate::plan::{Access, Plan, Step};
+use crate::plan::{Access, Address, Plan, Step, Target};
 use crate::runtime::LoadedPlugin;
 
 /// One import and the capability it needs.
@@ -165,6 +165,10 @@ pub struct LockedStep {
     pub access: String,
     /// Table scope (`["*"]` for every table).
     pub tables: Vec<String>,
+    /// Files the host attaches to the SQLite target: schema → path
+    /// (relative to the plan); part of what the step may reach.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attach: BTreeMap<String, String>,
     /// Key-prefix scope of a key-value step (empty when not scoped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_prefixes: Vec<String>,
@@ -199,6 +203,17 @@ impl Lock {
                             target: s.target.clone(),
                             access: s.access.as_str().to_string(),
                             tables: s.tables.clone().unwrap_or_else(|| vec!["*".to_string()]),
+                            attach: match &plan.targets[&s.target].address {
+                                Address::File(files) => files
+                                    .attach
+                                    .iter()
+                                    .map(|(schema, path)| {
+                                        let rel = path.strip_prefix(&plan.dir).unwrap_or(path);
+                                        (schema.clone(), rel.display().to_string())
+                                    })
+                                    .collect(),
+                                Address::Connection(_) => BTreeMap::new(),
+                            },
                             key_prefixes: s.key_prefixes.clone().unwrap_or_default(),
                             files: s
                                 .files
@@ -267,6 +282,9 @@ impl Lock {
             out.insert(format!("step {id}: plugin {}", s.plugin));
             out.insert(format!("step {id}: {} on target {}", s.access, s.target));
             out.insert(format!("step {id}: tables {}", s.tables.join(", ")));
+            for (schema, path) in &s.attach {
+                out.insert(format!("step {id}: attach {schema} = {path}"));
+            }
             if !s.key_prefixes.is_empty() {
                 out.insert(format!(
                     "step {id}: key prefixes {}",
@@ -353,8 +371,8 @@ fn needs_name(cap: &Capability, datastore: &'static str) -> Option<&'static str>
     }
 }
 
-/// Audits one step against its plugin.
-pub fn audit_step(step: &Step, plugin: &LoadedPlugin) -> StepAudit {
+/// Audits one step (on `target`, its target) against its plugin.
+pub fn audit_step(step: &Step, target: &Target, plugin: &LoadedPlugin) -> StepAudit {
     let requested: BTreeSet<Capability> = plugin
         .facts
         .imports
@@ -383,6 +401,16 @@ pub fn audit_step(step: &Step, plugin: &LoadedPlugin) -> StepAudit {
         step.access.as_str(),
         step.target,
     )];
+    if let Address::File(files) = &target.address {
+        granted.extend(files.attach.iter().map(|(schema, path)| {
+            format!(
+                "attached database `{schema}` = {} ({}, part of target `{}`)",
+                path.display(),
+                step.access.as_str(),
+                step.target
+            )
+        }));
+    }
     granted.extend(step.files.iter().map(|f| {
         format!(
             "directory `{}` ({}), {}",

@@ -207,14 +207,14 @@ impl wit::Host for SqlCapability {
         };
         let access = grant.access;
         let session = match &grant.endpoint {
-            Endpoint::File(path) => {
-                let (path, scope) = (
-                    path.clone(),
+            Endpoint::File(files) => {
+                let (files, scope) = (
+                    files.clone(),
                     self.authorize
                         .then(|| TableScope::new(grant.tables.clone())),
                 );
                 let opened = tokio::task::spawn_blocking(move || {
-                    sqlite::Session::open(&path, access, scope)
+                    sqlite::Session::open(&files, access, scope)
                 })
                 .await?;
                 match opened {
@@ -505,7 +505,7 @@ mod tests {
         let grant = SqlGrant {
             target: "shop".into(),
             kind: TargetKind::Sqlite,
-            endpoint: Endpoint::File("/tmp/shop.db".into()),
+            endpoint: Endpoint::File(crate::plan::SqliteFiles::single("/tmp/shop.db".into())),
             access: Access::ReadOnly,
             tables: None,
             statement_timeout: std::time::Duration::from_secs(1),

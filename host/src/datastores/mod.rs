@@ -6,16 +6,15 @@ pub mod redis;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use crate::plan::TargetKind;
+use crate::plan::{SqliteFiles, TargetKind};
 use crate::secret::Secret;
 
 /// Where a target is reached, resolved from the plan (secrets read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// A database file.
-    File(PathBuf),
+    /// A database file, with the files attached to it.
+    File(SqliteFiles),
     /// A server URL.
     Url(Secret),
 }
@@ -29,9 +28,9 @@ pub async fn fingerprint(
     scope: Vec<String>,
 ) -> Result<Fingerprint, DatastoreError> {
     match (kind, endpoint) {
-        (TargetKind::Sqlite, Endpoint::File(path)) => {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || sqlite::fingerprint(&path, Some(&scope)))
+        (TargetKind::Sqlite, Endpoint::File(files)) => {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || sqlite::fingerprint(&files, Some(&scope)))
                 .await
                 .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
         }
@@ -58,15 +57,15 @@ pub async fn estimate_backup(
 ) -> Result<u64, DatastoreError> {
     let scope = scope.filter(|s| !s.is_empty());
     match (kind, endpoint) {
-        (TargetKind::Sqlite, Endpoint::File(path)) => {
-            if !path.exists() {
+        (TargetKind::Sqlite, Endpoint::File(files)) => {
+            if !files.path.exists() {
                 return Err(DatastoreError::host(
                     "SQLITE_CANTOPEN",
-                    format!("{} does not exist", path.display()),
+                    format!("{} does not exist", files.path.display()),
                 ));
             }
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || sqlite::estimate_backup(&path, scope.as_deref()))
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || sqlite::estimate_backup(&files, scope.as_deref()))
                 .await
                 .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
         }

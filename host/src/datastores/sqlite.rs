@@ -8,7 +8,6 @@
 //! of time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use sluice_sdk::row::{Decoder, Encoder, ValueRef as RowValue};
 use tokio::sync::oneshot;
 
 use super::{DatastoreError, Fingerprint, Rows, SqlValue, TableFingerprint};
-use crate::plan::Access;
+use crate::plan::{Access, SqliteFiles};
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,13 +78,17 @@ impl Interrupter {
 }
 
 impl Session {
-    /// Opens `path` with `access`. Read-only is enforced by SQLite itself:
-    /// the file is opened read-only and `query_only` is set.
+    /// Opens the target's database file with `access`, with the files the
+    /// plan attaches to it attached under their schema names. Read-only is
+    /// enforced by SQLite itself, for the attached files too: the database
+    /// (whose open flags attached files inherit) is opened read-only and
+    /// `query_only` is set.
     pub fn open(
-        path: &Path,
+        files: &SqliteFiles,
         access: Access,
         scope: Option<TableScope>,
     ) -> Result<Session, DatastoreError> {
+        let path = files.path.as_path();
         if !path.is_file() {
             return Err(DatastoreError::host(
                 "SQLITE_CANTOPEN",
@@ -98,18 +101,23 @@ impl Session {
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+        attach(&conn, files, access)?;
         if access == Access::ReadOnly {
             conn.pragma_update(None, "query_only", true)
                 .map_err(error)?;
         }
         // No other database file may be reached from this connection: ATTACH
-        // (and VACUUM INTO, which attaches) fail for want of a slot.
-        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)
-            .map_err(error)?;
+        // (and VACUUM INTO, which attaches) fail for want of a slot beyond the
+        // ones the plan declared, which the host filled above.
+        conn.set_limit(
+            rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED,
+            files.attach.len() as i32,
+        )
+        .map_err(error)?;
         // The table scope is enforced by SQLite as each statement is prepared.
         if let Some(scope) = scope {
             conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-                if scope.allows(&ctx.action) {
+                if scope.allows(ctx.database_name, &ctx.action) {
                     Authorization::Allow
                 } else {
                     Authorization::Deny
@@ -206,8 +214,55 @@ impl Session {
     }
 }
 
+/// Attaches the plan's files to `conn` under their schema names. A file that
+/// does not exist yet is created empty for a read-write session (as SQLite
+/// creates the database of `ATTACH`); a read-only session sees an empty
+/// in-memory database under that name instead, so nothing is created by a
+/// phase that may not write, and `query_only` still refuses writes to it.
+fn attach(conn: &Connection, files: &SqliteFiles, access: Access) -> Result<(), DatastoreError> {
+    for (schema, path) in &files.attach {
+        let file = if path.is_file() {
+            path.to_string_lossy().into_owned()
+        } else if access == Access::ReadWrite {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| {
+                    DatastoreError::host(
+                        "SQLITE_CANTOPEN",
+                        format!(
+                            "creating attached database {schema} = {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+            path.to_string_lossy().into_owned()
+        } else {
+            ":memory:".to_string()
+        };
+        conn.execute(&format!("ATTACH DATABASE ?1 AS {}", quote(schema)), [file])
+            .map_err(|e| {
+                let e = error(e);
+                DatastoreError::host(
+                    &e.code,
+                    format!("attaching {schema} = {}: {}", path.display(), e.message),
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The tables a connection may touch, checked by SQLite's authorizer for
-/// every table a statement reads, writes, creates or drops.
+/// every table a statement reads, writes, creates or drops. A plain name
+/// (`clientes`) is a table of the database itself (or a temporary one);
+/// `schema.table` (`sqitch.changes`) a table of a file the plan attaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableScope {
     tables: Option<Vec<String>>,
@@ -235,7 +290,7 @@ impl TableScope {
         TableScope { tables }
     }
 
-    fn table(&self, name: &str) -> bool {
+    fn table(&self, database: Option<&str>, name: &str) -> bool {
         // The schema catalogue is readable so plugins can describe tables;
         // user SQL cannot write it (writable_schema is refused below).
         if name.starts_with("sqlite_") {
@@ -247,14 +302,23 @@ impl TableScope {
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(pragma));
         }
+        let database = database.unwrap_or("main");
+        let own = database.eq_ignore_ascii_case("main") || database.eq_ignore_ascii_case("temp");
         match &self.tables {
             None => true,
-            Some(tables) => tables.iter().any(|t| t.eq_ignore_ascii_case(name)),
+            Some(tables) => tables.iter().any(|t| match t.split_once('.') {
+                Some((schema, table)) => {
+                    schema.eq_ignore_ascii_case(database) && table.eq_ignore_ascii_case(name)
+                }
+                None => own && t.eq_ignore_ascii_case(name),
+            }),
         }
     }
 
-    /// Whether an action a statement performs is within the scope.
-    pub fn allows(&self, action: &AuthAction<'_>) -> bool {
+    /// Whether an action a statement performs on `database` (the schema name
+    /// SQLite's authorizer reports: `main`, `temp` or an attached one) is
+    /// within the scope.
+    pub fn allows(&self, database: Option<&str>, action: &AuthAction<'_>) -> bool {
         use AuthAction as A;
         match action {
             A::Read { table_name, .. }
@@ -274,7 +338,7 @@ impl TableScope {
             | A::DropTrigger { table_name, .. }
             | A::DropTempTrigger { table_name, .. }
             | A::AlterTable { table_name, .. }
-            | A::Analyze { table_name } => self.table(table_name),
+            | A::Analyze { table_name } => self.table(database, table_name),
             // A view is only as wide as the tables it reads, which are checked
             // when it is used.
             A::CreateView { .. }
@@ -580,21 +644,21 @@ fn code_name(extended: i32) -> String {
 /// used to check a backup's claims and to prove a rollback restored the
 /// pre-step state. The schema (every object's name and SQL) is always
 /// covered; table contents for `tables` only (all tables when `None`).
-pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint, DatastoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(error)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+/// Attached files are covered alike, their objects and tables named
+/// `schema.name`; one that does not exist counts as empty.
+pub fn fingerprint(
+    files: &SqliteFiles,
+    tables: Option<&[String]>,
+) -> Result<Fingerprint, DatastoreError> {
+    let (conn, schemas) = open_read_only(files)?;
     // One read transaction: a consistent view of all tables.
     conn.execute_batch("BEGIN").map_err(error)?;
     let mut schema = sha2::Sha256::default();
     let mut measured = Vec::new();
-    {
+    for db in &schemas {
         use sha2::Digest;
         let mut stmt = conn
-            .prepare("SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+            .prepare(&format!("SELECT type, name, coalesce(sql, '') FROM {}.sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name", quote(db)))
             .map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
@@ -603,19 +667,20 @@ pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint
                 row.get(1).map_err(error)?,
                 row.get(2).map_err(error)?,
             );
-            for part in [&kind, &name, &sql] {
+            let full = qualified(db, &name);
+            for part in [&kind, &full, &sql] {
                 schema.update((part.len() as u64).to_le_bytes());
                 schema.update(part.as_bytes());
             }
-            if kind == "table" && tables.is_none_or(|only| only.contains(&name)) {
-                measured.push(name);
+            if kind == "table" && tables.is_none_or(|only| only.contains(&full)) {
+                measured.push((full, format!("{}.{}", quote(db), quote(&name))));
             }
         }
     }
     let mut out = BTreeMap::new();
-    for table in measured {
+    for (table, sql_name) in measured {
         let mut stmt = conn
-            .prepare(&format!("SELECT * FROM \"{}\"", table.replace('"', "\"\"")))
+            .prepare(&format!("SELECT * FROM {sql_name}"))
             .map_err(error)?;
         let width = stmt.column_count();
         let mut rows = stmt.query([]).map_err(error)?;
@@ -656,77 +721,117 @@ pub fn fingerprint(path: &Path, tables: Option<&[String]>) -> Result<Fingerprint
 /// `None`) will hold: each table's pages as `dbstat` counts them; without
 /// `dbstat`, the whole file (`page_count * page_size`) when unscoped, else
 /// the stored length of every value. Tables that do not exist count 0.
-pub fn estimate_backup(path: &Path, tables: Option<&[String]>) -> Result<u64, DatastoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(error)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+/// Attached files count alike (tables named `schema.table`).
+pub fn estimate_backup(
+    files: &SqliteFiles,
+    tables: Option<&[String]>,
+) -> Result<u64, DatastoreError> {
+    let (conn, schemas) = open_read_only(files)?;
     conn.execute_batch("BEGIN").map_err(error)?;
-    let names: Vec<String> = {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for db in &schemas {
         let mut stmt = conn
-            .prepare(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-            )
+            .prepare(&format!(
+                "SELECT name FROM {}.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                quote(db)
+            ))
             .map_err(error)?;
         let all = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(error)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(error)?;
-        match tables {
-            None => all,
-            Some(only) => all.into_iter().filter(|t| only.contains(t)).collect(),
-        }
-    };
-    let dbstat = |table: &str| -> rusqlite::Result<i64> {
+        names.extend(
+            all.into_iter()
+                .filter(|t| tables.is_none_or(|only| only.contains(&qualified(db, t))))
+                .map(|t| (db.clone(), t)),
+        );
+    }
+    let dbstat = |db: &str, table: &str| -> rusqlite::Result<i64> {
         conn.query_row(
-            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = ?1",
-            [table],
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat(?1) WHERE name = ?2",
+            [db, table],
             |r| r.get(0),
         )
     };
     let mut total: u64 = 0;
-    for table in &names {
-        let bytes = match dbstat(table) {
+    for (db, table) in &names {
+        let bytes = match dbstat(db, table) {
             Ok(n) => n,
             Err(_) if tables.is_none() => {
-                // No dbstat: the whole file is the honest upper bound.
-                return conn
-                    .query_row(
-                        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-                        [],
-                        |r| r.get::<_, i64>(0),
-                    )
-                    .map(|n| n.max(0) as u64)
-                    .map_err(error);
+                // No dbstat: the whole files are the honest upper bound.
+                let mut whole: u64 = 0;
+                for db in &schemas {
+                    let n = conn
+                        .query_row(
+                            "SELECT page_count * page_size FROM pragma_page_count(?1), pragma_page_size(?1)",
+                            [db],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .map_err(error)?;
+                    whole = whole.saturating_add(n.max(0) as u64);
+                }
+                return Ok(whole);
             }
-            Err(_) => stored_length(&conn, table).map_err(error)?,
+            Err(_) => stored_length(&conn, db, table).map_err(error)?,
         };
         total = total.saturating_add(bytes.max(0) as u64);
     }
     Ok(total)
 }
 
-/// Sum of the stored length of every value of `table`.
-fn stored_length(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
+/// A read-only connection to the database with its existing attached files
+/// attached; returns it and the schema names to read (`main` first).
+fn open_read_only(files: &SqliteFiles) -> Result<(Connection, Vec<String>), DatastoreError> {
+    let conn = Connection::open_with_flags(
+        &files.path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    let mut schemas = vec!["main".to_string()];
+    for (schema, path) in &files.attach {
+        // A file not created yet holds nothing: no objects, no tables.
+        if path.is_file() {
+            conn.execute(
+                &format!("ATTACH DATABASE ?1 AS {}", quote(schema)),
+                [path.to_string_lossy()],
+            )
+            .map_err(error)?;
+            schemas.push(schema.clone());
+        }
+    }
+    Ok((conn, schemas))
+}
+
+/// How a table of schema `db` is named in scopes, manifests and fingerprints:
+/// plain in the database itself, `schema.table` in an attached file.
+fn qualified(db: &str, table: &str) -> String {
+    if db == "main" {
+        table.to_string()
+    } else {
+        format!("{db}.{table}")
+    }
+}
+
+/// Sum of the stored length of every value of `table` in schema `db`.
+fn stored_length(conn: &Connection, db: &str, table: &str) -> rusqlite::Result<i64> {
     let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info(?1)")?
-        .query_map([table], |r| r.get(0))?
+        .prepare("SELECT name FROM pragma_table_info(?1, ?2)")?
+        .query_map([table, db], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     if columns.is_empty() {
         return Ok(0);
     }
-    let quote = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
     let lengths: Vec<String> = columns
         .iter()
         .map(|c| format!("coalesce(length(CAST({} AS BLOB)), 0)", quote(c)))
         .collect();
     conn.query_row(
         &format!(
-            "SELECT coalesce(sum({}), 0) FROM {}",
+            "SELECT coalesce(sum({}), 0) FROM {}.{}",
             lengths.join(" + "),
+            quote(db),
             quote(table)
         ),
         [],
@@ -854,8 +959,175 @@ mod scope_tests {
             ),
         ];
         for (action, in_scope, in_all) in cases {
-            assert_eq!(scoped.allows(&action), in_scope, "scoped {action:?}");
-            assert_eq!(all.allows(&action), in_all, "all {action:?}");
+            assert_eq!(
+                scoped.allows(Some("main"), &action),
+                in_scope,
+                "scoped {action:?}"
+            );
+            assert_eq!(all.allows(Some("main"), &action), in_all, "all {action:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod attach_tests {
+    use super::*;
+
+    /// `app.db` with a table `t`, and `sqitch.db` with `changes` holding one row.
+    fn files(dir: &std::path::Path) -> SqliteFiles {
+        let app = dir.join("app.db");
+        let reg = dir.join("sqitch.db");
+        Connection::open(&app)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        Connection::open(&reg)
+            .unwrap()
+            .execute_batch("CREATE TABLE changes (id TEXT); INSERT INTO changes VALUES ('a');")
+            .unwrap();
+        let mut files = SqliteFiles::single(app);
+        files.attach.insert("sqitch".into(), reg);
+        files
+    }
+
+    fn scope(tables: &[&str]) -> Option<TableScope> {
+        Some(TableScope::new(Some(
+            tables.iter().map(|t| t.to_string()).collect(),
+        )))
+    }
+
+    #[tokio::test]
+    async fn declared_files_are_attached_and_nothing_else_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let s = Session::open(&files, Access::ReadWrite, Some(TableScope::new(None))).unwrap();
+        let rows = s
+            .query("SELECT id FROM sqitch.changes".into(), vec![], 10)
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, 1);
+        let other = dir.path().join("other.db");
+        let err = s
+            .script(format!("ATTACH DATABASE '{}' AS other", other.display()))
+            .await
+            .unwrap_err();
+        assert!(err.code.starts_with("SQLITE_"), "{err}");
+        assert!(
+            !other.exists(),
+            "a refused ATTACH created {}",
+            other.display()
+        );
+        let err = s.script("DETACH DATABASE sqitch".into()).await.unwrap_err();
+        assert!(err.code.starts_with("SQLITE_"), "{err}");
+
+        // Without the authorizer, the attach slot limit alone refuses it.
+        let s = Session::open(&files, Access::ReadWrite, None).unwrap();
+        let err = s
+            .script(format!("ATTACH DATABASE '{}' AS other", other.display()))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("too many attached"), "{err}");
+
+        // A target that declares no attachment gets none and may not attach.
+        let single = SqliteFiles::single(files.path.clone());
+        let s = Session::open(&single, Access::ReadWrite, None).unwrap();
+        let err = s
+            .query("SELECT id FROM sqitch.changes".into(), vec![], 10)
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("no such table"), "{err}");
+        let err = s
+            .script(format!(
+                "ATTACH DATABASE '{}' AS sqitch",
+                files.attach["sqitch"].display()
+            ))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("too many attached"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn read_only_sessions_cannot_write_attached_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let s = Session::open(&files, Access::ReadOnly, Some(TableScope::new(None))).unwrap();
+        for sql in [
+            "INSERT INTO sqitch.changes VALUES ('b')",
+            "CREATE TABLE sqitch.more (x)",
+            "PRAGMA query_only = 0",
+        ] {
+            assert!(s.script(sql.into()).await.is_err(), "{sql} was allowed");
+        }
+        let after = fingerprint(&files, None).unwrap();
+        assert_eq!(after.tables["sqitch.changes"].rows, 1);
+
+        // A file not created yet: a read-only session sees an empty schema
+        // and creates nothing; a read-write one creates the file.
+        let mut missing = files.clone();
+        let fresh = dir.path().join("fresh.db");
+        missing.attach.insert("sqitch".into(), fresh.clone());
+        let s = Session::open(&missing, Access::ReadOnly, None).unwrap();
+        let rows = s
+            .query(
+                "SELECT count(*) FROM sqitch.sqlite_master".into(),
+                vec![],
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, 1);
+        assert!(s.script("CREATE TABLE sqitch.x (y)".into()).await.is_err());
+        assert!(!fresh.exists());
+        let s = Session::open(&missing, Access::ReadWrite, None).unwrap();
+        s.script("CREATE TABLE sqitch.x (y)".into()).await.unwrap();
+        assert!(fresh.is_file());
+    }
+
+    #[tokio::test]
+    async fn scopes_name_attached_tables_by_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let s = Session::open(&files, Access::ReadWrite, scope(&["t", "sqitch.changes"])).unwrap();
+        s.script("INSERT INTO sqitch.changes VALUES ('b'); INSERT INTO t VALUES (2);".into())
+            .await
+            .unwrap();
+        // `changes` alone is a table of the database itself, not the attached one.
+        let s = Session::open(&files, Access::ReadWrite, scope(&["t", "changes"])).unwrap();
+        assert!(s
+            .script("INSERT INTO sqitch.changes VALUES ('c')".into())
+            .await
+            .is_err());
+        assert!(s
+            .script("CREATE TABLE sqitch.tags (x)".into())
+            .await
+            .is_err());
+        // And `sqitch.t` is not the database's `t`.
+        let s = Session::open(&files, Access::ReadWrite, scope(&["sqitch.t"])).unwrap();
+        assert!(s.script("INSERT INTO t VALUES (3)".into()).await.is_err());
+    }
+
+    #[test]
+    fn fingerprints_cover_attached_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        let before = fingerprint(&files, None).unwrap();
+        assert_eq!(
+            before.tables.keys().collect::<Vec<_>>(),
+            ["sqitch.changes", "t"]
+        );
+        // The database alone fingerprints as it always did.
+        let alone = fingerprint(&SqliteFiles::single(files.path.clone()), None).unwrap();
+        assert_ne!(alone.schema, before.schema);
+        Connection::open(&files.attach["sqitch"])
+            .unwrap()
+            .execute_batch("UPDATE changes SET id = 'z'")
+            .unwrap();
+        let after = fingerprint(&files, None).unwrap();
+        let differences = before.differences(&after);
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(differences[0].contains("sqitch.changes"), "{differences:?}");
+        let scoped = fingerprint(&files, Some(&["sqitch.changes".to_string()])).unwrap();
+        assert_eq!(scoped.tables.keys().collect::<Vec<_>>(), ["sqitch.changes"]);
+        assert!(estimate_backup(&files, Some(&["sqitch.changes".to_string()])).unwrap() > 0);
     }
 }

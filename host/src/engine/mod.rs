@@ -324,7 +324,7 @@ impl Engine {
             .values()
             .map(|t| {
                 let endpoint = match &t.address {
-                    Address::File(path) => Endpoint::File(path.clone()),
+                    Address::File(files) => Endpoint::File(files.clone()),
                     Address::Connection(value) => Endpoint::Url(plan.resolve_value(value)?),
                 };
                 Ok((t.name.clone(), endpoint))
@@ -987,8 +987,11 @@ impl Engine {
             .plan
             .steps
             .iter()
-            .map(|s| self.plan.lease_key(&self.plan.targets[&s.target]))
-            .collect::<Result<_, _>>()?;
+            .map(|s| self.plan.lease_keys(&self.plan.targets[&s.target]))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         targets.sort();
         targets.dedup();
         let lease = self.journal.lease(&targets, run_id, self.plan.lease);

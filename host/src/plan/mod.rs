@@ -132,12 +132,56 @@ impl TargetKind {
 /// Where a target's data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
-    /// A database file (absolute path).
-    File(PathBuf),
+    /// A database file, with the files attached to it.
+    File(SqliteFiles),
     /// A server, reached by the connection URL held in the named plan value
     /// (never written in the plan itself, never printed).
     Connection(String),
 }
+
+/// A SQLite target's files: the database, and the files the host ATTACHes
+/// to every session on it under the schema names the plan declares
+/// (`attach = { sqitch = "sqitch.db" }`). Plugins can attach nothing
+/// themselves; these are part of the target, for grants, scopes
+/// (`sqitch.changes`), fingerprints, rehearsal copies and leases alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteFiles {
+    /// The database file (absolute).
+    pub path: PathBuf,
+    /// Schema name → attached database file (absolute).
+    pub attach: BTreeMap<String, PathBuf>,
+}
+
+impl SqliteFiles {
+    /// A database file with nothing attached.
+    pub fn single(path: PathBuf) -> Self {
+        SqliteFiles {
+            path,
+            attach: BTreeMap::new(),
+        }
+    }
+
+    /// For people: the database file, and `(attach: schema = file, …)`.
+    pub fn describe(&self) -> String {
+        if self.attach.is_empty() {
+            return self.path.display().to_string();
+        }
+        let attached: Vec<String> = self
+            .attach
+            .iter()
+            .map(|(schema, path)| format!("{schema} = {}", path.display()))
+            .collect();
+        format!("{} (attach: {})", self.path.display(), attached.join(", "))
+    }
+
+    /// Every file: the database first, then the attached ones.
+    pub fn all(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.path.as_path()).chain(self.attach.values().map(PathBuf::as_path))
+    }
+}
+
+/// Schema names SQLite gives the database itself and its temporary tables.
+const RESERVED_SCHEMAS: &[&str] = &["main", "temp"];
 
 /// A datastore a plan changes.
 #[derive(Debug, Clone)]
@@ -439,15 +483,7 @@ impl Plan {
     /// never its credentials.
     pub fn lease_key(&self, target: &Target) -> Result<String, ValueError> {
         Ok(match &target.address {
-            // Canonical where the file exists, so `a/../a/shop.db` and
-            // `a/shop.db` are one datastore.
-            Address::File(path) => format!(
-                "{}:{}",
-                target.kind.as_str(),
-                std::fs::canonicalize(path)
-                    .unwrap_or_else(|_| path.clone())
-                    .display()
-            ),
+            Address::File(files) => file_lease_key(target.kind, &files.path),
             Address::Connection(value) => format!(
                 "{}:{}",
                 target.kind.as_str(),
@@ -455,6 +491,34 @@ impl Plan {
             ),
         })
     }
+
+    /// Every lease a run on `target` takes: [`Plan::lease_key`], plus one per
+    /// attached SQLite file, so two plans attaching one registry file to
+    /// different databases still exclude each other.
+    pub fn lease_keys(&self, target: &Target) -> Result<Vec<String>, ValueError> {
+        let mut keys = vec![self.lease_key(target)?];
+        if let Address::File(files) = &target.address {
+            keys.extend(
+                files
+                    .attach
+                    .values()
+                    .map(|p| file_lease_key(target.kind, p)),
+            );
+        }
+        Ok(keys)
+    }
+}
+
+/// A file's lease key: canonical where the file exists, so `a/../a/shop.db`
+/// and `a/shop.db` are one datastore.
+fn file_lease_key(kind: TargetKind, path: &Path) -> String {
+    format!(
+        "{}:{}",
+        kind.as_str(),
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+    )
 }
 
 // ---- the file as written ----------------------------------------------------
@@ -515,6 +579,7 @@ struct TargetFile {
     kind: Spanned<String>,
     path: Option<Spanned<String>>,
     connection: Option<Spanned<String>>,
+    attach: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -626,8 +691,16 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
                 ))
             }
         };
+        if let (Some(attach), false) = (&t.attach, kind == TargetKind::Sqlite) {
+            return Err(src.error(
+                attach.span().start,
+                format!("target `{name}`: `attach` adds database files to a sqlite target; this one is {}", kind.as_str()),
+            ));
+        }
         let address = match (kind, &t.path, &t.connection) {
-            (TargetKind::Sqlite, Some(path), None) => Address::File(dir.join(path.get_ref())),
+            (TargetKind::Sqlite, Some(path), None) => {
+                Address::File(load_attach(&src, &dir, name, dir.join(path.get_ref()), t.attach.as_ref())?)
+            }
             (TargetKind::Sqlite, _, _) => {
                 return Err(src.error(
                     target.span().start,
@@ -818,6 +891,27 @@ pub fn load(path: &Path) -> Result<Plan, PlanError> {
             }
         }
         let target_kind = targets[s.target.get_ref()].kind;
+        if let (Some(scoped), Address::File(files)) =
+            (&s.tables, &targets[s.target.get_ref()].address)
+        {
+            // `schema.table` reaches an attached file; a schema the target
+            // does not attach would be a scope that can never match.
+            for table in scoped {
+                if let Some((schema, _)) = table.get_ref().split_once('.') {
+                    if !files.attach.contains_key(schema) {
+                        return Err(src.error(
+                            table.span().start,
+                            format!(
+                                "step `{id}`: table `{}` names schema `{schema}`, which target `{}` does not attach; attached: {}",
+                                table.get_ref(),
+                                s.target.get_ref(),
+                                list(files.attach.keys())
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         if let (Some(list), false) = (&s.tables, target_kind.is_sql()) {
             return Err(src.error(
                 list.first().map_or(step.span().start, |t| t.span().start),
@@ -1023,6 +1117,54 @@ fn load_probes(src: &Source<'_>, file: &PlanFile) -> Result<BTreeMap<String, Pro
         probes.insert(name.clone(), parsed);
     }
     Ok(probes)
+}
+
+/// A sqlite target's `attach = { schema = "file.db" }`: schema names SQLite
+/// accepts unquoted (not `main`/`temp`), files distinct from the database and
+/// from each other.
+fn load_attach(
+    src: &Source<'_>,
+    dir: &Path,
+    target: &str,
+    path: PathBuf,
+    attach: Option<&Spanned<BTreeMap<String, Spanned<String>>>>,
+) -> Result<SqliteFiles, PlanError> {
+    let mut files = SqliteFiles::single(path);
+    let Some(attach) = attach else {
+        return Ok(files);
+    };
+    for (schema, file) in attach.get_ref() {
+        let plain = schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && schema.len() <= 64
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain
+            || RESERVED_SCHEMAS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(schema))
+        {
+            return Err(src.error(
+                file.span().start,
+                format!("target `{target}`: attach schema `{schema}` must be 1–64 letters, digits and `_`, not starting with a digit, and not `main` or `temp`"),
+            ));
+        }
+        let file_path = dir.join(file.get_ref());
+        if files.all().any(|p| p == file_path) {
+            return Err(src.error(
+                file.span().start,
+                format!(
+                    "target `{target}`: `{}` is attached twice or is the database itself",
+                    file.get_ref()
+                ),
+            ));
+        }
+        files.attach.insert(schema.clone(), file_path);
+    }
+    Ok(files)
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::datastores::redis::RedisSession;
 use crate::datastores::{self, DatastoreError, Endpoint, Fingerprint};
-use crate::plan::{Plan, TargetKind};
+use crate::plan::{Plan, SqliteFiles, TargetKind};
 use crate::secret::Secret;
 
 use super::RehearsalError;
@@ -74,17 +74,14 @@ pub async fn measure(
     scope: &Scope,
 ) -> Result<TargetState, DatastoreError> {
     match (kind, endpoint) {
-        (TargetKind::Sqlite, Endpoint::File(path)) => {
-            let path = path.clone();
+        (TargetKind::Sqlite, Endpoint::File(files)) => {
+            let files = files.clone();
             let tables: Option<Vec<String>> = scope.0.as_ref().map(|s| s.iter().cloned().collect());
             tokio::task::spawn_blocking(move || {
-                let fingerprint = datastores::sqlite::fingerprint(&path, tables.as_deref())?;
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    DatastoreError::host("SLUICE_IO", format!("{}: {e}", path.display()))
-                })?;
+                let fingerprint = datastores::sqlite::fingerprint(&files, tables.as_deref())?;
                 Ok(TargetState {
                     fingerprint,
-                    file_sha256: Some(hex::encode(Sha256::digest(&bytes))),
+                    file_sha256: Some(files_sha256(&files)?),
                 })
             })
             .await
@@ -118,6 +115,38 @@ pub async fn measure(
     }
 }
 
+/// The sha256 of the database file; with attached files, the sha256 over
+/// the database file's digest and each attached file's `schema=digest`
+/// (`schema=absent` for one not created yet), so any byte of any of them counts.
+fn files_sha256(files: &SqliteFiles) -> Result<String, DatastoreError> {
+    let digest = |path: &Path| -> Result<Option<String>, DatastoreError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(hex::encode(Sha256::digest(&bytes)))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DatastoreError::host(
+                "SLUICE_IO",
+                format!("{}: {e}", path.display()),
+            )),
+        }
+    };
+    let main = digest(&files.path)?.ok_or_else(|| {
+        DatastoreError::host(
+            "SLUICE_IO",
+            format!("{} does not exist", files.path.display()),
+        )
+    })?;
+    if files.attach.is_empty() {
+        return Ok(main);
+    }
+    let mut all = Sha256::new();
+    all.update(main.as_bytes());
+    for (schema, path) in &files.attach {
+        let d = digest(path)?.unwrap_or_else(|| "absent".to_string());
+        all.update(format!("\n{schema}={d}").as_bytes());
+    }
+    Ok(hex::encode(all.finalize()))
+}
+
 /// Every user table of a PostgreSQL database, `schema.table`.
 async fn postgres_tables(url: &Secret) -> Result<Vec<String>, DatastoreError> {
     let client = pg_connect(url).await?;
@@ -137,10 +166,11 @@ async fn postgres_tables(url: &Secret) -> Result<Vec<String>, DatastoreError> {
 /// A copy of one target, made for a rehearsal.
 #[derive(Debug)]
 pub enum TargetCopy {
-    /// A SQLite file in the rehearsal directory.
+    /// SQLite files in the rehearsal directory: the database and each
+    /// attached file that existed.
     Sqlite {
-        /// The copy.
-        path: PathBuf,
+        /// The copies.
+        files: SqliteFiles,
     },
     /// A scratch database on the target's PostgreSQL server.
     Postgres {
@@ -168,7 +198,7 @@ impl TargetCopy {
     /// Where the rehearsal's engine reaches it.
     pub fn endpoint(&self) -> Endpoint {
         match self {
-            TargetCopy::Sqlite { path } => Endpoint::File(path.clone()),
+            TargetCopy::Sqlite { files } => Endpoint::File(files.clone()),
             TargetCopy::Postgres { url, .. } | TargetCopy::Redis { url, .. } => {
                 Endpoint::Url(url.clone())
             }
@@ -178,8 +208,8 @@ impl TargetCopy {
     /// What and where it is, without credentials.
     pub fn describe(&self) -> String {
         match self {
-            TargetCopy::Sqlite { path } => {
-                format!("SQLite file {} (VACUUM INTO)", path.display())
+            TargetCopy::Sqlite { files } => {
+                format!("SQLite file {} (VACUUM INTO)", files.describe())
             }
             TargetCopy::Postgres { url, method, .. } => {
                 format!("PostgreSQL database {} ({method})", url.redacted_url())
@@ -197,18 +227,20 @@ impl TargetCopy {
     /// database, deletes the file).
     pub async fn remove(&self) -> Result<(), DatastoreError> {
         match self {
-            TargetCopy::Sqlite { path } => {
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => {
-                            return Err(DatastoreError::host(
-                                "SLUICE_IO",
-                                format!("{}: {e}", PathBuf::from(p).display()),
-                            ))
+            TargetCopy::Sqlite { files } => {
+                for path in files.all() {
+                    for suffix in ["", "-wal", "-shm", "-journal"] {
+                        let mut p = path.to_path_buf().into_os_string();
+                        p.push(suffix);
+                        match std::fs::remove_file(&p) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                return Err(DatastoreError::host(
+                                    "SLUICE_IO",
+                                    format!("{}: {e}", PathBuf::from(p).display()),
+                                ))
+                            }
                         }
                     }
                 }
@@ -247,15 +279,33 @@ pub async fn copy(
 ) -> Result<TargetCopy, RehearsalError> {
     match (kind, endpoint) {
         (TargetKind::Sqlite, Endpoint::File(source)) => {
-            let path = dir.join(format!("{label}.db"));
-            let (source, dest) = (source.clone(), path.clone());
-            tokio::task::spawn_blocking(move || copy_sqlite(&source, &dest))
-                .await
-                .map_err(|e| RehearsalError::Copy {
-                    target: label.to_string(),
-                    reason: e.to_string(),
-                })??;
-            Ok(TargetCopy::Sqlite { path })
+            // Attached files are copied beside the database copy
+            // (`<label>.<schema>.db`); one not created yet is not copied, so
+            // the rehearsal starts from the same absence.
+            let files = SqliteFiles {
+                path: dir.join(format!("{label}.db")),
+                attach: source
+                    .attach
+                    .keys()
+                    .map(|schema| (schema.clone(), dir.join(format!("{label}.{schema}.db"))))
+                    .collect(),
+            };
+            let (source, dest) = (source.clone(), files.clone());
+            tokio::task::spawn_blocking(move || {
+                copy_sqlite(&source.path, &dest.path)?;
+                for (schema, from) in &source.attach {
+                    if from.is_file() {
+                        copy_sqlite(from, &dest.attach[schema])?;
+                    }
+                }
+                Ok::<_, RehearsalError>(())
+            })
+            .await
+            .map_err(|e| RehearsalError::Copy {
+                target: label.to_string(),
+                reason: e.to_string(),
+            })??;
+            Ok(TargetCopy::Sqlite { files })
         }
         (TargetKind::Postgres, Endpoint::Url(url)) => copy_postgres(url, label).await,
         (TargetKind::Redis, Endpoint::Url(url)) => copy_redis(url, scope, label).await,
@@ -701,9 +751,54 @@ mod tests {
             .unwrap();
         assert_eq!(n, 6);
         assert_eq!(
-            datastores::sqlite::fingerprint(&src, None).unwrap(),
-            datastores::sqlite::fingerprint(&dest, None).unwrap()
+            datastores::sqlite::fingerprint(&SqliteFiles::single(src), None).unwrap(),
+            datastores::sqlite::fingerprint(&SqliteFiles::single(dest), None).unwrap()
         );
         drop(writer);
+    }
+
+    #[tokio::test]
+    async fn sqlite_copies_take_attached_files_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = SqliteFiles::single(dir.path().join("app.db"));
+        files
+            .attach
+            .insert("sqitch".into(), dir.path().join("sqitch.db"));
+        files
+            .attach
+            .insert("later".into(), dir.path().join("later.db"));
+        rusqlite::Connection::open(&files.path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        rusqlite::Connection::open(&files.attach["sqitch"])
+            .unwrap()
+            .execute_batch("CREATE TABLE changes (id); INSERT INTO changes VALUES ('a');")
+            .unwrap();
+        let out = dir.path().join("copies");
+        std::fs::create_dir(&out).unwrap();
+        let copy = copy(
+            TargetKind::Sqlite,
+            &Endpoint::File(files.clone()),
+            &Scope(None),
+            &out,
+            "plan-app",
+        )
+        .await
+        .unwrap();
+        let Endpoint::File(copied) = copy.endpoint() else {
+            panic!("a file copy")
+        };
+        assert_eq!(
+            datastores::sqlite::fingerprint(&files, None).unwrap(),
+            datastores::sqlite::fingerprint(&copied, None).unwrap()
+        );
+        assert!(copied.attach["sqitch"].starts_with(&out));
+        // Not created yet at the source: not created in the copy either.
+        assert!(!copied.attach["later"].exists());
+        let before = files_sha256(&files).unwrap();
+        copy.remove().await.unwrap();
+        assert!(!copied.attach["sqitch"].exists() && !copied.path.exists());
+        assert_eq!(files_sha256(&files).unwrap(), before);
     }
 }

@@ -159,7 +159,7 @@ pub async fn rehearse(
     for (name, scope) in copies::scopes(plan) {
         let target = &plan.targets[&name];
         let endpoint = match &target.address {
-            Address::File(path) => Endpoint::File(path.clone()),
+            Address::File(files) => Endpoint::File(files.clone()),
             Address::Connection(value) => {
                 Endpoint::Url(plan.resolve_value(value).map_err(|source| {
                     RehearsalError::Value {
@@ -353,7 +353,7 @@ fn rehearsal_plan(
         let copy = t.copy.as_ref().expect("copied");
         let target = r.targets.get_mut(&t.name).expect("a target of the plan");
         target.address = match copy.endpoint() {
-            Endpoint::File(path) => Address::File(path),
+            Endpoint::File(files) => Address::File(files),
             Endpoint::Url(url) => {
                 // A fresh name no plan value can have (plan names are TOML keys
                 // the plan wrote; this one is ours).

@@ -13,6 +13,9 @@ impl sluice_sdk::Backup for SqitchPlugin {
         if crate::golang::applies(ctx) {
             return crate::golang::backup(ctx);
         }
+        if crate::sqlite::applies(ctx) {
+            return crate::sqlite::backup(ctx);
+        }
         crate::check_target(ctx)?;
         let params = Params::of(ctx)?;
         let project = Project::load(&params)?;

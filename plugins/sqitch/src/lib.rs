@@ -1,6 +1,7 @@
 //! sluice plugin for sqitch projects: an existing sqitch project directory,
-//! granted read-only, runs unchanged on PostgreSQL, one sluice step per
-//! sqitch change. A golang-migrate directory (`N_name.up.sql` /
+//! granted read-only, runs unchanged on PostgreSQL or SQLite ([`sqlite`]:
+//! sqitch's registry file attached to the target by the host), one sluice
+//! step per sqitch change. A golang-migrate directory (`N_name.up.sql` /
 //! `N_name.down.sql`, params `format = "golang-migrate"`) runs the same way,
 //! one step per migration ([`golang`]).
 //!
@@ -33,6 +34,9 @@ pub mod registry;
 mod rollback;
 pub mod script;
 mod sha1;
+pub mod sqlite;
+pub mod sqlite_registry;
+pub mod sqlite_script;
 pub mod touched;
 mod validate;
 
@@ -72,11 +76,12 @@ pub(crate) fn postgres_context(ctx: &StepContext, tables: &[String]) -> StepCont
     )
 }
 
-/// Refuses targets this plugin cannot deploy to yet.
+/// Refuses targets this plugin cannot deploy to (SQLite targets are
+/// dispatched to [`sqlite`] before this check).
 pub(crate) fn check_target(ctx: &StepContext) -> Result<(), sluice_sdk::Error> {
     if ctx.target_kind != "postgres" {
         return Err(sluice_sdk::Error::Unsupported(format!(
-            "target kind `{}`: the sqitch plugin deploys to PostgreSQL targets (sqitch's `pg` engine) only; SQLite is not supported yet (sqitch keeps its SQLite registry in a second database file, which a sluice step cannot be granted)",
+            "target kind `{}`: the sqitch plugin deploys to PostgreSQL (sqitch's `pg` engine) and SQLite (`sqlite`) targets",
             ctx.target_kind
         )));
     }
@@ -92,7 +97,7 @@ impl sluice_sdk::Plugin for SqitchPlugin {
         PluginInfo {
             name: "sqitch".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            kinds: vec!["postgres".to_string()],
+            kinds: vec!["postgres".to_string(), "sqlite".to_string()],
             needs: vec![
                 need(
                     "sql",

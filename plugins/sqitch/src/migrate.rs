@@ -14,6 +14,9 @@ impl sluice_sdk::Migrate for SqitchPlugin {
         if crate::golang::applies(ctx) {
             return crate::golang::migrate(ctx);
         }
+        if crate::sqlite::applies(ctx) {
+            return crate::sqlite::migrate(ctx);
+        }
         crate::check_target(ctx)?;
         let params = Params::of(ctx)?;
         let project = Project::load(&params)?;

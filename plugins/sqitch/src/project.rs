@@ -94,9 +94,9 @@ impl Project {
         };
         let conf = conf::parse(conf_text.as_deref()).map_err(Error::InvalidParams)?;
         if let Some(engine) = &conf.engine {
-            if engine != "pg" {
+            if engine != "pg" && engine != "sqlite" {
                 return Err(Error::Unsupported(format!(
-                    "sqitch.conf: core.engine = {engine}: this plugin deploys sqitch's `pg` engine (PostgreSQL targets) only"
+                    "sqitch.conf: core.engine = {engine}: this plugin deploys sqitch's `pg` (PostgreSQL targets) and `sqlite` (SQLite targets) engines only"
                 )));
             }
         }

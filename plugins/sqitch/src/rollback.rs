@@ -22,6 +22,9 @@ impl sluice_sdk::Rollback for SqitchPlugin {
         if crate::golang::applies(ctx) {
             return crate::golang::rollback(ctx, manifest, reached);
         }
+        if crate::sqlite::applies(ctx) {
+            return crate::sqlite::rollback(ctx, manifest, reached);
+        }
         crate::check_target(ctx)?;
         let params = Params::of(ctx)?;
         let metadata: BackupMetadata = serde_json::from_str(&manifest.metadata).map_err(|e| {

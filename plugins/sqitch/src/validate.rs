@@ -13,6 +13,9 @@ impl sluice_sdk::Validate for SqitchPlugin {
         if crate::golang::applies(ctx) {
             return crate::golang::validate(ctx);
         }
+        if crate::sqlite::applies(ctx) {
+            return crate::sqlite::validate(ctx);
+        }
         crate::check_target(ctx)?;
         if !ctx.wants_metric("verified") {
             return Ok(Vec::new());
