@@ -133,7 +133,7 @@ impl Scratch {
                 std::fs::copy(pristine, &path).map_err(|e| {
                     format!("copying {} to {}: {e}", pristine.display(), path.display())
                 })?;
-                Ok(Endpoint::File(path))
+                Ok(Endpoint::File(crate::plan::SqliteFiles::single(path)))
             }
             TargetSpec::Postgres(url) | TargetSpec::Redis(url) => {
                 if n > 0 {
