@@ -30,7 +30,7 @@ impl sluice_sdk::Migrate for SqitchPlugin {
             );
             return Ok(());
         }
-        let required = check_dependencies(&conn, &project, change)?;
+        let required = check_dependencies::<PgRegistry>(&conn, &project, change)?;
         let deploy = project.script_path(change, "deploy");
         let script_hash = sha1::hex(&project.read_bytes(&deploy)?);
         let sql = project.sql(&params, &deploy, "deploy")?;
@@ -73,8 +73,10 @@ impl sluice_sdk::Migrate for SqitchPlugin {
 }
 
 /// Every required change deployed, no conflicting one; returns each
-/// requirement with the change id it resolved to (for the registry).
-fn check_dependencies(
+/// requirement with the change id it resolved to (for the registry). The
+/// registry's tables are read as `<registry>.<table>` on either engine (on
+/// SQLite the host attaches sqitch's registry file under that name).
+pub(crate) fn check_dependencies<R: RegistryReader>(
     conn: &Connection,
     project: &Project,
     change: &Change,
@@ -83,7 +85,7 @@ fn check_dependencies(
     let own = &project.plan.project;
     let mut required = Vec::new();
     for dep in &change.requires {
-        let id = resolve(conn, project, dep)?;
+        let id = resolve::<R>(conn, project, dep)?;
         match id {
             Some(id) => required.push((dep.as_string(), id)),
             None if dep.is_cross_project(own) => {
@@ -105,7 +107,7 @@ fn check_dependencies(
         }
     }
     for dep in &change.conflicts {
-        if resolve(conn, project, dep)?.is_some() {
+        if resolve::<R>(conn, project, dep)?.is_some() {
             return Err(Error::PreconditionFailed(format!(
                 "change `{}` conflicts with `{}`, which is deployed: revert it first",
                 change.name,
@@ -116,8 +118,39 @@ fn check_dependencies(
     Ok(required)
 }
 
+/// What dependency checks read of sqitch's registry, per engine: the same
+/// questions in each engine's SQL.
+pub(crate) trait RegistryReader {
+    /// Whether the change with this id is deployed.
+    fn is_deployed(conn: &Connection, schema: &str, change_id: &str) -> Result<bool, Error>;
+    /// The id of the latest deployed instance of `change` in `project`.
+    fn deployed_id(
+        conn: &Connection,
+        schema: &str,
+        project: &str,
+        change: &str,
+    ) -> Result<Option<String>, Error>;
+}
+
+/// sqitch's PostgreSQL registry (`registry.rs`).
+pub(crate) struct PgRegistry;
+
+impl RegistryReader for PgRegistry {
+    fn is_deployed(conn: &Connection, schema: &str, change_id: &str) -> Result<bool, Error> {
+        registry::is_deployed(conn, schema, change_id)
+    }
+    fn deployed_id(
+        conn: &Connection,
+        schema: &str,
+        project: &str,
+        change: &str,
+    ) -> Result<Option<String>, Error> {
+        registry::deployed_id(conn, schema, project, change)
+    }
+}
+
 /// The deployed change id a dependency names, if deployed.
-fn resolve(
+fn resolve<R: RegistryReader>(
     conn: &Connection,
     project: &Project,
     dep: &Dependency,
@@ -131,7 +164,7 @@ fn resolve(
                 dep.as_string()
             )));
         };
-        return registry::deployed_id(conn, reg, other, name);
+        return R::deployed_id(conn, reg, other, name);
     }
     // In this project: the plan says which instance; the registry whether
     // it is deployed.
@@ -149,7 +182,7 @@ fn resolve(
                     "dependency `@{t}`: no such tag in the plan"
                 )));
             };
-            return Ok(registry::is_deployed(conn, reg, &tagged.id)?.then(|| tagged.id.clone()));
+            return Ok(R::is_deployed(conn, reg, &tagged.id)?.then(|| tagged.id.clone()));
         }
         (None, None) => return Ok(None),
     };
@@ -159,12 +192,12 @@ fn resolve(
             dep.as_string()
         )));
     };
-    if registry::is_deployed(conn, reg, &target.id)? {
+    if R::is_deployed(conn, reg, &target.id)? {
         return Ok(Some(target.id.clone()));
     }
     // A reworked dependency may be deployed in an earlier version.
     if dep.tag.is_none() {
-        return registry::deployed_id(conn, reg, own, &target.name);
+        return R::deployed_id(conn, reg, own, &target.name);
     }
     Ok(None)
 }

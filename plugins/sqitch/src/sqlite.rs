@@ -27,7 +27,6 @@ use sluice_sdk::{
     StepContext, TableState,
 };
 
-use crate::plan::{Change, Dependency};
 use crate::project::Project;
 use crate::registry::Committer;
 use crate::sqlite_registry as registry;
@@ -178,7 +177,8 @@ pub fn migrate(ctx: &StepContext) -> Result<(), Error> {
         );
         return Ok(());
     }
-    let required = check_dependencies(&conn, &project, change)?;
+    let required =
+        crate::migrate::check_dependencies::<registry::SqliteRegistry>(&conn, &project, change)?;
     let deploy = project.script_path(change, "deploy");
     let script_hash = sha1::hex(&project.read_bytes(&deploy)?);
     let (file, parsed) = script(&project, &deploy)?;
@@ -212,89 +212,6 @@ pub fn migrate(ctx: &StepContext) -> Result<(), Error> {
         &[("change", &change.name), ("change_id", &change.id)],
     );
     Ok(())
-}
-
-/// Every required change deployed, no conflicting one; each requirement
-/// with the change id it resolved to.
-fn check_dependencies(
-    conn: &Connection,
-    project: &Project,
-    change: &Change,
-) -> Result<Vec<(String, String)>, Error> {
-    let mut required = Vec::new();
-    for dep in &change.requires {
-        match resolve(conn, project, dep)? {
-            Some(id) => required.push((dep.as_string(), id)),
-            None => {
-                return Err(Error::PreconditionFailed(format!(
-                    "change `{}` requires `{}`, which is not deployed (sqitch registry `{}`): deploy it in an earlier step",
-                    change.name,
-                    dep.as_string(),
-                    project.conf.registry
-                )))
-            }
-        }
-    }
-    for dep in &change.conflicts {
-        if resolve(conn, project, dep)?.is_some() {
-            return Err(Error::PreconditionFailed(format!(
-                "change `{}` conflicts with `{}`, which is deployed: revert it first",
-                change.name,
-                dep.as_string()
-            )));
-        }
-    }
-    Ok(required)
-}
-
-/// The deployed change id a dependency names, if deployed.
-fn resolve(
-    conn: &Connection,
-    project: &Project,
-    dep: &Dependency,
-) -> Result<Option<String>, Error> {
-    let reg = &project.conf.registry;
-    let own = &project.plan.project;
-    if dep.is_cross_project(own) {
-        let (Some(other), Some(name)) = (&dep.project, &dep.change) else {
-            return Err(Error::Unsupported(format!(
-                "dependency `{}`: a tag of another project cannot be checked",
-                dep.as_string()
-            )));
-        };
-        return registry::deployed_id(conn, reg, other, name);
-    }
-    let spec = match (&dep.change, &dep.tag) {
-        (Some(c), Some(t)) => format!("{c}@{t}"),
-        (Some(c), None) => c.clone(),
-        (None, Some(t)) => {
-            let Some(tagged) = project
-                .plan
-                .changes
-                .iter()
-                .find(|c| c.tags.iter().any(|x| &x.name == t))
-            else {
-                return Err(Error::PreconditionFailed(format!(
-                    "dependency `@{t}`: no such tag in the plan"
-                )));
-            };
-            return Ok(registry::is_deployed(conn, reg, &tagged.id)?.then(|| tagged.id.clone()));
-        }
-        (None, None) => return Ok(None),
-    };
-    let Some(target) = project.plan.find(&spec) else {
-        return Err(Error::PreconditionFailed(format!(
-            "dependency `{}`: no such change in the plan",
-            dep.as_string()
-        )));
-    };
-    if registry::is_deployed(conn, reg, &target.id)? {
-        return Ok(Some(target.id.clone()));
-    }
-    if dep.tag.is_none() {
-        return registry::deployed_id(conn, reg, own, &target.name);
-    }
-    Ok(None)
 }
 
 /// Validate: the verify script, read-only.

@@ -243,3 +243,21 @@ mod tests {
         assert_eq!(planned_at("2013-12-31T20:11:09Z"), "2013-12-31 20:11:09");
     }
 }
+
+/// sqitch's SQLite registry, for the dependency checks migrate shares
+/// with the PostgreSQL engine.
+pub(crate) struct SqliteRegistry;
+
+impl crate::migrate::RegistryReader for SqliteRegistry {
+    fn is_deployed(conn: &Connection, schema: &str, change_id: &str) -> Result<bool, Error> {
+        is_deployed(conn, schema, change_id)
+    }
+    fn deployed_id(
+        conn: &Connection,
+        schema: &str,
+        project: &str,
+        change: &str,
+    ) -> Result<Option<String>, Error> {
+        deployed_id(conn, schema, project, change)
+    }
+}
