@@ -234,16 +234,6 @@ pub fn drop_sql(schema: &str) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_stored_as_sqitch_stores_them() {
-        assert_eq!(planned_at("2013-12-31T20:11:09Z"), "2013-12-31 20:11:09");
-    }
-}
-
 /// sqitch's SQLite registry, for the dependency checks migrate shares
 /// with the PostgreSQL engine.
 pub(crate) struct SqliteRegistry;
@@ -259,5 +249,15 @@ impl crate::migrate::RegistryReader for SqliteRegistry {
         change: &str,
     ) -> Result<Option<String>, Error> {
         deployed_id(conn, schema, project, change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_stored_as_sqitch_stores_them() {
+        assert_eq!(planned_at("2013-12-31T20:11:09Z"), "2013-12-31 20:11:09");
     }
 }
