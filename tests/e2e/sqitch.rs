@@ -240,28 +240,7 @@ fn a_failing_verify_reverts_the_change_with_the_hosts_proof() {
         "flipr/verify/users.sql",
         "BEGIN;\nSELECT 1/count(*) FROM flipr.users;\nROLLBACK;\n",
     );
-    let run = s.run();
-    assert_eq!(run.code, 1, "{}", run.all());
-    assert!(
-        run.stdout
-            .contains("threshold `verified == 1` not met (verified = 0)"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stderr
-            .contains("rollback: running the revert script and removing the registry rows"),
-        "{}",
-        run.stderr
-    );
-    let proof = s.scenario.transitions("users");
-    assert!(
-        proof
-            .last()
-            .is_some_and(|(state, detail)| state == "rolled-back"
-                && detail.contains("table checksums equal the pre-step state")),
-        "the host proved the revert with its own checksums: {proof:?}"
-    );
+    assert_verify_failed_and_reverted(&s.run(), &s.scenario, "users");
     let report = s.sluice(&["report", "sluice.toml", "--format", "json"]);
     assert!(
         report.stdout.contains("division by zero"),
@@ -343,6 +322,32 @@ fn an_include_outside_the_project_is_refused() {
 
 /// sqitch: `SLUICE_SQITCH` (set by `cargo xtask test`, which installs
 /// Debian's `sqitch` and its PostgreSQL driver), else `sqitch` on the PATH.
+/// A run whose change failed `verified == 1`: exit 1, the revert script
+/// ran, and the host proved `step`'s pre-step state with its own checksums.
+pub(crate) fn assert_verify_failed_and_reverted(run: &Outcome, scenario: &Scenario, step: &str) {
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("threshold `verified == 1` not met (verified = 0)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("rollback: running the revert script and removing the registry rows"),
+        "{}",
+        run.stderr
+    );
+    let proof = scenario.transitions(step);
+    assert!(
+        proof
+            .last()
+            .is_some_and(|(state, detail)| state == "rolled-back"
+                && detail.contains("table checksums equal the pre-step state")),
+        "the host proved the revert with its own checksums: {proof:?}"
+    );
+}
+
 pub(crate) fn sqitch_bin() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os("SLUICE_SQITCH") {
         return path.into();

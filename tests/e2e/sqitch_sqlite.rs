@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_e2e::{plugin, root, Outcome, Scenario};
 
-use crate::sqitch::{copy_dir, sqitch_bin};
+use crate::sqitch::{assert_verify_failed_and_reverted, copy_dir, sqitch_bin};
 
 /// The fixture's changes, in plan order, as steps name them.
 const CHANGES: [(&str, &str); 4] = [
@@ -236,28 +236,7 @@ fn a_failing_verify_on_sqlite_reverts_the_change_with_the_hosts_proof() {
         "flipr/verify/flips.sql",
         "BEGIN;\nSELECT id, nickname, no_such_column FROM flips WHERE 0;\nROLLBACK;\n",
     );
-    let run = s.run();
-    assert_eq!(run.code, 1, "{}", run.all());
-    assert!(
-        run.stdout
-            .contains("threshold `verified == 1` not met (verified = 0)"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stderr
-            .contains("rollback: running the revert script and removing the registry rows"),
-        "{}",
-        run.stderr
-    );
-    let proof = s.scenario.transitions("flips");
-    assert!(
-        proof
-            .last()
-            .is_some_and(|(state, detail)| state == "rolled-back"
-                && detail.contains("table checksums equal the pre-step state")),
-        "the host proved the revert with its own checksums: {proof:?}"
-    );
+    assert_verify_failed_and_reverted(&s.run(), &s.scenario, "flips");
     let report = s
         .scenario
         .sluice(&["report", "sluice.toml", "--format", "json"]);
