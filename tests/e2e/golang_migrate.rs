@@ -21,15 +21,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-struct Migrations {
-    scenario: Scenario,
-    db: PgScratch,
+pub(crate) struct Migrations {
+    pub(crate) scenario: Scenario,
+    pub(crate) db: PgScratch,
 }
 
 impl Migrations {
     /// The fixture in `db/`, a plan running versions `1..=last`, each step
     /// gated on golang-migrate's record showing it applied and clean.
-    fn new(last: u64) -> Migrations {
+    pub(crate) fn new(last: u64) -> Migrations {
         let db = pg_scratch();
         let scenario = Scenario::new();
         copy_dir(
@@ -76,13 +76,13 @@ path = "{}"
             .sluice_with(&sluice_bin(), args, &[("APP_PG_URL", &self.db.url)])
     }
 
-    fn run(&self) -> Outcome {
+    pub(crate) fn run(&self) -> Outcome {
         let accepted = self.sluice(&["audit", "--accept", "sluice.toml"]);
         assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
         self.sluice(&["run", "sluice.toml"])
     }
 
-    fn lines(&self, sql: &str) -> Vec<String> {
+    pub(crate) fn lines(&self, sql: &str) -> Vec<String> {
         self.db
             .client()
             .query(sql, &[])
@@ -93,7 +93,7 @@ path = "{}"
     }
 
     /// golang-migrate's record as `version dirty` lines.
-    fn record(&self) -> Vec<String> {
+    pub(crate) fn record(&self) -> Vec<String> {
         self.lines("SELECT version::text || ' ' || dirty::text FROM schema_migrations")
     }
 

@@ -26,3 +26,4 @@ mod security;
 mod sqitch;
 mod sqitch_sqlite;
 mod template;
+mod undo_only_applied;

@@ -30,15 +30,15 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-struct SqitchScenario {
-    scenario: Scenario,
-    db: PgScratch,
+pub(crate) struct SqitchScenario {
+    pub(crate) scenario: Scenario,
+    pub(crate) db: PgScratch,
 }
 
 impl SqitchScenario {
     /// The flipr project in `flipr/`, a plan deploying the first `n`
     /// changes, each step with `extra` added to its params.
-    fn new(n: usize, extra: &str) -> SqitchScenario {
+    pub(crate) fn new(n: usize, extra: &str) -> SqitchScenario {
         let db = pg_scratch();
         let scenario = Scenario::new();
         copy_dir(
@@ -85,13 +85,13 @@ path = "{}"
             .sluice_with(&sluice_bin(), args, &[("APP_PG_URL", &self.db.url)])
     }
 
-    fn run(&self) -> Outcome {
+    pub(crate) fn run(&self) -> Outcome {
         let accepted = self.sluice(&["audit", "--accept", "sluice.toml"]);
         assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
         self.sluice(&["run", "sluice.toml"])
     }
 
-    fn lines(&self, sql: &str) -> Vec<String> {
+    pub(crate) fn lines(&self, sql: &str) -> Vec<String> {
         self.db
             .client()
             .query(sql, &[])
@@ -365,7 +365,7 @@ pub(crate) fn sqitch_bin() -> std::path::PathBuf {
 }
 
 /// Runs sqitch in `project` against the database at `url`.
-fn sqitch(project: &Path, args: &[&str], url: &str) -> String {
+pub(crate) fn sqitch(project: &Path, args: &[&str], url: &str) -> String {
     let target = format!("db:pg://{}", url.split_once("://").unwrap().1);
     let out = std::process::Command::new(sqitch_bin())
         .args(args)

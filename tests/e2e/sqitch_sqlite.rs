@@ -19,14 +19,14 @@ const CHANGES: [(&str, &str); 4] = [
     ("userflips", "userflips"),
 ];
 
-struct SqliteSqitch {
-    scenario: Scenario,
+pub(crate) struct SqliteSqitch {
+    pub(crate) scenario: Scenario,
 }
 
 impl SqliteSqitch {
     /// The project in `flipr/`, an empty `app.db`, and a plan deploying the
     /// first `n` changes to it with the registry attached.
-    fn new(n: usize) -> SqliteSqitch {
+    pub(crate) fn new(n: usize) -> SqliteSqitch {
         let scenario = Scenario::new();
         copy_dir(
             &root().join("tests/fixtures/sqitch/flipr-sqlite"),
@@ -68,15 +68,15 @@ path = "{}"
         SqliteSqitch { scenario }
     }
 
-    fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         self.scenario.path().join("app.db")
     }
 
-    fn registry(&self) -> PathBuf {
+    pub(crate) fn registry(&self) -> PathBuf {
         self.scenario.path().join("sqitch.db")
     }
 
-    fn run(&self) -> Outcome {
+    pub(crate) fn run(&self) -> Outcome {
         let accepted = self.scenario.sluice(&["audit", "--accept", "sluice.toml"]);
         assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
         self.scenario.sluice(&["run", "sluice.toml"])
@@ -84,7 +84,7 @@ path = "{}"
 }
 
 /// `sqlite3 -batch file sql`: the CLI both tools' files are read with.
-fn sqlite3(file: &Path, sql: &str) -> Vec<String> {
+pub(crate) fn sqlite3(file: &Path, sql: &str) -> Vec<String> {
     let out = std::process::Command::new("sqlite3")
         .arg("-batch")
         .arg(file)
@@ -105,7 +105,7 @@ fn sqlite3(file: &Path, sql: &str) -> Vec<String> {
 }
 
 /// Runs sqitch in `project` against the SQLite database `db`.
-fn sqitch(project: &Path, args: &[&str], db: &Path) -> String {
+pub(crate) fn sqitch(project: &Path, args: &[&str], db: &Path) -> String {
     let target = format!("db:sqlite:{}", db.display());
     let out = std::process::Command::new(sqitch_bin())
         .args(args)

@@ -39,6 +39,9 @@ impl sluice_sdk::Backup for SqitchPlugin {
             tables = crate::touched::backup_tables(&conn, &scripts)?;
         }
         let registry_existed = registry::exists(&conn, registry_schema)?;
+        // Read before migrate runs: if sqitch (or an earlier run) deployed
+        // the change already, this step's migrate applies nothing.
+        let already_deployed = registry::is_deployed(&conn, registry_schema, &change.id)?;
         if registry_existed {
             for t in registry::STATE_TABLES {
                 let name = format!("{registry_schema}.{t}");
@@ -60,6 +63,7 @@ impl sluice_sdk::Backup for SqitchPlugin {
             tables,
             registry_existed,
             change_id: change.id.clone(),
+            already_deployed,
         };
         manifest.metadata = serde_json::to_string(&metadata)
             .map_err(|e| Error::Internal(format!("encoding the backup metadata: {e}")))?;

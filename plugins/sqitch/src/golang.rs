@@ -14,11 +14,14 @@
 //!   leaves `(N, dirty)`, exactly what golang-migrate leaves;
 //! - validate: metrics `version` (-1 when nothing is applied, golang-
 //!   migrate's nil version) and `dirty` (0/1), read-only;
-//! - rollback: when `N` was applied, the down script and the record set back
-//!   to what the backup saw (the table dropped if the step created it), in
-//!   one transaction when the script allows; when `N` is dirty only the
-//!   record is set back; then the PostgreSQL plugin's rollback confirms the
-//!   backed-up tables (the record among them) or restores them.
+//! - rollback: nothing when the backup saw `N` already applied (the record
+//!   clean at `N` or past it: migrate applied nothing, so there is nothing
+//!   of the step's to undo). Otherwise, when `N` was applied, the down
+//!   script and the record set back to what the backup saw (the table
+//!   dropped if the step created it), in one transaction when the script
+//!   allows; when `N` is dirty only the record is set back; then the
+//!   PostgreSQL plugin's rollback confirms the backed-up tables (the record
+//!   among them) or restores them.
 
 use serde::{Deserialize, Serialize};
 use sluice_plugin_postgres::PostgresPlugin;
@@ -273,6 +276,13 @@ fn read_record(conn: &Connection) -> Result<Record, Error> {
     }))
 }
 
+/// Whether the record shows `version` applied: clean at it or past it.
+/// Migrate then applies nothing, and rollback (reading the record its
+/// backup saw) undoes nothing.
+fn is_applied(record: Option<(i64, bool)>, version: i64) -> bool {
+    matches!(record, Some((v, false)) if v >= version)
+}
+
 /// SQL setting the record as golang-migrate's `SetVersion` does.
 fn set_record_sql(record: Option<(i64, bool)>) -> String {
     let mut sql = format!("TRUNCATE {TABLE};");
@@ -392,6 +402,16 @@ pub fn migrate(ctx: &StepContext) -> Result<(), Error> {
     };
     let file = format!("{}/{up}", dir.root);
     let parsed = script::statements(&dir.read(up)?);
+    if is_applied(current, version) {
+        log::info(
+            "migration already applied (schema_migrations): nothing to do",
+            &[
+                ("version", &version.to_string()),
+                ("current", &current.map_or(-1, |(v, _)| v).to_string()),
+            ],
+        );
+        return Ok(());
+    }
     match current {
         // This step's own dirty mark, left by a crash before its one
         // transaction committed: nothing of the script is in, run it again.
@@ -402,16 +422,6 @@ pub fn migrate(ctx: &StepContext) -> Result<(), Error> {
             );
         }
         Some((v, true)) => return Err(dirty_error(v)),
-        Some((v, false)) if v >= version => {
-            log::info(
-                "migration already applied (schema_migrations): nothing to do",
-                &[
-                    ("version", &version.to_string()),
-                    ("current", &v.to_string()),
-                ],
-            );
-            return Ok(());
-        }
         _ => {}
     }
     let expected = previous.map(|p| p as i64);
@@ -505,15 +515,29 @@ pub fn rollback(
             "the manifest's metadata is not a golang-migrate step's: {e}"
         ))
     })?;
+    let version = params.version as i64;
+    let reached_text = format!("{reached:?}");
+    if is_applied(metadata.before.flatten(), version) {
+        // Migrate found the migration applied and did nothing: running the
+        // down script would undo what golang-migrate (or an earlier run)
+        // applied, and a restore could only discard writes this step did
+        // not make.
+        log::info(
+            "rollback: the migration was already applied before this step, so its migrate applied nothing: nothing to undo",
+            &[
+                ("version", &version.to_string()),
+                ("reached", &reached_text),
+            ],
+        );
+        return Ok(Vec::new());
+    }
     let dir = Dir::load(&params)?;
     let (migration, _) = dir.find(params.version)?;
-    let version = params.version as i64;
     let conn = Connection::open(&ctx.target)?;
     let restore_record = match metadata.before {
         None => format!("DROP TABLE IF EXISTS {TABLE}"),
         Some(record) => set_record_sql(record),
     };
-    let reached_text = format!("{reached:?}");
     match read_record(&conn)?.flatten() {
         Some((v, false)) if v == version => match &migration.down {
             Some(down) => {
@@ -645,6 +669,17 @@ mod tests {
         assert!(!applies(&ctx(r#"{"project":"flipr","change":"users"}"#)));
         let err = Params::of(&ctx(r#"{"migrations":"a/b","version":1}"#)).unwrap_err();
         assert!(format!("{err:?}").contains("params.migrations"), "{err:?}");
+    }
+
+    #[test]
+    fn applied_means_clean_at_or_past_the_version() {
+        assert!(is_applied(Some((3, false)), 3));
+        assert!(is_applied(Some((4, false)), 3));
+        assert!(!is_applied(Some((2, false)), 3));
+        // Dirty: part-way, not applied (rollback keeps today's path).
+        assert!(!is_applied(Some((3, true)), 3));
+        assert!(!is_applied(Some((4, true)), 3));
+        assert!(!is_applied(None, 3));
     }
 
     #[test]

@@ -17,10 +17,12 @@
 //!   is left alone;
 //! - validate: the verify script, read-only; metric `verified` is 1 when it
 //!   runs cleanly, 0 (with the error in the detail) when it raises;
-//! - rollback: the revert script and the registry rows removed (a `revert`
-//!   event logged), in one transaction; then the PostgreSQL plugin's
-//!   rollback confirms the backed-up tables equal the backup, or restores
-//!   them from it.
+//! - rollback: nothing when the change was already deployed before the step
+//!   (the backup saw it in the registry, so migrate applied nothing: undo
+//!   only what was done); otherwise the revert script and the registry rows
+//!   removed (a `revert` event logged), in one transaction; then the
+//!   PostgreSQL plugin's rollback confirms the backed-up tables equal the
+//!   backup, or restores them from it.
 
 mod backup;
 pub mod conf;
@@ -62,7 +64,17 @@ pub struct BackupMetadata {
     pub registry_existed: bool,
     /// The change's sqitch id.
     pub change_id: String,
+    /// Whether the registry already listed the change as deployed at
+    /// backup time: the step's migrate then applies nothing, so its
+    /// rollback undoes nothing ([`NOTHING_TO_UNDO`]). Absent (false) in
+    /// manifests written before this field existed.
+    #[serde(default)]
+    pub already_deployed: bool,
 }
+
+/// What rollback logs when the change was deployed before its step.
+pub const NOTHING_TO_UNDO: &str =
+    "rollback: the change was already deployed before this step, so its migrate applied nothing: nothing to undo";
 
 /// The context the PostgreSQL plugin's logic runs with: the same step,
 /// asked to save (or check) exactly `tables`.

@@ -1,8 +1,11 @@
-//! Rollback: sqitch's revert of the change (its revert script, its registry
-//! rows removed, a `revert` event), then the PostgreSQL plugin's rollback:
-//! nothing more when the backed-up tables and schema equal the backup, a
-//! verified restore from it otherwise. Safe twice: a change no longer in
-//! the registry is not reverted again.
+//! Rollback: nothing at all when the change was already deployed before the
+//! step (the backup saw it in the registry; migrate applied nothing, so
+//! there is nothing of this step's to undo, and the host proves the
+//! pre-step state). Otherwise sqitch's revert of the change (its revert
+//! script, its registry rows removed, a `revert` event), then the
+//! PostgreSQL plugin's rollback: nothing more when the backed-up tables and
+//! schema equal the backup, a verified restore from it otherwise. Safe
+//! twice: a change no longer in the registry is not reverted again.
 
 use sluice_plugin_postgres::names::quote_ident;
 use sluice_plugin_postgres::PostgresPlugin;
@@ -11,7 +14,7 @@ use sluice_sdk::{log, BackupManifest, Error, PhaseReached, StepContext, TableSta
 
 use crate::project::Project;
 use crate::registry::{self, Committer};
-use crate::{script, BackupMetadata, Params, SqitchPlugin};
+use crate::{script, BackupMetadata, Params, SqitchPlugin, NOTHING_TO_UNDO};
 
 impl sluice_sdk::Rollback for SqitchPlugin {
     fn rollback(
@@ -37,6 +40,20 @@ impl sluice_sdk::Rollback for SqitchPlugin {
                 "the backup was taken for change id {}, the plan now gives `{}` id {}: the sqitch plan changed since",
                 metadata.change_id, change.name, change.id
             )));
+        }
+        if metadata.already_deployed {
+            // Migrate found the change deployed and did nothing: reverting
+            // it would undo what sqitch (or an earlier run) deployed, and a
+            // restore could only discard writes this step did not make.
+            log::info(
+                NOTHING_TO_UNDO,
+                &[
+                    ("change", &change.name),
+                    ("change_id", &change.id),
+                    ("reached", &format!("{reached:?}")),
+                ],
+            );
+            return Ok(Vec::new());
         }
         let conn = Connection::open(&ctx.target)?;
         let reg = project.conf.registry.clone();

@@ -10,8 +10,9 @@
 //! - migrate: dependencies checked in the registry, then the deploy script
 //!   and the registry rows in one transaction (spanning both files);
 //! - validate: the verify script, read-only, as `verified`;
-//! - rollback: the revert script and the registry rows removed (a `revert`
-//!   event), in one transaction (the registry's tables dropped instead when
+//! - rollback: nothing when the change was already deployed before the
+//!   step (its migrate applied nothing); otherwise the revert script and
+//!   the registry rows removed (a `revert` event), in one transaction (the registry's tables dropped instead when
 //!   the step created it); then the SQLite plugin's verified restore of the
 //!   database's tables, and the registry rows put back from the backup if
 //!   they still differ from it.
@@ -50,6 +51,10 @@ struct SqliteMetadata {
     registry_existed: bool,
     /// The change's sqitch id.
     change_id: String,
+    /// Whether the registry already listed the change at backup time (see
+    /// [`crate::BackupMetadata::already_deployed`]).
+    #[serde(default)]
+    already_deployed: bool,
 }
 
 /// The context the SQLite plugin's logic runs with.
@@ -102,6 +107,7 @@ pub fn backup(ctx: &StepContext) -> Result<BackupManifest, Error> {
     let conn = Connection::open(&ctx.target)?;
     let reg = project.conf.registry.clone();
     let registry_existed = registry::exists(&conn, &reg)?;
+    let already_deployed = registry::is_deployed(&conn, &reg, &change.id)?;
     let mut manifest =
         <SqlitePlugin as sluice_sdk::Backup>::backup(&sqlite_context(ctx, &params.tables))?;
     if registry_existed {
@@ -124,6 +130,7 @@ pub fn backup(ctx: &StepContext) -> Result<BackupManifest, Error> {
         tables: params.tables.clone(),
         registry_existed,
         change_id: change.id.clone(),
+        already_deployed,
     };
     manifest.metadata = serde_json::to_string(&metadata)
         .map_err(|e| Error::Internal(format!("encoding the backup metadata: {e}")))?;
@@ -264,6 +271,17 @@ pub fn rollback(
             "the backup was taken for change id {}, the plan now gives `{}` id {}: the sqitch plan changed since",
             metadata.change_id, change.name, change.id
         )));
+    }
+    if metadata.already_deployed {
+        log::info(
+            crate::NOTHING_TO_UNDO,
+            &[
+                ("change", &change.name),
+                ("change_id", &change.id),
+                ("reached", &format!("{reached:?}")),
+            ],
+        );
+        return Ok(Vec::new());
     }
     let conn = Connection::open(&ctx.target)?;
     let reg = project.conf.registry.clone();
