@@ -203,6 +203,19 @@ fn a_migration_golang_migrate_applied_is_left_alone_by_the_rollback() {
         "{}",
         run.stdout
     );
+    assert_proved(&m.scenario, "v1");
+    assert_eq!(m.record(), ["1 false"]);
+    assert_eq!(
+        m.lines("SELECT id::text || ' ' || email FROM users ORDER BY id"),
+        ["1 ada@example.org", "2 bob@example.org"]
+    );
+    // The very table, never dropped and recreated…
+    assert_eq!(m.lines("SELECT 'public.users'::regclass::oid::text"), oid);
+    // …and its sequence went nowhere either: the app's next row follows.
+    assert_eq!(
+        m.lines("INSERT INTO users (email) VALUES ('cy@example.org') RETURNING id::text"),
+        ["3"]
+    );
     assert!(
         run.stderr
             .contains("migration already applied (schema_migrations): nothing to do"),
@@ -220,18 +233,5 @@ fn a_migration_golang_migrate_applied_is_left_alone_by_the_rollback() {
         !run.stderr.contains("running the down script"),
         "{}",
         run.stderr
-    );
-    assert_proved(&m.scenario, "v1");
-
-    assert_eq!(m.record(), ["1 false"]);
-    assert_eq!(m.lines("SELECT 'public.users'::regclass::oid::text"), oid);
-    assert_eq!(
-        m.lines("SELECT id::text || ' ' || email FROM users ORDER BY id"),
-        ["1 ada@example.org", "2 bob@example.org"]
-    );
-    // The table's sequence went nowhere either: the app's next row follows.
-    assert_eq!(
-        m.lines("INSERT INTO users (email) VALUES ('cy@example.org') RETURNING id::text"),
-        ["3"]
     );
 }

@@ -12,10 +12,10 @@
 //! - validate: the verify script, read-only, as `verified`;
 //! - rollback: nothing when the change was already deployed before the
 //!   step (its migrate applied nothing); otherwise the revert script and
-//!   the registry rows removed (a `revert` event), in one transaction (the registry's tables dropped instead when
-//!   the step created it); then the SQLite plugin's verified restore of the
-//!   database's tables, and the registry rows put back from the backup if
-//!   they still differ from it.
+//!   the registry rows removed (a `revert` event), in one transaction (the
+//!   registry's tables dropped instead when the step created it); then the
+//!   SQLite plugin's verified restore of the database's tables, and the
+//!   registry rows put back from the backup if they still differ from it.
 
 use std::io::Read;
 
@@ -107,17 +107,21 @@ pub fn backup(ctx: &StepContext) -> Result<BackupManifest, Error> {
     let conn = Connection::open(&ctx.target)?;
     let reg = project.conf.registry.clone();
     let registry_existed = registry::exists(&conn, &reg)?;
-    let already_deployed = registry::is_deployed(&conn, &reg, &change.id)?;
     let mut manifest =
         <SqlitePlugin as sluice_sdk::Backup>::backup(&sqlite_context(ctx, &params.tables))?;
+    let mut already_deployed = false;
     if registry_existed {
-        // One read transaction for the registry's tables.
-        let states = conn.transaction(|conn| {
-            registry::STATE_TABLES
+        // One read transaction for the registry's tables and whether they
+        // list the change already (then migrate applies nothing).
+        let (deployed, states) = conn.transaction(|conn| {
+            let deployed = registry::is_deployed(conn, &reg, &change.id)?;
+            let states = registry::STATE_TABLES
                 .iter()
                 .map(|t| dump_registry_table(conn, &reg, t))
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((deployed, states))
         })?;
+        already_deployed = deployed;
         for (table, state) in registry::STATE_TABLES.iter().zip(states) {
             manifest.artifacts.push(registry_artifact(table));
             manifest.tables.push(state);
