@@ -34,8 +34,7 @@ fn assert_proved(scenario: &Scenario, step: &str) {
 
 /// A verify script that fails whatever the database holds: validate
 /// reports `verified = 0`, so `verified == 1` fails and rollback runs.
-const FAILING_VERIFY: &str =
-    "BEGIN;\nSELECT no_such_column FROM users WHERE 1 = 0;\nROLLBACK;\n";
+const FAILING_VERIFY: &str = "BEGIN;\nSELECT no_such_column FROM users WHERE 1 = 0;\nROLLBACK;\n";
 
 #[test]
 fn a_change_sqitch_deployed_on_postgres_is_left_alone_by_the_rollback() {
@@ -72,7 +71,11 @@ fn a_change_sqitch_deployed_on_postgres_is_left_alone_by_the_rollback() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains(SQITCH_NOTHING_TO_UNDO), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(SQITCH_NOTHING_TO_UNDO),
+        "{}",
+        run.stderr
+    );
     assert!(
         !run.stderr.contains("running the revert script"),
         "{}",
@@ -133,7 +136,11 @@ fn a_change_sqitch_deployed_on_sqlite_is_left_alone_by_the_rollback() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains(SQITCH_NOTHING_TO_UNDO), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(SQITCH_NOTHING_TO_UNDO),
+        "{}",
+        run.stderr
+    );
     assert!(
         !run.stderr.contains("running the revert script"),
         "{}",
