@@ -361,6 +361,27 @@ fn line_diff(before: &str, after: &str, limit: usize) -> Vec<String> {
             out.push(format!("+ {line}"));
         }
     }
+    if out.is_empty() && before != after {
+        // The same lines in another order (a column moved to the end, …).
+        let first = before
+            .lines()
+            .zip(after.lines())
+            .position(|(b, a)| b != a)
+            .unwrap_or(0);
+        let show = |text: &str| {
+            text.lines()
+                .skip(first.saturating_sub(2))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" ⏎ ")
+        };
+        out.push(format!(
+            "the same lines in another order, from line {}:",
+            first + 1
+        ));
+        out.push(format!("- {}", show(before)));
+        out.push(format!("+ {}", show(after)));
+    }
     let total = out.len();
     out.truncate(limit);
     if total > limit {
@@ -1143,7 +1164,15 @@ fn the_oracles_helpers_see_what_they_must() {
         "COPY t (a) FROM stdin;\n1\n2\n\\.\nSELECT 1;"
     );
     assert_eq!(line_diff("a\nb\nb", "b\nc", 10), ["- a", "- b", "+ c"]);
-    assert!(line_diff("x\ny", "y\nx", 10).is_empty());
+    assert_eq!(
+        line_diff("x\ny", "y\nx", 10),
+        [
+            "the same lines in another order, from line 1:",
+            "- x ⏎ y",
+            "+ y ⏎ x"
+        ]
+    );
+    assert!(line_diff("x\ny", "x\ny", 10).is_empty());
     assert_eq!(
         sort_statements("CREATE TABLE b (\n x\n);\nCREATE TABLE a (x);\n"),
         "CREATE TABLE a (x);\nCREATE TABLE b (\n x\n);\n"
