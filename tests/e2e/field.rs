@@ -178,7 +178,7 @@ impl Writer {
                         .unwrap_or_default();
                     // Two inserts for every update, updates on the writer's
                     // own rows only.
-                    let update = tick % 3 == 0 && !mine.is_empty();
+                    let update = tick.is_multiple_of(3) && !mine.is_empty();
                     let (sql, id) = if update {
                         (table.update, mine[(tick as usize / 3) % mine.len()])
                     } else {
@@ -399,7 +399,7 @@ fn sort_copy_blocks(dump: &str) -> String {
         match &mut block {
             Some(rows) if line == "\\." => {
                 rows.sort_unstable();
-                out.extend(rows.drain(..));
+                out.append(rows);
                 out.push(line);
                 block = None;
             }
