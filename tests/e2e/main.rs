@@ -8,6 +8,7 @@ mod crash;
 mod examples_pg;
 mod examples_redis;
 mod failures;
+mod field;
 mod gates;
 mod golang_migrate;
 mod happy_path;
