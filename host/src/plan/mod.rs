@@ -28,6 +28,11 @@ pub mod gate;
 pub mod probe;
 pub mod threshold;
 
+#[cfg(test)]
+mod load_tests;
+#[cfg(test)]
+mod test_plan;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
