@@ -26,8 +26,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
-use super::{Step, Threshold};
+use super::read::{Source, StepFile};
+use super::{Expr, PlanError, Step, Threshold};
 
 /// Prefix of metrics measured before migrate.
 pub const BASELINE: &str = "baseline.";
@@ -248,15 +250,104 @@ pub fn metrics_used(names: &[&str], values: &BTreeMap<String, f64>) -> String {
         .filter_map(|k| {
             values
                 .get(*k)
-                .map(|v| format!("{k} = {}", crate::report::number(*v)))
+                .map(|v| format!("{k} = {}", super::number(*v)))
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+// ---- loading -----------------------------------------------------------------
+
+/// A step's gates as the plan writes them, parsed.
+pub(super) struct StepGates {
+    /// `thresholds = [...]`.
+    pub(super) thresholds: Vec<Threshold>,
+    /// `[[steps.bands]]`.
+    pub(super) bands: Vec<Band>,
+    /// `watch = { every, for, on_breach }`.
+    pub(super) watch: Option<Watch>,
+}
+
+/// Step five of loading, for one step: its thresholds and band conditions
+/// parsed (an error points into the expression), its watch window's
+/// durations read.
+pub(super) fn load(src: &Source<'_>, id: &str, s: &StepFile) -> Result<StepGates, PlanError> {
+    let condition = |t: &Spanned<String>, what: &str| {
+        // +1: the expression starts after the opening quote.
+        let start = t.span().start + 1;
+        Expr::parse(t.get_ref())
+            .map(|expr| Threshold {
+                source: t.get_ref().clone(),
+                expr,
+                location: src.location(start),
+            })
+            .map_err(|e| {
+                src.error(
+                    start + e.offset,
+                    format!("{what} `{}` of step `{id}`: {}", t.get_ref(), e.message),
+                )
+            })
+    };
+    let thresholds = s
+        .thresholds
+        .iter()
+        .map(|t| condition(t, "threshold"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bands = s
+        .bands
+        .iter()
+        .map(|b| {
+            Ok(Band {
+                when: condition(&b.get_ref().when, "band")?,
+                action: b.get_ref().action,
+            })
+        })
+        .collect::<Result<Vec<_>, PlanError>>()?;
+    let watch = match &s.watch {
+        None => None,
+        Some(w) => {
+            let duration = |d: &Spanned<String>, what: &str| {
+                humantime::parse_duration(d.get_ref())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        src.error(
+                            d.span().start,
+                            format!("step `{id}`: watch `{what}` = \"{}\" is not a duration such as \"5s\", \"2m\" or \"1h 30m\"", d.get_ref()),
+                        )
+                    })
+            };
+            let w = w.get_ref();
+            let every = duration(&w.every, "every")?;
+            let length = duration(&w.duration, "for")?;
+            if every > length {
+                return Err(src.error(
+                    w.every.span().start,
+                    format!(
+                        "step `{id}`: watch checks every {} but lasts only {}: no check would run",
+                        w.every.get_ref(),
+                        w.duration.get_ref()
+                    ),
+                ));
+            }
+            Some(Watch {
+                every,
+                duration: length,
+                on_breach: w.on_breach,
+            })
+        }
+    };
+    Ok(StepGates {
+        thresholds,
+        bands,
+        watch,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::test_plan as plans;
     use crate::plan::{Expr, Location};
 
     fn condition(text: &str) -> Threshold {
@@ -332,5 +423,56 @@ mod tests {
             ("baseline.latency_p95", 6.0),
         ]));
         assert_eq!(j.action, Action::Rollback, "{}", j.reason);
+    }
+
+    #[test]
+    fn a_threshold_error_points_into_the_expression() {
+        assert_eq!(
+            plans::refused(&plans::step(
+                "thresholds = [\"rows > 0\", \"duplicates = 0\"]\n"
+            )),
+            "13:39: threshold `duplicates = 0` of step `s`: `=` is not a comparison; write `==`"
+        );
+    }
+
+    #[test]
+    fn a_band_error_points_into_the_expression() {
+        assert_eq!(
+            plans::refused(&plans::step(
+                "[[steps.bands]]\nwhen = \"rows >\"\naction = \"review\"\n"
+            )),
+            "14:15: band `rows >` of step `s`: expression ends where a number or metric was expected"
+        );
+    }
+
+    #[test]
+    fn a_watch_every_must_be_a_duration() {
+        assert_eq!(plans::refused(&plans::step("watch = { every = \"soon\", for = \"1m\" }\n")), "13:19: step `s`: watch `every` = \"soon\" is not a duration such as \"5s\", \"2m\" or \"1h 30m\"");
+    }
+
+    #[test]
+    fn a_watch_for_must_be_a_nonzero_duration() {
+        assert_eq!(plans::refused(&plans::step("watch = { every = \"1s\", for = \"0s\" }\n")), "13:31: step `s`: watch `for` = \"0s\" is not a duration such as \"5s\", \"2m\" or \"1h 30m\"");
+    }
+
+    #[test]
+    fn a_watch_must_last_longer_than_it_waits() {
+        assert_eq!(
+            plans::refused(&plans::step("watch = { every = \"2m\", for = \"1m\" }\n")),
+            "13:19: step `s`: watch checks every 2m but lasts only 1m: no check would run"
+        );
+    }
+
+    #[test]
+    fn gates_are_read_with_their_places() {
+        let plan = plans::loads(&plans::step("thresholds = [\"rows > 0\"]\napproval = \"after\"\nwatch = { every = \"1s\", for = \"1m\", on_breach = \"plan\" }\n[[steps.bands]]\nwhen = \"rows < 10\"\naction = \"review\"\n"));
+        let s = &plan.steps[0];
+        assert_eq!(s.thresholds[0].location.line, 13);
+        assert_eq!(s.thresholds[0].location.column, 16);
+        assert_eq!(s.bands[0].action, Action::Review);
+        let w = s.watch.unwrap();
+        assert_eq!(w.every, std::time::Duration::from_secs(1));
+        assert_eq!(w.on_breach, BreachScope::Plan);
+        assert_eq!(s.approval, Some(ApprovalPoint::After));
     }
 }

@@ -11,14 +11,8 @@ use crate::journal::StepState;
 use crate::plan::PlanError;
 use crate::runtime::bindings::ChangeKind;
 
-/// A number as operators read it: integers plainly, others with 4 decimals.
-pub fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v:.4}")
-    }
-}
+/// A number as operators read it; thresholds own the format (`plan::number`).
+pub use crate::plan::number;
 
 fn duration(d: Duration) -> String {
     if d.as_secs() >= 10 {
