@@ -40,10 +40,8 @@ fn top_level_modules(src: &Path) -> BTreeSet<String> {
     for entry in std::fs::read_dir(src).expect("host/src") {
         let path = entry.expect("entry").path();
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        if path.is_dir() || path.extension().is_some_and(|e| e == "rs") {
-            if name != "lib" {
-                tops.insert(name);
-            }
+        if (path.is_dir() || path.extension().is_some_and(|e| e == "rs")) && name != "lib" {
+            tops.insert(name);
         }
     }
     tops
