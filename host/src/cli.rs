@@ -1,4 +1,4 @@
-//! Command-line definitions (clap). Parsing only: `main` maps them to work.
+//! Command-line definitions (clap). Parsing only: `commands` maps them to work.
 
 use std::path::PathBuf;
 
@@ -7,13 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// sluice runs datastore changes as plans of sandboxed plugin steps: a
 /// verified backup before every change, validation against thresholds, and
 /// automatic, proven rollback.
-///
-/// Exit codes: 0 ok · 1 a step failed and was rolled back · 2 plan or usage
-/// error, nothing ran · 3 refused (drift or an interrupted step) · 4 a
-/// rollback failed: the target needs attention · 5 paused, awaiting
-/// `sluice approve` or `sluice reject` · 70 internal error.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about)]
+// The exit codes come from their one home, `exit.rs`, as the README's do.
+#[command(name = "sluice", version, about, long_about, after_help = crate::exit::help_text())]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -11,9 +11,11 @@ pub mod audit;
 pub mod backup;
 pub mod capabilities;
 pub mod cli;
+pub mod commands;
 pub mod conformance;
 pub mod datastores;
 pub mod engine;
+pub mod exit;
 #[cfg(feature = "failpoints")]
 #[doc(hidden)]
 pub mod failpoints;

@@ -204,27 +204,8 @@ pub struct RunSummary {
     pub steps: Vec<StepSummary>,
 }
 
-/// Documented exit codes of the `sluice` binary.
-pub mod exit {
-    /// Every step completed (or was already applied).
-    pub const OK: i32 = 0;
-    /// A step failed and was rolled back; the target is in its pre-step state.
-    pub const STEP_FAILED: i32 = 1;
-    /// The plan or the command line is wrong; nothing ran.
-    pub const PLAN_ERROR: i32 = 2;
-    /// The journal and the plan disagree (drift, interrupted step); nothing ran.
-    pub const REFUSED: i32 = 3;
-    /// A rollback failed or was refused: the target needs attention.
-    pub const NEEDS_ATTENTION: i32 = 4;
-    /// A step waits for `sluice approve` or `sluice reject`; the journal
-    /// holds its state and evidence. Run again after the decision.
-    pub const AWAITING_APPROVAL: i32 = 5;
-    /// Stopped by SIGINT/SIGTERM at a phase boundary; the step in progress
-    /// was finished or rolled back and the journal is consistent.
-    pub const STOPPED: i32 = 130;
-    /// sluice itself failed (journal, backup store, engine).
-    pub const INTERNAL: i32 = 70;
-}
+/// Documented exit codes of the `sluice` binary (their home is `crate::exit`).
+pub use crate::exit;
 
 impl RunSummary {
     /// The exit code this summary maps to.

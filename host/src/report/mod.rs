@@ -1,15 +1,15 @@
-//! What operators read: the one-screen run summary and `sluice status`.
+//! What operators read: the one-screen run summary and `sluice status`
+//! (`status.rs`).
 
 pub mod evidence;
 pub mod html;
+pub mod status;
 
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::engine::{Phase, RunSummary, StepOutcome, StepStatus, StepSummary};
-use crate::journal::StepState;
+use crate::engine::{Phase, RunSummary, StepOutcome, StepSummary};
 use crate::plan::PlanError;
-use crate::runtime::bindings::ChangeKind;
 
 /// A number as operators read it; thresholds own the format (`plan::number`).
 pub use crate::plan::number;
@@ -223,85 +223,6 @@ fn verdict(s: &RunSummary) -> String {
         ),
         _ => "result: ?".into(),
     }
-}
-
-/// `sluice status`: each step's state, when it got there and why; steps an
-/// interrupted run left in flight and steps that were resumed say so.
-pub fn status(plan_name: &str, steps: &[StepStatus]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "plan {plan_name}");
-    let _ = writeln!(
-        out,
-        "  {:<24} {:<16} {:<26} detail",
-        "step", "state", "since"
-    );
-    for step in steps {
-        let id = &step.id;
-        let Some(r) = &step.record else {
-            let _ = writeln!(
-                out,
-                "  {id:<24} {:<16} {:<26}",
-                StepState::Pending.as_str(),
-                "-"
-            );
-            continue;
-        };
-        let detail = match r.state {
-            StepState::Completed => r
-                .metrics
-                .iter()
-                .map(|m| format!("{}={}", m.name, number(m.value)))
-                .collect::<Vec<_>>()
-                .join(" "),
-            StepState::AwaitingReview => format!(
-                "migrated and validated ({}); awaiting `sluice approve` or `sluice reject` (run {})",
-                r.metrics
-                    .iter()
-                    .map(|m| format!("{}={}", m.name, number(m.value)))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                r.run_id
-            ),
-            StepState::AwaitingApproval => format!(
-                "nothing changed yet; awaiting `sluice approve` before it runs (run {})",
-                r.run_id
-            ),
-            s if s.is_in_flight() => format!(
-                "INTERRUPTED or running (run {}); `sluice run` resumes it from the journal",
-                r.run_id
-            ),
-            _ => r.error.clone().unwrap_or_default(),
-        };
-        let _ = writeln!(
-            out,
-            "  {id:<24} {:<16} {:<26} {detail}",
-            r.state.as_str(),
-            r.updated_at
-        );
-        if let Some(t) = &step.resumed {
-            let _ = writeln!(
-                out,
-                "  {:<24} {:<16} {:<26} {}",
-                "", "resumed", t.at, t.detail
-            );
-        }
-        let change = r.backup.as_ref().map(|b| b.manifest.change);
-        let kind = match change {
-            Some(ChangeKind::NonTransactional) => Some((
-                "non-transactional",
-                "applied statement by statement: a failure is undone by its compensating action or the backup",
-            )),
-            Some(ChangeKind::Irreversible) => Some((
-                "irreversible",
-                "only restoring the backup undoes it (acknowledged in params)",
-            )),
-            _ => None,
-        };
-        if let Some((kind, what)) = kind {
-            let _ = writeln!(out, "  {:<24} {kind:<16} {:<26} {what}", "", "");
-        }
-    }
-    out
 }
 
 /// A plan error with its source line and caret.

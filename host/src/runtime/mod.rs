@@ -9,6 +9,7 @@
 
 pub(crate) mod bindings;
 pub mod cache;
+mod plugins;
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ pub use bindings::{
     TableState,
 };
 pub use cache::{CacheOutcome, ComponentCache};
+pub use plugins::PluginSet;
 use std::collections::BTreeMap;
 use wasmtime_wasi::FsPerms;
 
