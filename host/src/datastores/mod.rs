@@ -1,9 +1,25 @@
 //! Native datastore drivers behind the capabilities. They know nothing of
 //! WebAssembly: capabilities translate between WIT types and these.
+//!
+//! Each driver is one folder (`sqlite/`, `postgres/`, `redis/`) that
+//! implements [`Datastore`] (and [`SqlSession`] for SQL datastores), and one
+//! line in `registry.rs`; everything else reaches it through [`driver`].
 
+mod driver;
+mod kv_session;
 pub mod postgres;
 pub mod redis;
+mod registry;
+mod sql_session;
 pub mod sqlite;
+mod urls;
+
+pub use driver::{CopyError, Datastore, RehearsalCopy, ScratchSource, ScratchTarget, TargetState};
+pub use kv_session::{DumpedKey, KvResult, KvSession};
+pub use registry::driver;
+pub use sql_session::{
+    CopyInStream, CopyOutStream, Interrupt, SessionOptions, SqlCursor, SqlSession,
+};
 
 use std::collections::BTreeMap;
 
@@ -27,23 +43,7 @@ pub async fn fingerprint(
     endpoint: &Endpoint,
     scope: Vec<String>,
 ) -> Result<Fingerprint, DatastoreError> {
-    match (kind, endpoint) {
-        (TargetKind::Sqlite, Endpoint::File(files)) => {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || sqlite::fingerprint(&files, Some(&scope)))
-                .await
-                .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
-        }
-        (TargetKind::Postgres, Endpoint::Url(url)) => postgres::fingerprint(url, &scope).await,
-        (TargetKind::Redis, Endpoint::Url(url)) => redis::fingerprint(url, &scope).await,
-        (kind, _) => Err(DatastoreError::host(
-            "SLUICE_UNSUPPORTED",
-            format!(
-                "fingerprints of {} targets are not wired yet",
-                kind.as_str()
-            ),
-        )),
-    }
+    driver(kind).fingerprint(endpoint, scope).await
 }
 
 /// Estimates, read-only, how many bytes a backup of `scope` will hold:
@@ -56,30 +56,7 @@ pub async fn estimate_backup(
     scope: Option<Vec<String>>,
 ) -> Result<u64, DatastoreError> {
     let scope = scope.filter(|s| !s.is_empty());
-    match (kind, endpoint) {
-        (TargetKind::Sqlite, Endpoint::File(files)) => {
-            if !files.path.exists() {
-                return Err(DatastoreError::host(
-                    "SQLITE_CANTOPEN",
-                    format!("{} does not exist", files.path.display()),
-                ));
-            }
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || sqlite::estimate_backup(&files, scope.as_deref()))
-                .await
-                .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
-        }
-        (TargetKind::Postgres, Endpoint::Url(url)) => {
-            postgres::estimate_backup(url, scope.as_deref()).await
-        }
-        (TargetKind::Redis, Endpoint::Url(url)) => {
-            redis::estimate_backup(url, scope.as_deref().unwrap_or_default()).await
-        }
-        (kind, _) => Err(DatastoreError::host(
-            "SLUICE_UNSUPPORTED",
-            format!("a {} target is not reached that way", kind.as_str()),
-        )),
-    }
+    driver(kind).estimate_backup(endpoint, scope).await
 }
 
 /// One SQL value, as drivers exchange it.
