@@ -8,11 +8,12 @@
 //! Redis. The plugin has no raw-command path, so these checks are complete.
 //! Every size a plugin controls is bounded by a constant below.
 
+use std::sync::Arc;
+
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::datastores::redis::{DumpedKey, RedisSession};
-use crate::datastores::DatastoreError;
-use crate::plan::Access;
+use crate::datastores::{self, DatastoreError, DumpedKey, Endpoint, KvSession};
+use crate::plan::{Access, TargetKind};
 use crate::runtime::bindings::sluice::plugin::kv::{self as wit, Dumped};
 use crate::runtime::bindings::sluice::plugin::types::{DatastoreError as WitDatastoreError, Error};
 use crate::secret::Secret;
@@ -110,7 +111,7 @@ impl KvGrant {
 
 /// An open key-value connection resource.
 pub struct KvConnectionHandle {
-    session: RedisSession,
+    session: Arc<dyn KvSession>,
 }
 
 /// State of the `kv` capability in one store.
@@ -137,7 +138,7 @@ impl KvCapability {
         })
     }
 
-    fn session(&self, conn: &Resource<KvConnectionHandle>) -> wasmtime::Result<RedisSession> {
+    fn session(&self, conn: &Resource<KvConnectionHandle>) -> wasmtime::Result<Arc<dyn KvSession>> {
         Ok(self.table.get(conn)?.session.clone())
     }
 }
@@ -209,7 +210,13 @@ impl wit::Host for KvCapability {
                 "a phase may open at most {MAX_CONNECTIONS} key-value connections"
             ))));
         }
-        let session = match RedisSession::connect(&grant.url).await {
+        // A `KvGrant` names no kind: every key-value target is Redis today
+        // (`TargetKind::is_sql`). A second key-value kind would put its kind
+        // in the grant, as `SqlGrant` does.
+        let session = match datastores::driver(TargetKind::Redis)
+            .open_kv(&Endpoint::Url(grant.url.clone()))
+            .await
+        {
             Ok(s) => s,
             Err(e) => return Ok(Err(datastore(e))),
         };

@@ -4,9 +4,10 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::datastores::postgres;
-use crate::datastores::sqlite::{self, Interrupter, TableScope};
-use crate::datastores::{DatastoreError, Endpoint, Rows, SqlValue};
+use crate::datastores::{
+    self, CopyInStream, CopyOutStream, DatastoreError, Endpoint, Interrupt, Rows, SessionOptions,
+    SqlCursor, SqlSession, SqlValue,
+};
 use crate::plan::{Access, TargetKind};
 use crate::runtime::bindings::sluice::plugin::sql::{self as wit, QueryResult, RowBatch, Value};
 use crate::runtime::bindings::sluice::plugin::types::{DatastoreError as WitDatastoreError, Error};
@@ -44,30 +45,20 @@ impl SqlGrant {
     }
 }
 
-/// Stops the statement a datastore session is running for a plugin.
-#[derive(Clone)]
-enum Interrupt {
-    Sqlite(Interrupter),
-    Postgres(postgres::Canceller),
-}
-
 /// Interrupters of the sessions a store opened, so a phase that runs out of
 /// time can stop the statement the datastore is running on its behalf.
 #[derive(Clone, Default)]
-pub struct SessionInterrupters(Arc<Mutex<Vec<Interrupt>>>);
+pub struct SessionInterrupters(Arc<Mutex<Vec<Arc<dyn Interrupt>>>>);
 
 impl SessionInterrupters {
     /// Interrupts every running statement.
     pub fn interrupt_all(&self) {
         for i in self.0.lock().expect("not poisoned").iter() {
-            match i {
-                Interrupt::Sqlite(i) => i.interrupt(),
-                Interrupt::Postgres(c) => c.cancel(),
-            }
+            i.interrupt();
         }
     }
 
-    fn push(&self, i: Interrupt) {
+    fn push(&self, i: Arc<dyn Interrupt>) {
         self.0.lock().expect("not poisoned").push(i);
     }
 }
@@ -96,52 +87,17 @@ impl SqlCapability {
     }
 }
 
-/// A datastore session behind a connection resource.
-#[derive(Clone)]
-enum Session {
-    Sqlite(Arc<sqlite::Session>),
-    Postgres(Arc<postgres::Session>),
-}
-
 /// An open connection resource.
-pub struct ConnectionHandle {
-    session: Session,
-    access: Access,
-}
+pub struct ConnectionHandle(Arc<dyn SqlSession>);
 
 /// An open cursor resource.
-pub enum CursorHandle {
-    /// SQLite keeps the statement on its session's worker.
-    Sqlite {
-        /// The session.
-        session: Arc<sqlite::Session>,
-        /// Column names.
-        columns: Vec<String>,
-    },
-    /// PostgreSQL streams the rows of a portal.
-    Postgres {
-        /// The session.
-        session: Arc<postgres::Session>,
-        /// The rows.
-        cursor: Box<postgres::PgCursor>,
-        /// Column names.
-        columns: Vec<String>,
-    },
-}
+pub struct CursorHandle(Box<dyn SqlCursor>);
 
 /// An open `COPY … TO STDOUT` stream.
-pub struct CopyReaderHandle(postgres::CopyOut);
+pub struct CopyReaderHandle(Box<dyn CopyOutStream>);
 
 /// An open `COPY … FROM STDIN` stream (aborted if dropped unfinished).
-pub struct CopyWriterHandle(postgres::CopyIn);
-
-impl Drop for CursorHandle {
-    fn drop(&mut self) {
-        if let CursorHandle::Sqlite { session, .. } = self {
-            session.close_cursor();
-        }
-    }
-}
+pub struct CopyWriterHandle(Box<dyn CopyInStream>);
 
 struct Sql;
 
@@ -205,50 +161,27 @@ impl wit::Host for SqlCapability {
                 }
             ))));
         };
-        let access = grant.access;
-        let session = match &grant.endpoint {
-            Endpoint::File(files) => {
-                let (files, scope) = (
-                    files.clone(),
-                    self.authorize
-                        .then(|| TableScope::new(grant.tables.clone())),
-                );
-                let opened = tokio::task::spawn_blocking(move || {
-                    sqlite::Session::open(&files, access, scope)
-                })
-                .await?;
-                match opened {
-                    Ok(s) => {
-                        self.interrupters.push(Interrupt::Sqlite(s.interrupter()));
-                        Session::Sqlite(Arc::new(s))
-                    }
-                    Err(e) => return Ok(Err(datastore(e))),
-                }
-            }
-            Endpoint::Url(url) => {
-                let opened = postgres::Session::open(
-                    url,
-                    access,
-                    grant.tables.as_deref(),
-                    grant.statement_timeout,
-                )
-                .await;
-                match opened {
-                    Ok(s) => {
-                        self.interrupters.push(Interrupt::Postgres(s.canceller()));
-                        Session::Postgres(Arc::new(s))
-                    }
-                    Err(e) => return Ok(Err(datastore(e))),
-                }
-            }
+        let options = SessionOptions {
+            access: grant.access,
+            tables: grant.tables.clone(),
+            statement_timeout: grant.statement_timeout,
+            authorize: self.authorize,
         };
-        Ok(Ok(self.table.push(ConnectionHandle { session, access })?))
+        let session = match datastores::driver(grant.kind)
+            .open_sql(&grant.endpoint, options)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(datastore(e))),
+        };
+        self.interrupters.push(session.interrupter());
+        Ok(Ok(self.table.push(ConnectionHandle(session))?))
     }
 }
 
 impl SqlCapability {
-    fn session(&self, conn: &Resource<ConnectionHandle>) -> wasmtime::Result<Session> {
-        Ok(self.table.get(conn)?.session.clone())
+    fn session(&self, conn: &Resource<ConnectionHandle>) -> wasmtime::Result<Arc<dyn SqlSession>> {
+        Ok(self.table.get(conn)?.0.clone())
     }
 }
 
@@ -260,10 +193,10 @@ impl wit::HostConnection for SqlCapability {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
         let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
-        let rows = match self.session(&conn)? {
-            Session::Sqlite(s) => s.query(statement, params, QUERY_MAX_ROWS).await,
-            Session::Postgres(s) => s.query(&statement, &params, QUERY_MAX_ROWS).await,
-        };
+        let rows = self
+            .session(&conn)?
+            .query(statement, params, QUERY_MAX_ROWS)
+            .await;
         Ok(rows
             .map(|rows| QueryResult {
                 columns: rows.columns.clone(),
@@ -279,19 +212,9 @@ impl wit::HostConnection for SqlCapability {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Resource<CursorHandle>, Error>> {
         let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
-        let handle = match self.session(&conn)? {
-            Session::Sqlite(session) => match session.open_cursor(statement, params).await {
-                Ok(columns) => CursorHandle::Sqlite { session, columns },
-                Err(e) => return Ok(Err(datastore(e))),
-            },
-            Session::Postgres(session) => match session.open_cursor(&statement, &params).await {
-                Ok((cursor, columns)) => CursorHandle::Postgres {
-                    session,
-                    cursor: Box::new(cursor),
-                    columns,
-                },
-                Err(e) => return Ok(Err(datastore(e))),
-            },
+        let handle = match self.session(&conn)?.open_cursor(statement, params).await {
+            Ok(cursor) => CursorHandle(cursor),
+            Err(e) => return Ok(Err(datastore(e))),
         };
         Ok(Ok(self.table.push(handle)?))
     }
@@ -303,10 +226,7 @@ impl wit::HostConnection for SqlCapability {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
         let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
-        let result = match self.session(&conn)? {
-            Session::Sqlite(s) => s.execute(statement, params).await,
-            Session::Postgres(s) => s.execute(&statement, &params).await,
-        };
+        let result = self.session(&conn)?.execute(statement, params).await;
         Ok(result.map_err(datastore))
     }
 
@@ -322,10 +242,7 @@ impl wit::HostConnection for SqlCapability {
             rows: rows.rows as usize,
             data: rows.data,
         };
-        let result = match self.session(&conn)? {
-            Session::Sqlite(s) => s.execute_batch(statement, rows).await,
-            Session::Postgres(s) => s.execute_batch(&statement, &rows).await,
-        };
+        let result = self.session(&conn)?.execute_batch(statement, rows).await;
         crate::failpoint!("sql:execute-batch:done");
         Ok(result.map_err(datastore))
     }
@@ -335,10 +252,7 @@ impl wit::HostConnection for SqlCapability {
         conn: Resource<ConnectionHandle>,
         script: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let result = match self.session(&conn)? {
-            Session::Sqlite(s) => s.script(script).await,
-            Session::Postgres(s) => s.script(&script).await,
-        };
+        let result = self.session(&conn)?.script(script).await;
         crate::failpoint!("sql:execute-script:done");
         Ok(result.map_err(datastore))
     }
@@ -347,19 +261,7 @@ impl wit::HostConnection for SqlCapability {
         &mut self,
         conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let access = self.table.get(&conn)?.access;
-        let result = match self.session(&conn)? {
-            // Writers take the write lock up front, so a transaction never
-            // fails half-way because another connection wrote first.
-            Session::Sqlite(s) => {
-                let sql = match access {
-                    Access::ReadWrite => "BEGIN IMMEDIATE",
-                    Access::ReadOnly => "BEGIN",
-                };
-                s.script(sql.into()).await
-            }
-            Session::Postgres(s) => s.transaction("BEGIN").await,
-        };
+        let result = self.session(&conn)?.begin().await;
         Ok(result.map_err(datastore))
     }
 
@@ -369,10 +271,7 @@ impl wit::HostConnection for SqlCapability {
     ) -> wasmtime::Result<Result<(), Error>> {
         let session = self.session(&conn)?;
         crate::failpoint!("sql:commit:before");
-        let result = match session {
-            Session::Sqlite(s) => s.script("COMMIT".into()).await,
-            Session::Postgres(s) => s.transaction("COMMIT").await,
-        };
+        let result = session.commit().await;
         crate::failpoint!("sql:commit:after");
         Ok(result.map_err(datastore))
     }
@@ -381,10 +280,7 @@ impl wit::HostConnection for SqlCapability {
         &mut self,
         conn: Resource<ConnectionHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let result = match self.session(&conn)? {
-            Session::Sqlite(s) => s.script("ROLLBACK".into()).await,
-            Session::Postgres(s) => s.transaction("ROLLBACK").await,
-        };
+        let result = self.session(&conn)?.rollback().await;
         Ok(result.map_err(datastore))
     }
 
@@ -393,10 +289,11 @@ impl wit::HostConnection for SqlCapability {
         conn: Resource<ConnectionHandle>,
         statement: String,
     ) -> wasmtime::Result<Result<Resource<CopyReaderHandle>, Error>> {
-        let Session::Postgres(s) = self.session(&conn)? else {
+        let s = self.session(&conn)?;
+        if !s.supports_copy() {
             return Ok(Err(no_copy()));
-        };
-        match s.copy_out(&statement).await {
+        }
+        match s.copy_out(statement).await {
             Ok(stream) => Ok(Ok(self.table.push(CopyReaderHandle(stream))?)),
             Err(e) => Ok(Err(datastore(e))),
         }
@@ -407,10 +304,11 @@ impl wit::HostConnection for SqlCapability {
         conn: Resource<ConnectionHandle>,
         statement: String,
     ) -> wasmtime::Result<Result<Resource<CopyWriterHandle>, Error>> {
-        let Session::Postgres(s) = self.session(&conn)? else {
+        let s = self.session(&conn)?;
+        if !s.supports_copy() {
             return Ok(Err(no_copy()));
-        };
-        match s.copy_in(&statement).await {
+        }
+        match s.copy_in(statement).await {
             Ok(sink) => Ok(Ok(self.table.push(CopyWriterHandle(sink))?)),
             Err(e) => Ok(Err(datastore(e))),
         }
@@ -424,11 +322,7 @@ impl wit::HostConnection for SqlCapability {
 
 impl wit::HostCursor for SqlCapability {
     async fn columns(&mut self, cursor: Resource<CursorHandle>) -> wasmtime::Result<Vec<String>> {
-        Ok(match self.table.get(&cursor)? {
-            CursorHandle::Sqlite { columns, .. } | CursorHandle::Postgres { columns, .. } => {
-                columns.clone()
-            }
-        })
+        Ok(self.table.get(&cursor)?.0.columns().to_vec())
     }
 
     async fn next_batch(
@@ -437,15 +331,12 @@ impl wit::HostCursor for SqlCapability {
         max_rows: u32,
     ) -> wasmtime::Result<Result<RowBatch, Error>> {
         let max_rows = (max_rows as usize).clamp(1, BATCH_MAX_ROWS);
-        let result = match self.table.get_mut(&cursor)? {
-            CursorHandle::Sqlite { session, .. } => {
-                let session = session.clone();
-                session.next_batch(max_rows, BATCH_MAX_BYTES).await
-            }
-            CursorHandle::Postgres {
-                session, cursor, ..
-            } => session.fetch(cursor, max_rows, BATCH_MAX_BYTES).await,
-        };
+        let result = self
+            .table
+            .get_mut(&cursor)?
+            .0
+            .next_batch(max_rows, BATCH_MAX_BYTES)
+            .await;
         Ok(result.map(batch).map_err(datastore))
     }
 

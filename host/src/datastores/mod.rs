@@ -1,9 +1,46 @@
 //! Native datastore drivers behind the capabilities. They know nothing of
 //! WebAssembly: capabilities translate between WIT types and these.
+//!
+//! Each driver is one folder (`sqlite/`, `postgres/`, `redis/`) that
+//! implements [`Datastore`] (and [`SqlSession`] or [`KvSession`] for the
+//! sessions plugins use), and one line in the `drivers!` list below;
+//! everything else reaches it through [`driver`].
 
-pub mod postgres;
-pub mod redis;
-pub mod sqlite;
+mod driver;
+mod kv_session;
+mod sql_session;
+mod urls;
+
+/// Declares each driver's folder and registers its [`Datastore`]: one line
+/// per driver, `folder::Driver`.
+macro_rules! drivers {
+    ($($folder:ident::$driver:ident),* $(,)?) => {
+        $(pub mod $folder;)*
+        /// Every registered driver.
+        static DRIVERS: &[&dyn Datastore] = &[$(&$folder::$driver),*];
+    };
+}
+
+drivers! {
+    sqlite::Sqlite,
+    postgres::Postgres,
+    redis::Redis,
+}
+
+/// The driver of `kind` targets.
+pub fn driver(kind: TargetKind) -> &'static dyn Datastore {
+    DRIVERS
+        .iter()
+        .copied()
+        .find(|d| d.kind() == kind)
+        .unwrap_or_else(|| panic!("no datastore driver is registered for {}", kind.as_str()))
+}
+
+pub use driver::{CopyError, Datastore, RehearsalCopy, ScratchSource, ScratchTarget, TargetState};
+pub use kv_session::{DumpedKey, KvResult, KvSession};
+pub use sql_session::{
+    CopyInStream, CopyOutStream, Interrupt, SessionOptions, SqlCursor, SqlSession,
+};
 
 use std::collections::BTreeMap;
 
@@ -27,23 +64,7 @@ pub async fn fingerprint(
     endpoint: &Endpoint,
     scope: Vec<String>,
 ) -> Result<Fingerprint, DatastoreError> {
-    match (kind, endpoint) {
-        (TargetKind::Sqlite, Endpoint::File(files)) => {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || sqlite::fingerprint(&files, Some(&scope)))
-                .await
-                .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
-        }
-        (TargetKind::Postgres, Endpoint::Url(url)) => postgres::fingerprint(url, &scope).await,
-        (TargetKind::Redis, Endpoint::Url(url)) => redis::fingerprint(url, &scope).await,
-        (kind, _) => Err(DatastoreError::host(
-            "SLUICE_UNSUPPORTED",
-            format!(
-                "fingerprints of {} targets are not wired yet",
-                kind.as_str()
-            ),
-        )),
-    }
+    driver(kind).fingerprint(endpoint, scope).await
 }
 
 /// Estimates, read-only, how many bytes a backup of `scope` will hold:
@@ -56,30 +77,7 @@ pub async fn estimate_backup(
     scope: Option<Vec<String>>,
 ) -> Result<u64, DatastoreError> {
     let scope = scope.filter(|s| !s.is_empty());
-    match (kind, endpoint) {
-        (TargetKind::Sqlite, Endpoint::File(files)) => {
-            if !files.path.exists() {
-                return Err(DatastoreError::host(
-                    "SQLITE_CANTOPEN",
-                    format!("{} does not exist", files.path.display()),
-                ));
-            }
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || sqlite::estimate_backup(&files, scope.as_deref()))
-                .await
-                .unwrap_or_else(|e| Err(DatastoreError::host("SLUICE_TASK", e.to_string())))
-        }
-        (TargetKind::Postgres, Endpoint::Url(url)) => {
-            postgres::estimate_backup(url, scope.as_deref()).await
-        }
-        (TargetKind::Redis, Endpoint::Url(url)) => {
-            redis::estimate_backup(url, scope.as_deref().unwrap_or_default()).await
-        }
-        (kind, _) => Err(DatastoreError::host(
-            "SLUICE_UNSUPPORTED",
-            format!("a {} target is not reached that way", kind.as_str()),
-        )),
-    }
+    driver(kind).estimate_backup(endpoint, scope).await
 }
 
 /// One SQL value, as drivers exchange it.
@@ -174,5 +172,55 @@ impl Fingerprint {
             out.push(format!("table `{name}` exists but did not before"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_exactly_one_driver() {
+        for kind in [TargetKind::Sqlite, TargetKind::Postgres, TargetKind::Redis] {
+            let n = DRIVERS.iter().filter(|d| d.kind() == kind).count();
+            assert_eq!(n, 1, "{}", kind.as_str());
+            assert_eq!(driver(kind).kind(), kind);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_target_reached_the_wrong_way_is_an_error_not_a_panic() {
+        let file = Endpoint::File(SqliteFiles::single("/nonexistent/x.db".into()));
+        let url = Endpoint::Url(Secret::new("redis://127.0.0.1:1"));
+        for (kind, endpoint) in [
+            (TargetKind::Sqlite, &url),
+            (TargetKind::Postgres, &file),
+            (TargetKind::Redis, &file),
+        ] {
+            let e = fingerprint(kind, endpoint, vec![]).await.unwrap_err();
+            assert_eq!(e.code, "SLUICE_UNSUPPORTED", "{e}");
+            let e = estimate_backup(kind, endpoint, None).await.unwrap_err();
+            assert_eq!(e.code, "SLUICE_UNSUPPORTED", "{e}");
+        }
+        let e = driver(TargetKind::Redis)
+            .open_sql(
+                &url,
+                SessionOptions {
+                    access: crate::plan::Access::ReadOnly,
+                    tables: None,
+                    statement_timeout: std::time::Duration::from_secs(1),
+                    authorize: true,
+                },
+            )
+            .await
+            .err()
+            .expect("Redis has no sql sessions");
+        assert_eq!(e.code, "SLUICE_UNSUPPORTED", "{e}");
+        let e = driver(TargetKind::Sqlite)
+            .open_kv(&file)
+            .await
+            .err()
+            .expect("SQLite has no kv sessions");
+        assert_eq!(e.code, "SLUICE_UNSUPPORTED", "{e}");
     }
 }

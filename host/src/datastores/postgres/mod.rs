@@ -9,8 +9,13 @@
 //! enforced there and, for names only the catalog can resolve (functions,
 //! indexes), against the catalog.
 
+mod copy;
+mod driver;
 pub mod policy;
+mod scratch;
 pub mod values;
+
+pub use self::driver::Postgres;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;

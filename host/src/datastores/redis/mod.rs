@@ -14,8 +14,15 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use sluice_sdk::checksum::TableChecksum;
 
-use super::{DatastoreError, Fingerprint, TableFingerprint};
+use crate::datastores::{DatastoreError, Fingerprint, TableFingerprint};
 use crate::secret::Secret;
+
+mod copy;
+mod driver;
+mod kv;
+mod scratch;
+
+pub use self::driver::Redis;
 
 /// How long connecting may take before the call fails (an unreachable
 /// server must not hold a phase until its deadline).
@@ -30,16 +37,7 @@ const FINGERPRINT_BATCH: usize = 1000;
 /// Redis has no schema; every Redis fingerprint carries this constant.
 pub const SCHEMA: &str = "redis: no schema";
 
-/// A key's serialized value and absolute expiry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DumpedKey {
-    /// The key.
-    pub key: String,
-    /// `DUMP` payload.
-    pub payload: Vec<u8>,
-    /// Absolute expiry in Unix ms; `None` when the key persists.
-    pub expire_at_ms: Option<u64>,
-}
+pub use crate::datastores::DumpedKey;
 
 /// One connection to a Redis database.
 #[derive(Clone)]
