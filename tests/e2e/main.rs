@@ -21,6 +21,7 @@ mod redis;
 mod rehearse;
 mod report;
 mod report_html;
+mod rollback_integrity;
 mod runtime;
 mod security;
 mod sqitch;

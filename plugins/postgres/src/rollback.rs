@@ -460,7 +460,10 @@ fn disable_user_triggers(
             })?;
         log::info(
             "user triggers disabled for the restore",
-            &[("table", &ddl.name), ("triggers", &triggers.len().to_string())],
+            &[
+                ("table", &ddl.name),
+                ("triggers", &triggers.len().to_string()),
+            ],
         );
         disabled.push((name, triggers));
     }

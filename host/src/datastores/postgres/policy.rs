@@ -447,7 +447,9 @@ fn session_private_names(statement: &Statement, scope: &BTreeSet<String>) -> Res
 /// `text` without a final `WITH NO DATA` / `WITH DATA` of a `CREATE … AS`,
 /// when it has one.
 fn without_with_data(text: &str) -> Option<String> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize().ok()?;
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .ok()?;
     let words: Vec<(usize, String)> = tokens
         .iter()
         .enumerate()
@@ -869,7 +871,11 @@ mod tests {
                 "ROLLBACK WORK TO SAVEPOINT \"Quoted\"",
                 "SET LOCAL role app_reader; SELECT 1; RESET role",
             ] {
-                assert!(p.check(sql).is_ok(), "{sql} ({tables:?}): {:?}", p.check(sql));
+                assert!(
+                    p.check(sql).is_ok(),
+                    "{sql} ({tables:?}): {:?}",
+                    p.check(sql)
+                );
             }
             for sql in [
                 "ROLLBACK",
