@@ -315,9 +315,8 @@ impl Policy {
     }
 
     fn check_parsed(&self, text: &str, touches: &mut Touches) -> Result<(), Refused> {
-        // `CREATE TABLE … AS … WITH [NO] DATA` reads the same relations with
-        // or without its rows; sqlparser does not know the clause.
-        let stripped = without_with_data(text);
+        // Clauses sqlparser cannot read but that reach no other relation.
+        let stripped = analysable(text);
         let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stripped.as_deref().unwrap_or(text));
         let statements = match parsed {
             Ok(s) => s,
@@ -444,9 +443,12 @@ fn session_private_names(statement: &Statement, scope: &BTreeSet<String>) -> Res
     Ok(())
 }
 
-/// `text` without a final `WITH NO DATA` / `WITH DATA` of a `CREATE … AS`,
-/// when it has one.
-fn without_with_data(text: &str) -> Option<String> {
+/// `text` without the clauses sqlparser does not know and that change
+/// nothing a scope check reads, when it has any: a final `WITH [NO] DATA`
+/// of a `CREATE … AS` (the same relations are read, with or without the
+/// rows) and `OVERRIDING {SYSTEM|USER} VALUE` of an `INSERT` (which value an
+/// identity column takes).
+fn analysable(text: &str) -> Option<String> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
         .tokenize()
         .ok()?;
@@ -464,16 +466,47 @@ fn without_with_data(text: &str) -> Option<String> {
             )
         })
         .collect();
-    if words.first().map(|w| w.1.as_str()) != Some("CREATE") {
+    let mut drop = vec![false; tokens.len()];
+    let mut dropped = false;
+    let mut span = |from: usize, to: usize| {
+        for d in &mut drop[from..=to] {
+            *d = true;
+        }
+        dropped = true;
+    };
+    match words.first().map(|w| w.1.as_str()) {
+        Some("CREATE") => {
+            let n = words.len();
+            let tail: Vec<&str> = words.iter().rev().take(3).map(|w| w.1.as_str()).collect();
+            match tail.as_slice() {
+                ["DATA", "NO", "WITH"] => span(words[n - 3].0, words[n - 1].0),
+                ["DATA", "WITH", ..] => span(words[n - 2].0, words[n - 1].0),
+                _ => {}
+            }
+        }
+        Some("INSERT" | "WITH") => {
+            for w in words.windows(3) {
+                if w[0].1 == "OVERRIDING"
+                    && matches!(w[1].1.as_str(), "SYSTEM" | "USER")
+                    && w[2].1 == "VALUE"
+                {
+                    span(w[0].0, w[2].0);
+                }
+            }
+        }
+        _ => {}
+    }
+    if !dropped {
         return None;
     }
-    let tail: Vec<&str> = words.iter().rev().take(3).map(|w| w.1.as_str()).collect();
-    let cut = match tail.as_slice() {
-        ["DATA", "NO", "WITH"] => words[words.len() - 3].0,
-        ["DATA", "WITH", ..] => words[words.len() - 2].0,
-        _ => return None,
-    };
-    Some(tokens[..cut].iter().map(|t| t.to_string()).collect())
+    Some(
+        tokens
+            .iter()
+            .zip(&drop)
+            .filter(|(_, d)| !**d)
+            .map(|(t, _)| t.to_string())
+            .collect(),
+    )
 }
 
 /// Judges a session statement in a read-only phase, which runs inside one
@@ -704,6 +737,17 @@ fn explicit_names(statement: &Statement, names: &mut Names) {
             }
             if let Some(clone) = &ct.clone {
                 names.relations.insert(object_name(clone));
+            }
+            // sqlparser's PostgreSQL dialect reads `(LIKE source …)` as a
+            // column named `like` whose type is `source`.
+            for column in &ct.columns {
+                if column.name.quote_style.is_none()
+                    && column.name.value.eq_ignore_ascii_case("like")
+                {
+                    if let sqlparser::ast::DataType::Custom(source, _) = &column.data_type {
+                        names.relations.insert(object_name(source));
+                    }
+                }
             }
         }
         Statement::CreateView { name, .. } => {
