@@ -404,6 +404,9 @@ migrate = "DELETE FROM items"
 /// and psql's `\gexec` (at the end of a query's line and on its own line)
 /// in deploy and verify scripts.
 fn sqitch_project(s: &Scenario, verify_extra: &str) {
+    for dir in ["deploy", "revert", "verify"] {
+        std::fs::create_dir_all(s.path().join("proj").join(dir)).unwrap();
+    }
     s.write("proj/sqitch.conf", "[core]\n\tengine = pg\n");
     s.write(
         "proj/sqitch.plan",
