@@ -22,6 +22,7 @@ mod redis;
 mod rehearse;
 mod report;
 mod report_html;
+mod rollback_integrity;
 mod runtime;
 mod security;
 mod sqitch;

@@ -129,6 +129,13 @@ impl Latency {
     }
 }
 
+/// Whether the params JSON names `tables` at all.
+fn given_tables(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .is_some_and(|v| v.get("tables").is_some())
+}
+
 impl Params {
     /// Parses and checks the step's params.
     pub fn of(ctx: &StepContext) -> Result<Self, Error> {
@@ -139,6 +146,13 @@ impl Params {
     pub fn parse(json: &str, step_id: &str) -> Result<Self, Error> {
         let params: Params = serde_json::from_str(json)
             .map_err(|e| Error::InvalidParams(format!("step `{step_id}`: {e}")))?;
+        // `tables = []` reads like "no table", and an absent list means
+        // every table of `public`: refuse the ambiguity instead of widening.
+        if params.tables.is_empty() && given_tables(json) {
+            return Err(Error::InvalidParams(format!(
+                "step `{step_id}`: params.tables is empty: name the tables the backup saves, or remove `tables` to back up every table of schema `public`"
+            )));
+        }
         params.check()?;
         Ok(params)
     }
@@ -316,6 +330,16 @@ mod tests {
             Err(Error::InvalidParams(m)) => m,
             other => panic!("expected invalid params, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_empty_table_list_is_an_error_naming_the_step() {
+        let m = err(r#"{"tables": [], "migrate": "SELECT 1"}"#);
+        assert!(
+            m.contains("step `s1`") && m.contains("params.tables is empty"),
+            "{m}"
+        );
+        assert!(Params::parse(r#"{"migrate": "SELECT 1"}"#, "s1").is_ok());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! 2. the step's `compensate` script, then the same check;
 //! 3. a restore from the backup in one transaction: reshaped tables dropped,
 //!    missing ones recreated from their DDL, rows truncated and reloaded with
-//!    `COPY … FROM STDIN`, indexes and constraints put back, and the commit
+//!    `COPY … FROM STDIN` with the tables' user triggers off (and put back as
+//!    they were enabled), indexes and constraints put back, and the commit
 //!    only after every restored table's checksum equals the backup's.
 //!
 //! Each path ends in the same state, so running rollback twice is safe.
@@ -195,6 +196,7 @@ fn restore(
     // cannot be truncated: their rows are merged back by primary key. The
     // rest are truncated together (foreign keys among them allow it) and
     // reloaded.
+    let disabled = disable_user_triggers(conn, snapshot)?;
     let mut truncated = Vec::new();
     let mut merged = Vec::new();
     for ddl in &snapshot.tables {
@@ -214,6 +216,7 @@ fn restore(
     for ddl in &merged {
         merge_table(conn, ddl)?;
     }
+    reenable_user_triggers(conn, &disabled)?;
 
     // Then the saved constraints and indexes that are missing (foreign keys
     // last: the rows they check are all back).
@@ -327,7 +330,7 @@ fn merge_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
             ddl.name
         )));
     }
-    let stage = quote_ident(&format!("sluice_restore_{}", ddl.table));
+    let stage = stage_table(ddl);
     conn.execute_script(&format!(
         "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA",
         name.quoted()
@@ -391,6 +394,106 @@ fn merge_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
     Ok(())
 }
 
+/// The staging table a restore loads a table's saved rows into: a
+/// temporary table named `pg_temp.…`, the one name a step scoped to tables
+/// may give its own scratch tables (it is private to this session, and the
+/// prefix keeps it from shadowing the table it stages).
+fn stage_table(ddl: &TableDdl) -> String {
+    format!(
+        "pg_temp.{}",
+        quote_ident(&format!("sluice_restore_{}", ddl.table))
+    )
+}
+
+/// How one user trigger was enabled before the restore (`pg_trigger.tgenabled`).
+struct TriggerState {
+    name: String,
+    enabled: String,
+}
+
+/// Turns off the user triggers of the tables about to be reloaded, so the
+/// restore writes exactly the saved rows: a `BEFORE UPDATE … updated_at :=
+/// now()` would rewrite them, an `AFTER INSERT` notify or audit trigger would
+/// act as if the application wrote them. Done per table with
+/// `ALTER TABLE … DISABLE TRIGGER USER` inside the restore's transaction
+/// (so a failed restore leaves them as they were), which needs the table's
+/// ownership — as the step's own `ALTER TABLE`s do — and keeps the internal
+/// foreign-key triggers checking the restored rows.
+/// (`session_replication_role = replica` would need a superuser and would
+/// also stop the foreign-key checks.) Returns each table's triggers and how
+/// they were enabled, for [`reenable_user_triggers`].
+fn disable_user_triggers(
+    conn: &Connection,
+    snapshot: &SchemaSnapshot,
+) -> Result<Vec<(TableName, Vec<TriggerState>)>, Error> {
+    let mut disabled = Vec::new();
+    for ddl in &snapshot.tables {
+        let name = ddl.table_name();
+        let rows = conn.query(
+            "SELECT t.tgname::text, t.tgenabled::text FROM pg_catalog.pg_trigger t \
+             WHERE t.tgrelid = to_regclass($1) AND NOT t.tgisinternal ORDER BY 1",
+            &[name.quoted().into()],
+        )?;
+        let triggers: Vec<TriggerState> = rows
+            .values()?
+            .iter()
+            .filter_map(|r| match (&r[0], &r[1]) {
+                (sluice_sdk::sql::Value::Text(n), sluice_sdk::sql::Value::Text(e)) => {
+                    Some(TriggerState {
+                        name: n.clone(),
+                        enabled: e.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if triggers.iter().all(|t| t.enabled == "D") {
+            continue;
+        }
+        conn.execute_script(&format!("ALTER TABLE {} DISABLE TRIGGER USER", name.quoted()))
+            .map_err(|e| {
+                Error::PreconditionFailed(format!(
+                    "cannot restore `{}` without firing its triggers ({}): disabling them needs the table's ownership (ALTER TABLE … DISABLE TRIGGER USER); connect the step as the table's owner: {e}",
+                    ddl.name,
+                    triggers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+        log::info(
+            "user triggers disabled for the restore",
+            &[
+                ("table", &ddl.name),
+                ("triggers", &triggers.len().to_string()),
+            ],
+        );
+        disabled.push((name, triggers));
+    }
+    Ok(disabled)
+}
+
+/// Puts every trigger [`disable_user_triggers`] turned off back exactly as
+/// it was enabled (`O` origin, `R` replica, `A` always, `D` disabled).
+fn reenable_user_triggers(
+    conn: &Connection,
+    disabled: &[(TableName, Vec<TriggerState>)],
+) -> Result<(), Error> {
+    for (table, triggers) in disabled {
+        for t in triggers {
+            let how = match t.enabled.as_str() {
+                "O" => "ENABLE TRIGGER",
+                "R" => "ENABLE REPLICA TRIGGER",
+                "A" => "ENABLE ALWAYS TRIGGER",
+                _ => continue, // was disabled: stays disabled
+            };
+            conn.execute_script(&format!(
+                "ALTER TABLE {} {how} {}",
+                table.quoted(),
+                quote_ident(&t.name)
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 /// Streams a table's artifact into `COPY … FROM STDIN`.
 fn load_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
     let name = ddl.table_name();
@@ -398,7 +501,7 @@ fn load_table(conn: &Connection, ddl: &TableDdl) -> Result<(), Error> {
     let loaded = if ddl.columns.iter().any(|c| c.generated) {
         // Generated columns cannot be written: the saved rows (every column)
         // go to a staging table first, then everything else is inserted.
-        let stage = quote_ident(&format!("sluice_restore_{}", ddl.table));
+        let stage = stage_table(ddl);
         conn.execute_script(&format!(
             "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA",
             name.quoted()

@@ -79,7 +79,13 @@ pub const NOTHING_TO_UNDO: &str =
 /// The context the PostgreSQL plugin's logic runs with: the same step,
 /// asked to save (or check) exactly `tables`.
 pub(crate) fn postgres_context(ctx: &StepContext, tables: &[String]) -> StepContext {
-    let params = serde_json::json!({ "tables": tables });
+    // No table bounded: the PostgreSQL plugin's default (every table of
+    // `public`), which an explicit empty list would refuse.
+    let params = if tables.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "tables": tables })
+    };
     StepContext::new(
         &ctx.step_id,
         &ctx.target,

@@ -21,6 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Deepest include nesting: an include cycle fails instead of recursing.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// What `\gexec` leaves in the expanded SQL: it ends the query in the
+/// buffer, marked so the script runner ([`crate::script::run`]) runs each
+/// field of each result row as a statement (every one through the host's
+/// checks, like any other statement of the step).
+pub const GEXEC_MARKER: &str = "/* sluice: \\gexec */";
+
 /// A script psql would not run here, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
@@ -157,6 +163,20 @@ impl<'a> Expander<'a> {
                             self.interpolate(&chars[i..]).map_err(|m| err(line, m))?;
                         out.push_str(&text);
                         i += used;
+                        continue;
+                    }
+                    // As in psql, a backslash outside quotes and comments
+                    // starts a meta-command wherever it is on the line
+                    // (`SELECT … \gexec`); it runs to the end of the line.
+                    '\\' => {
+                        let end = chars[i..]
+                            .iter()
+                            .position(|&c| c == '\n')
+                            .map_or(chars.len(), |p| i + p);
+                        let command: String = chars[i + 1..end].iter().collect();
+                        let sql = self.meta(&command, path, line, depth)?;
+                        out.push_str(&sql);
+                        i = end;
                         continue;
                     }
                     _ => out.push(c),
@@ -347,12 +367,17 @@ impl<'a> Expander<'a> {
                 sql.push('\n');
                 Ok(sql)
             }
+            // Ends the query buffer: the query runs, then each field of
+            // its result as a statement.
+            "gexec" if args.is_empty() => Ok(format!(" {GEXEC_MARKER};\n")),
+            // Sends the query buffer, as `;` does.
+            "g" if args.is_empty() => Ok(";\n".to_string()),
             // Output and display settings change nothing in the database.
             "echo" | "qecho" | "warn" | "pset" | "timing" | "encoding" | "t" | "a" | "x" => {
                 Ok(String::new())
             }
             other => Err(err(format!(
-                "psql meta-command `\\{other}` is not supported (supported: \\set, \\unset, \\i, \\ir, \\echo)"
+                "psql meta-command `\\{other}` is not supported (supported: \\set, \\unset, \\i, \\ir, \\gexec, \\g, \\echo)"
             ))),
         }
     }
@@ -602,6 +627,44 @@ mod tests {
         let e = expand_with(&[("a.sql", "\\echo hi\n\\! rm -rf /\n")], &[], "a.sql").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("`\\!` is not supported"), "{e}");
+    }
+
+    #[test]
+    fn gexec_ends_its_query_with_the_marker_wherever_it_is() {
+        let sql = expand_with(
+            &[(
+                "a.sql",
+                "SELECT format('CREATE DATABASE %I', :'db') WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db')\\gexec\nSELECT 'x\\gexec' AS literal\n\\gexec\nSELECT 1\n",
+            )],
+            &[("db", "shop")],
+            "a.sql",
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            format!(
+                "SELECT format('CREATE DATABASE %I', 'shop') WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop') {GEXEC_MARKER};\n\nSELECT 'x\\gexec' AS literal\n {GEXEC_MARKER};\n\nSELECT 1\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_meta_command_after_sql_on_a_line_is_refused_by_name() {
+        for (script, name) in [
+            ("SELECT 1 \\gset\n", "\\gset"),
+            ("SELECT 1; \\! id\n", "\\!"),
+            ("SELECT 1 \\q\n", "\\q"),
+            ("SELECT 1 \\gexec extra\n", "\\gexec"),
+        ] {
+            let e = expand_with(&[("a.sql", script)], &[], "a.sql").unwrap_err();
+            assert!(
+                e.message.contains(&format!("`{name}` is not supported")),
+                "{script}: {e}"
+            );
+        }
+        // Not a meta-command: inside literals, identifiers, comments, E'' escapes.
+        let sql = "SELECT E'a\\nb', '\\q', \"x\\y\" -- \\q\n/* \\q */ SELECT $$\\q$$;\n";
+        assert_eq!(expand_with(&[("a.sql", sql)], &[], "a.sql").unwrap(), sql);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub fn statements(sql: &str) -> Statements {
         .into_iter()
         .filter(|s| match first_keyword(s).as_str() {
             "BEGIN" | "START" | "COMMIT" | "END" => false,
+            // `ROLLBACK TO [SAVEPOINT] x` stays inside the transaction.
+            "ROLLBACK" if rolls_back_to_savepoint(s) => true,
             "ROLLBACK" | "ABORT" => {
                 rolls_back = true;
                 false
@@ -53,11 +55,30 @@ pub fn statements(sql: &str) -> Statements {
     }
 }
 
+/// Whether a `ROLLBACK …` statement is `ROLLBACK [WORK|TRANSACTION] TO …`.
+fn rolls_back_to_savepoint(statement: &str) -> bool {
+    statement
+        .split_whitespace()
+        .take(3)
+        .any(|w| w.eq_ignore_ascii_case("TO"))
+}
+
 /// Runs statements one by one on `conn`; an error names the script and the
-/// statement's first line.
+/// statement's first line. A statement psql's `\gexec` ended
+/// ([`crate::psql::GEXEC_MARKER`]) is a query whose result's fields are run
+/// in turn, row by row, each as a statement (a NULL field is skipped, as
+/// psql does).
 pub fn run(conn: &Connection, file: &str, statements: &[String]) -> Result<(), Error> {
     for (i, statement) in statements.iter().enumerate() {
-        conn.execute_script(statement).map_err(|e| match e {
+        let gexec = statement
+            .trim_end()
+            .strip_suffix(crate::psql::GEXEC_MARKER)
+            .map(str::trim_end);
+        let result = match gexec {
+            Some(query) => gexec_run(conn, query),
+            None => conn.execute_script(statement),
+        };
+        result.map_err(|e| match e {
             Error::Datastore(d) => Error::datastore(
                 d.code,
                 format!(
@@ -70,6 +91,25 @@ pub fn run(conn: &Connection, file: &str, statements: &[String]) -> Result<(), E
             ),
             other => other,
         })?;
+    }
+    Ok(())
+}
+
+/// psql's `\gexec`: runs `query`, then each non-NULL field of each row.
+fn gexec_run(conn: &Connection, query: &str) -> Result<(), Error> {
+    let rows = conn.query(query, &[])?.values()?;
+    for row in rows {
+        for field in row {
+            match field {
+                sluice_sdk::sql::Value::Null => {}
+                sluice_sdk::sql::Value::Text(sql) => conn.execute_script(&sql)?,
+                other => {
+                    return Err(Error::PreconditionFailed(format!(
+                        "\\gexec: the query returned {other:?}, not the text of a statement"
+                    )))
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -91,5 +131,11 @@ mod tests {
         assert_eq!(s.statements.len(), 1);
         let s = statements("CREATE INDEX CONCURRENTLY i ON t (a);\n");
         assert!(!s.transactional);
+        // A savepoint's rollback stays: it does not end the transaction.
+        let s = statements(
+            "BEGIN;\nSAVEPOINT a;\nSELECT 1;\nROLLBACK TO SAVEPOINT a;\nrollback work to a;\nRELEASE a;\nROLLBACK;\n",
+        );
+        assert!(s.rolls_back);
+        assert_eq!(s.statements.len(), 5, "{:?}", s.statements);
     }
 }

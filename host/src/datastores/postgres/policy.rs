@@ -80,23 +80,100 @@ const DENIED_FUNCTION_PREFIXES: &[&str] = &[
 ];
 
 /// First keywords no plugin statement may start with: transaction control
-/// and session settings go through the host (begin/commit/rollback), COPY
-/// through the copy streams, and server administration not at all.
+/// goes through the host (begin/commit/rollback), COPY through the copy
+/// streams, and server administration not at all. Session settings and
+/// savepoints inside a read-only phase's transaction are judged by
+/// [`session_statement`].
 const DENIED_FIRST_KEYWORDS_ALWAYS: &[&str] = &["COPY", "LOAD"];
 const DENIED_FIRST_KEYWORDS_READ_ONLY: &[&str] = &[
-    "BEGIN",
-    "START",
-    "COMMIT",
-    "END",
-    "ROLLBACK",
-    "ABORT",
-    "SET",
-    "RESET",
-    "SAVEPOINT",
-    "RELEASE",
-    "PREPARE",
-    "DISCARD",
+    "BEGIN", "START", "COMMIT", "END", "ABORT", "PREPARE", "DISCARD",
 ];
+
+/// First keywords [`session_statement`] judges in a read-only phase.
+const SESSION_KEYWORDS: &[&str] = &["SET", "RESET", "SAVEPOINT", "RELEASE", "ROLLBACK"];
+
+/// Settings a read-only phase may not change, whatever the grant:
+/// the transaction's own mode (it must stay the host's one read-only
+/// transaction), who the session is (`session_authorization`), what
+/// PostgreSQL enforces on the session (`session_replication_role` turns
+/// triggers and foreign-key actions off), and the session settings the host
+/// pins so values and `COPY` text are canonical (and so the host parses
+/// string literals as the server does).
+const DENIED_SETTINGS: &[&str] = &[
+    "transaction_read_only",
+    "default_transaction_read_only",
+    "transaction_isolation",
+    "default_transaction_isolation",
+    "transaction_deferrable",
+    "default_transaction_deferrable",
+    "session_authorization",
+    "session_replication_role",
+    "timezone",
+    "datestyle",
+    "intervalstyle",
+    "extra_float_digits",
+    "bytea_output",
+    "client_encoding",
+    "standard_conforming_strings",
+    "backslash_quote",
+];
+
+/// Settings PostgreSQL 15 lets only a superuser change
+/// (`pg_settings.context = 'superuser'`): refused to every plugin, so a
+/// connection that happens to be a superuser gives a plugin no more than
+/// one that is not.
+const SUPERUSER_SETTINGS: &[&str] = &[
+    "allow_in_place_tablespaces",
+    "allow_system_table_mods",
+    "backtrace_functions",
+    "commit_delay",
+    "compute_query_id",
+    "deadlock_timeout",
+    "debug_discard_caches",
+    "dynamic_library_path",
+    "extension_destdir",
+    "ignore_checksum_failure",
+    "jit_dump_bitcode",
+    "lc_messages",
+    "lo_compat_privileges",
+    "log_duration",
+    "log_error_verbosity",
+    "log_executor_stats",
+    "log_lock_waits",
+    "log_min_duration_sample",
+    "log_min_duration_statement",
+    "log_min_error_statement",
+    "log_min_messages",
+    "log_parameter_max_length",
+    "log_parser_stats",
+    "log_planner_stats",
+    "log_replication_commands",
+    "log_statement",
+    "log_statement_sample_rate",
+    "log_statement_stats",
+    "log_temp_files",
+    "log_transaction_sample_rate",
+    "max_stack_depth",
+    "session_preload_libraries",
+    "session_replication_role",
+    "temp_file_limit",
+    "track_activities",
+    "track_counts",
+    "track_functions",
+    "track_io_timing",
+    "track_wal_io_timing",
+    "update_process_title",
+    "wal_compression",
+    "wal_consistency_checking",
+    "wal_init_zero",
+    "wal_recycle",
+    "zero_damaged_pages",
+];
+
+/// Where a table-scoped session keeps its own scratch tables:
+/// `pg_temp.<name>` is always this session's temporary schema, private to
+/// it and dropped with it (see [`Policy::check`]'s rule for them).
+const SESSION_PRIVATE_SCHEMA: &str = "pg_temp.";
 
 /// Normalises a table name as PostgreSQL resolves it: unquoted parts lower
 /// case, the default schema `public` dropped.
@@ -183,6 +260,10 @@ impl Policy {
                     }
                 )));
             }
+            if self.access == Access::ReadOnly && SESSION_KEYWORDS.contains(&keyword.as_str()) {
+                session_statement(text, self.tables.is_some())?;
+                continue;
+            }
             if self.access == Access::ReadOnly
                 && DENIED_FIRST_KEYWORDS_READ_ONLY.contains(&keyword.as_str())
             {
@@ -234,7 +315,9 @@ impl Policy {
     }
 
     fn check_parsed(&self, text: &str, touches: &mut Touches) -> Result<(), Refused> {
-        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, text);
+        // Clauses sqlparser cannot read but that reach no other relation.
+        let stripped = analysable(text);
+        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stripped.as_deref().unwrap_or(text));
         let statements = match parsed {
             Ok(s) => s,
             // Unscoped: PostgreSQL is the judge (read-only is its own
@@ -248,8 +331,9 @@ impl Policy {
             }
         };
         for statement in &statements {
-            if self.tables.is_some() {
+            if let Some(scope) = &self.tables {
                 allowed_when_scoped(statement)?;
+                session_private_names(statement, scope)?;
             }
             self.check_names(statement, touches)?;
         }
@@ -273,6 +357,12 @@ impl Policy {
             );
             for table in &names.relations {
                 if names.ctes.contains(table) || scope.contains(table) {
+                    continue;
+                }
+                if table.starts_with(SESSION_PRIVATE_SCHEMA) {
+                    // This session's own temporary table; its name was
+                    // checked by `session_private_names` not to shadow a
+                    // granted table.
                     continue;
                 }
                 if reads
@@ -311,6 +401,233 @@ fn abbreviate(text: &str) -> String {
 fn denied_function(name: &str) -> bool {
     let bare = name.rsplit('.').next().unwrap_or(name);
     DENIED_FUNCTION_PREFIXES.iter().any(|p| bare.starts_with(p))
+}
+
+/// The rule for a table-scoped session's scratch tables (what a restore
+/// needs besides its granted tables, e.g. a staging table to merge rows back
+/// by key): a relation named `pg_temp.<name>` is this session's own
+/// temporary table — no other session can see it and it is dropped with the
+/// session — so a scoped step may create, fill, read and drop it with the
+/// statements it may run on granted tables; whatever fills it is checked
+/// against the grant as usual. Two shapes stay refused, so that a name in a
+/// statement always means what the grant means:
+/// - a temporary table created under any other name (`CREATE TEMP TABLE x`):
+///   unqualified, it could take a granted table's name and, first on the
+///   search path, shadow it;
+/// - `pg_temp.<name>` where `<name>` is a granted table's name, for the same
+///   reason.
+fn session_private_names(statement: &Statement, scope: &BTreeSet<String>) -> Result<(), Refused> {
+    if let Statement::CreateTable(ct) = statement {
+        let name = object_name(&ct.name);
+        if ct.temporary && !name.starts_with(SESSION_PRIVATE_SCHEMA) {
+            return Err(Refused(format!(
+                "a step scoped to tables creates temporary tables only as `pg_temp.<name>` (`{name}` could shadow a table of the same name)"
+            )));
+        }
+    }
+    let mut names = Names::default();
+    let _ = statement.visit(&mut names);
+    explicit_names(statement, &mut names);
+    for relation in &names.relations {
+        if let Some(bare) = relation.strip_prefix(SESSION_PRIVATE_SCHEMA) {
+            let shadows = scope
+                .iter()
+                .any(|t| t.rsplit('.').next() == Some(bare) || t == bare);
+            if shadows || bare.contains('.') {
+                return Err(Refused(format!(
+                    "temporary table `{relation}` has the name of a granted table and would shadow it; name it differently"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `text` without the clauses sqlparser does not know and that change
+/// nothing a scope check reads, when it has any: a final `WITH [NO] DATA`
+/// of a `CREATE … AS` (the same relations are read, with or without the
+/// rows) and `OVERRIDING {SYSTEM|USER} VALUE` of an `INSERT` (which value an
+/// identity column takes).
+fn analysable(text: &str) -> Option<String> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .ok()?;
+    let words: Vec<(usize, String)> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+        .map(|(i, t)| {
+            (
+                i,
+                match t {
+                    Token::Word(w) if w.quote_style.is_none() => w.value.to_uppercase(),
+                    other => other.to_string(),
+                },
+            )
+        })
+        .collect();
+    let mut drop = vec![false; tokens.len()];
+    let mut dropped = false;
+    let mut span = |from: usize, to: usize| {
+        for d in &mut drop[from..=to] {
+            *d = true;
+        }
+        dropped = true;
+    };
+    match words.first().map(|w| w.1.as_str()) {
+        Some("CREATE") => {
+            let n = words.len();
+            let tail: Vec<&str> = words.iter().rev().take(3).map(|w| w.1.as_str()).collect();
+            match tail.as_slice() {
+                ["DATA", "NO", "WITH"] => span(words[n - 3].0, words[n - 1].0),
+                ["DATA", "WITH", ..] => span(words[n - 2].0, words[n - 1].0),
+                _ => {}
+            }
+        }
+        Some("INSERT" | "WITH") => {
+            for w in words.windows(3) {
+                if w[0].1 == "OVERRIDING"
+                    && matches!(w[1].1.as_str(), "SYSTEM" | "USER")
+                    && w[2].1 == "VALUE"
+                {
+                    span(w[0].0, w[2].0);
+                }
+            }
+        }
+        _ => {}
+    }
+    if !dropped {
+        return None;
+    }
+    Some(
+        tokens
+            .iter()
+            .zip(&drop)
+            .filter(|(_, d)| !**d)
+            .map(|(t, _)| t.to_string())
+            .collect(),
+    )
+}
+
+/// Judges a session statement in a read-only phase, which runs inside one
+/// `REPEATABLE READ READ ONLY` transaction the host began and ends:
+/// - `SAVEPOINT`, `RELEASE [SAVEPOINT]` and `ROLLBACK TO [SAVEPOINT]` nest
+///   inside that transaction and cannot end it; any other `ROLLBACK` would
+///   end it and is refused;
+/// - `SET`, `SET LOCAL` and `RESET` of ordinary settings are allowed
+///   (verify scripts set `client_min_messages`, `lock_timeout`, custom
+///   `app.*` settings, …), except [`DENIED_SETTINGS`] (the transaction's
+///   mode, the session's identity, `session_replication_role`, the settings
+///   the host pins), [`SUPERUSER_SETTINGS`], `SET TRANSACTION`,
+///   `SET SESSION CHARACTERISTICS`, `SET SESSION AUTHORIZATION` and
+///   `RESET ALL`; in a step scoped to tables also `search_path`, which would
+///   change what an unqualified (granted) table name means;
+/// - `SET [LOCAL] ROLE` and `RESET ROLE` are allowed: PostgreSQL admits a
+///   role change only to a role the session's login is a member of, and
+///   the phase starts as that login, so a role change never reaches beyond
+///   what the phase already could; the transaction stays read-only
+///   whatever the role. (A session that ran as a restricted role entered
+///   by `SET ROLE` from a wider login would need this refused.)
+fn session_statement(text: &str, scoped: bool) -> Result<(), Refused> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .map_err(|e| Refused(format!("cannot read the SQL: {e}")))?;
+    // Words (unquoted upper case), `=`, `.` and literals, in order.
+    let words: Vec<String> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| match t {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_uppercase(),
+            Token::Word(w) => w.value.to_lowercase(),
+            other => other.to_string(),
+        })
+        .collect();
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let refuse = |why: &str| {
+        Err(Refused(format!(
+            "`{}` is refused in a read-only phase: {why}",
+            abbreviate(text)
+        )))
+    };
+    let ends = "it would end the read-only transaction the host manages";
+    match w.as_slice() {
+        ["SAVEPOINT", _name] => Ok(()),
+        ["RELEASE", _name] | ["RELEASE", "SAVEPOINT", _name] => Ok(()),
+        ["ROLLBACK", rest @ ..] => {
+            let rest = match rest {
+                ["WORK" | "TRANSACTION", rest @ ..] => rest,
+                rest => rest,
+            };
+            match rest {
+                ["TO", _name] | ["TO", "SAVEPOINT", _name] => Ok(()),
+                _ => refuse(ends),
+            }
+        }
+        ["SET", rest @ ..] => {
+            let rest = match rest {
+                ["SESSION", "AUTHORIZATION" | "CHARACTERISTICS", ..] => {
+                    return refuse("it changes the session's identity or its transactions")
+                }
+                ["SESSION" | "LOCAL", rest @ ..] => rest,
+                rest => rest,
+            };
+            match rest {
+                ["TRANSACTION", ..] => refuse("the host's transaction stays as the host began it"),
+                ["ROLE", ..] | ["CONSTRAINTS", ..] | ["XML", "OPTION", ..] => Ok(()),
+                ["TIME", "ZONE", ..] => setting("timezone", scoped).or_else(|e| refuse(&e)),
+                ["NAMES", ..] => setting("client_encoding", scoped).or_else(|e| refuse(&e)),
+                ["SCHEMA", ..] => setting("search_path", scoped).or_else(|e| refuse(&e)),
+                [first, rest @ ..] => {
+                    let name = setting_name(first, rest);
+                    setting(&name, scoped).or_else(|e| refuse(&e))
+                }
+                [] => refuse("no setting named"),
+            }
+        }
+        ["RESET", rest @ ..] => match rest {
+            ["ALL"] => refuse("it would also undo the settings the host pins for the session"),
+            ["SESSION", "AUTHORIZATION"] => refuse("it changes the session's identity"),
+            ["ROLE"] => Ok(()),
+            ["TIME", "ZONE"] => setting("timezone", scoped).or_else(|e| refuse(&e)),
+            [first, rest @ ..] => {
+                let name = setting_name(first, rest);
+                setting(&name, scoped).or_else(|e| refuse(&e))
+            }
+            [] => refuse("no setting named"),
+        },
+        _ => refuse("not a statement sluice can read as a setting or savepoint"),
+    }
+}
+
+/// A setting's name as PostgreSQL looks it up (lower case, `a.b` for custom
+/// settings) from the words after `SET`/`RESET`.
+fn setting_name(first: &str, rest: &[&str]) -> String {
+    match rest {
+        [".", second, ..] => format!("{}.{}", first.to_lowercase(), second.to_lowercase()),
+        _ => first.to_lowercase(),
+    }
+}
+
+/// Whether a read-only phase may change setting `name`: `Err` says why not.
+fn setting(name: &str, scoped: bool) -> Result<(), String> {
+    if name == "role" {
+        return Ok(());
+    }
+    if DENIED_SETTINGS.contains(&name) {
+        return Err(format!(
+            "`{name}` is the host's (the transaction's mode, the session's identity, or a setting pinned so values are canonical)"
+        ));
+    }
+    if SUPERUSER_SETTINGS.contains(&name) {
+        return Err(format!("`{name}` is a superuser setting"));
+    }
+    if scoped && name == "search_path" {
+        return Err(
+            "`search_path` would change which table an unqualified name means in a step scoped to tables"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Statement kinds a table-scoped step may run.
@@ -406,6 +723,32 @@ fn explicit_names(statement: &Statement, names: &mut Names) {
         }
         Statement::CreateTable(ct) => {
             names.relations.insert(object_name(&ct.name));
+            // Tables a new table inherits from or copies the shape of are
+            // reached by it too.
+            for parent in ct.inherits.iter().flatten() {
+                names.relations.insert(object_name(parent));
+            }
+            if let Some(like) = &ct.like {
+                let source = match like {
+                    sqlparser::ast::CreateTableLikeKind::Parenthesized(l)
+                    | sqlparser::ast::CreateTableLikeKind::Plain(l) => &l.name,
+                };
+                names.relations.insert(object_name(source));
+            }
+            if let Some(clone) = &ct.clone {
+                names.relations.insert(object_name(clone));
+            }
+            // sqlparser's PostgreSQL dialect reads `(LIKE source …)` as a
+            // column named `like` whose type is `source`.
+            for column in &ct.columns {
+                if column.name.quote_style.is_none()
+                    && column.name.value.eq_ignore_ascii_case("like")
+                {
+                    if let sqlparser::ast::DataType::Custom(source, _) = &column.data_type {
+                        names.relations.insert(object_name(source));
+                    }
+                }
+            }
         }
         Statement::CreateView { name, .. } => {
             names.relations.insert(object_name(name));
@@ -543,6 +886,120 @@ mod tests {
             "SELECT $$;COMMIT$$",
         ] {
             assert!(p.check(sql).is_ok(), "{sql}: {:?}", p.check(sql));
+        }
+    }
+
+    #[test]
+    fn read_only_phases_allow_settings_and_savepoints_inside_their_transaction() {
+        for tables in [None, Some(&["items"][..])] {
+            let p = Policy {
+                access: Access::ReadOnly,
+                tables: tables.map(|t| t.iter().map(|n| normalise_table(n)).collect()),
+            };
+            for sql in [
+                "SET client_min_messages = warning",
+                "SET LOCAL lock_timeout TO '2s'",
+                "set local statement_timeout = 0",
+                "SET app.tenant = 'acme'",
+                "RESET client_min_messages",
+                "RESET app.tenant",
+                "SET LOCAL role app_reader",
+                "SET ROLE NONE",
+                "RESET ROLE",
+                "SET CONSTRAINTS ALL DEFERRED",
+                "SAVEPOINT before_check",
+                "RELEASE SAVEPOINT before_check",
+                "RELEASE before_check",
+                "ROLLBACK TO SAVEPOINT before_check",
+                "rollback to before_check",
+                "ROLLBACK WORK TO SAVEPOINT \"Quoted\"",
+                "SET LOCAL role app_reader; SELECT 1; RESET role",
+            ] {
+                assert!(
+                    p.check(sql).is_ok(),
+                    "{sql} ({tables:?}): {:?}",
+                    p.check(sql)
+                );
+            }
+            for sql in [
+                "ROLLBACK",
+                "ROLLBACK AND CHAIN",
+                "ROLLBACK PREPARED 'x'",
+                "SET TRANSACTION READ WRITE",
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                "SET default_transaction_read_only = off",
+                "SET transaction_read_only TO off",
+                "SET LOCAL transaction_isolation = 'read committed'",
+                "SET SESSION AUTHORIZATION postgres",
+                "SET session_authorization = 'postgres'",
+                "RESET SESSION AUTHORIZATION",
+                "RESET ALL",
+                "SET session_replication_role = replica",
+                "SET LOCAL TIME ZONE 'Europe/Madrid'",
+                "SET timezone = 'Europe/Madrid'",
+                "SET DateStyle = 'German'",
+                "SET NAMES 'LATIN1'",
+                "SET standard_conforming_strings = off",
+                "SET zero_damaged_pages = on",
+                "SET log_statement = 'none'",
+                "SELECT 1; COMMIT",
+            ] {
+                assert!(p.check(sql).is_err(), "{sql} ({tables:?}) was allowed");
+            }
+        }
+        // The search path decides what an unqualified granted name means.
+        let unscoped = Policy {
+            access: Access::ReadOnly,
+            tables: None,
+        };
+        assert!(unscoped.check("SET search_path TO app, public").is_ok());
+        let ro = scoped(&["items"], Access::ReadOnly);
+        assert!(ro.check("SET search_path TO other").is_err());
+        assert!(ro.check("SET LOCAL SCHEMA 'other'").is_err());
+        // Read-write phases are unchanged: a scoped step runs no SET.
+        let rw = scoped(&["items"], Access::ReadWrite);
+        assert!(rw.check("SET LOCAL role app").is_err());
+    }
+
+    #[test]
+    fn a_scoped_session_may_use_its_own_temporary_tables_and_nothing_that_shadows() {
+        let p = scoped(&["items", "other.items2"], Access::ReadWrite);
+        for sql in [
+            // What the PostgreSQL plugin's restore runs.
+            "CREATE TEMP TABLE pg_temp.\"sluice_restore_items\" ON COMMIT DROP AS SELECT * FROM \"public\".\"items\" WITH NO DATA",
+            "CREATE TABLE pg_temp.stage AS SELECT * FROM items WITH DATA",
+            "COPY pg_temp.\"sluice_restore_items\" FROM STDIN",
+            "DELETE FROM \"public\".\"items\" t WHERE NOT EXISTS (SELECT 1 FROM pg_temp.\"sluice_restore_items\" s WHERE s.\"id\" = t.\"id\")",
+            "INSERT INTO \"public\".\"items\" (\"id\") OVERRIDING SYSTEM VALUE SELECT \"id\" FROM pg_temp.\"sluice_restore_items\" ON CONFLICT (\"id\") DO UPDATE SET \"id\" = EXCLUDED.\"id\"",
+            "DROP TABLE pg_temp.\"sluice_restore_items\"",
+            "ALTER TABLE \"public\".\"items\" DISABLE TRIGGER USER",
+            "ALTER TABLE \"public\".\"items\" ENABLE ALWAYS TRIGGER \"audit\"",
+        ] {
+            let checked = if sql.starts_with("COPY") {
+                p.check_copy(sql, true)
+            } else {
+                p.check(sql)
+            };
+            assert!(checked.is_ok(), "{sql}: {checked:?}");
+        }
+        for sql in [
+            // Filled from an ungranted table.
+            "CREATE TEMP TABLE pg_temp.x AS SELECT * FROM secrets",
+            "CREATE TEMP TABLE pg_temp.x AS SELECT * FROM secrets WITH NO DATA",
+            "CREATE TABLE pg_temp.x () INHERITS (secrets)",
+            "CREATE TABLE pg_temp.x (LIKE secrets)",
+            "INSERT INTO pg_temp.x SELECT * FROM secrets",
+            // Unqualified temporary tables, or ones named like a granted table, shadow it.
+            "CREATE TEMP TABLE items (id int)",
+            "CREATE TEMPORARY TABLE stage AS SELECT * FROM items",
+            "CREATE TEMP TABLE pg_temp.items (id int)",
+            "CREATE TABLE pg_temp.items2 (id int)",
+            "INSERT INTO pg_temp.items SELECT * FROM items",
+            // Another session's temporary schema.
+            "SELECT * FROM pg_temp_3.stage",
+            "CREATE TABLE items_copy () INHERITS (secrets)",
+        ] {
+            assert!(p.check(sql).is_err(), "{sql} was allowed");
         }
     }
 
