@@ -6,7 +6,7 @@ pub mod html;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::engine::{Phase, RunSummary, StepOutcome, StepStatus, StepSummary};
+use crate::journal::outcome::{Phase, RunSummary, StepOutcome, StepStatus, StepSummary};
 use crate::journal::StepState;
 use crate::plan::PlanError;
 use crate::runtime::bindings::ChangeKind;
