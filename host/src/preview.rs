@@ -20,10 +20,11 @@ use serde::Serialize;
 
 use crate::audit;
 use crate::datastores::{self, Endpoint};
-use crate::engine::{MAX_METRICS, MAX_METRIC_TEXT};
 use crate::plan::{Address, Location, Plan, PlanError, Step, Threshold};
 use crate::runtime::bindings::ChangeKind;
-use crate::runtime::{LoadedPlugin, PhaseError, PluginError, Runtime, StepContext};
+use crate::runtime::{
+    LoadedPlugin, PhaseCaller, PhaseError, PluginError, StepContext, MAX_METRICS, MAX_METRIC_TEXT,
+};
 
 /// Bytes of a plugin's summary kept; a longer one is cut (it is display
 /// text, and the plugin controls its length).
@@ -149,7 +150,7 @@ pub enum PreviewError {
 
 /// The context the engine gives every phase call of `step`.
 fn context(plan: &Plan, step: &Step) -> StepContext {
-    crate::engine::step_context(plan, step)
+    crate::runtime::step_context(plan, step)
 }
 
 /// Previews every step: asks each step's plugin (`plugins`, loaded by
@@ -157,7 +158,7 @@ fn context(plan: &Plan, step: &Step) -> StepContext {
 /// [`Estimate::Measure`], measures each backup's size read-only.
 pub async fn preview(
     plan: &Plan,
-    runtime: &Runtime,
+    runtime: &dyn PhaseCaller,
     plugins: &BTreeMap<String, LoadedPlugin>,
     estimate: Estimate,
 ) -> Result<Vec<StepPreview>, PreviewError> {
@@ -241,7 +242,7 @@ pub async fn preview(
 /// errors.
 pub async fn check(
     plan: &Plan,
-    runtime: &Runtime,
+    runtime: &dyn PhaseCaller,
     plugins: &BTreeMap<String, LoadedPlugin>,
 ) -> Result<Vec<StepPreview>, PreviewError> {
     let previews = preview(plan, runtime, plugins, Estimate::Skip).await?;

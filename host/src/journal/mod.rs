@@ -6,6 +6,7 @@
 //! journal always knows at least as much as the datastores show.
 
 pub mod lease;
+pub mod outcome;
 pub mod postgres;
 
 use std::fmt;

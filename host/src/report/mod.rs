@@ -8,7 +8,7 @@ pub mod status;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::engine::{Phase, RunSummary, StepOutcome, StepSummary};
+use crate::journal::outcome::{Phase, RunSummary, StepOutcome, StepSummary};
 use crate::plan::PlanError;
 
 /// A number as operators read it; thresholds own the format (`plan::number`).

@@ -10,6 +10,8 @@
 pub(crate) mod bindings;
 pub mod cache;
 mod plugins;
+pub mod caller;
+pub mod context;
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,8 @@ pub use bindings::{
 };
 pub use cache::{CacheOutcome, ComponentCache};
 pub use plugins::PluginSet;
+pub use caller::PhaseCaller;
+pub use context::{step_context, MAX_METRICS, MAX_METRIC_TEXT};
 use std::collections::BTreeMap;
 use wasmtime_wasi::FsPerms;
 
@@ -113,7 +117,36 @@ pub struct LoadedPlugin {
     pub cache: CacheOutcome,
     /// What the component file says about itself (imports, WIT version).
     pub facts: ComponentFacts,
-    pre: bindings::PluginPre<StoreState>,
+    /// The compiled component; `None` only for a scripted plugin in tests.
+    pre: Option<bindings::PluginPre<StoreState>>,
+}
+
+impl LoadedPlugin {
+    /// A plugin with no component behind it, for a [`PhaseCaller`] that
+    /// scripts its answers (the engine's state-machine tests).
+    #[cfg(test)]
+    pub(crate) fn scripted(name: &str, digest: &str, info: PluginInfo) -> Self {
+        LoadedPlugin {
+            name: name.to_string(),
+            digest: digest.to_string(),
+            info,
+            cache: CacheOutcome::Compiled,
+            facts: ComponentFacts {
+                sha256: digest.to_string(),
+                size: 0,
+                wit_version: None,
+                imports: Vec::new(),
+                exports: Vec::new(),
+            },
+            pre: None,
+        }
+    }
+
+    fn pre(&self) -> wasmtime::Result<&bindings::PluginPre<StoreState>> {
+        self.pre.as_ref().ok_or_else(|| {
+            wasmtime::Error::msg(format!("plugin `{}` has no compiled component", self.name))
+        })
+    }
 }
 
 /// Everything one phase call may use: its grants and limits.
@@ -351,7 +384,7 @@ impl Runtime {
             },
             cache,
             facts,
-            pre,
+            pre: Some(pre),
         };
         loaded.info = self
             .describe(&loaded)
@@ -434,7 +467,8 @@ impl Runtime {
         set_deadline(&mut store, DESCRIBE_DEADLINE);
         let started = Instant::now();
         plugin
-            .pre
+            .pre()
+            .map_err(|e| PhaseError::Host(format!("{e:#}")))?
             .instantiate_async(&mut store)
             .await
             .map_err(|e| PhaseError::Host(format!("{e:#}")))?;
@@ -446,7 +480,7 @@ impl Runtime {
         let (mut store, captured) = self.new_store(plugin, grants, SessionInterrupters::default());
         set_deadline(&mut store, DESCRIBE_DEADLINE);
         let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let instance = plugin.pre()?.instantiate_async(&mut store).await?;
             instance
                 .sluice_plugin_describe()
                 .call_describe(&mut store)
@@ -478,7 +512,7 @@ impl Runtime {
         store.data_mut().probe = ProbeCapability::names_only(probes.to_vec());
         set_deadline(&mut store, PREVIEW_DEADLINE);
         let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let instance = plugin.pre()?.instantiate_async(&mut store).await?;
             instance
                 .sluice_plugin_preview()
                 .call_preview(&mut store, ctx)
@@ -524,7 +558,7 @@ impl Runtime {
         set_deadline(&mut store, limit);
         let started = Instant::now();
         let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let instance = plugin.pre()?.instantiate_async(&mut store).await?;
             let result = match input {
                 PhaseInput::Backup(ctx) => instance
                     .sluice_plugin_backup()

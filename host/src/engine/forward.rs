@@ -1,0 +1,128 @@
+//! The forward phases after a verified backup: migrate with the step's
+//! access, validate read-only, and the judgement of the step's gates.
+
+use std::time::Duration;
+
+use super::step::{Forward, Verdict, STOPPED_AFTER_MIGRATE};
+use super::StepSummary;
+use super::{Engine, EngineError, Phase};
+use crate::capabilities::backup_store::BackupAccess;
+use crate::journal::StepState;
+use crate::plan::gate::metric_values;
+use crate::plan::{Access, Action, ApprovalPoint, Step};
+use crate::runtime::context::check_metrics;
+use crate::runtime::{CallReport, LoadedPlugin, Metric, PhaseInput, PhaseOutput};
+
+impl Engine {
+    /// Runs validate read-only; returns the metrics and how long it took,
+    /// or why they cannot be used.
+    pub(crate) async fn measure(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        wanted: Vec<String>,
+    ) -> Result<(Vec<Metric>, Duration), String> {
+        let grants = self.grants(step, Some(Access::ReadOnly), BackupAccess::None);
+        let mut context = self.context(step);
+        context.metrics = wanted;
+        let (result, report) = self
+            .caller
+            .call(plugin, grants, PhaseInput::Validate(context))
+            .await;
+        let metrics = match result {
+            Ok(PhaseOutput::Validate(metrics)) => metrics,
+            Ok(_) => unreachable!("validate returns metrics"),
+            Err(e) => return Err(format!("validate failed: {e}")),
+        };
+        check_metrics(&metrics)
+            .map_err(|reason| format!("validate returned unusable metrics: {reason}"))?;
+        Ok((metrics, report.elapsed))
+    }
+
+    /// Migrate with the step's access.
+    pub(crate) async fn call_migrate(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+    ) -> (Result<(), String>, CallReport) {
+        let grants = self.grants(step, Some(step.access), BackupAccess::None);
+        let (result, report) = self
+            .caller
+            .call(plugin, grants, PhaseInput::Migrate(self.context(step)))
+            .await;
+        (
+            result
+                .map(|_| ())
+                .map_err(|e| format!("migrate failed: {e}")),
+            report,
+        )
+    }
+
+    /// The forward path after a verified backup: migrate (the step's access),
+    /// validate (read-only), thresholds. Returns the completion detail, or
+    /// the phase that failed first and why.
+    pub(super) async fn apply(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        s: &mut StepSummary,
+        baseline: &[Metric],
+    ) -> Result<Verdict, EngineError> {
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::Migrating,
+            "migrate started",
+            None,
+        )?;
+        let (result, report) = self.call_migrate(step, plugin).await;
+        s.phases.push((Phase::Migrate, report.elapsed));
+        if let Err(e) = result {
+            return Ok(Err((Phase::Migrate, e)));
+        }
+        if self.stop_requested() {
+            return Ok(Err((Phase::Migrate, STOPPED_AFTER_MIGRATE.to_string())));
+        }
+        self.judge(run_id, step, plugin, s, baseline).await
+    }
+
+    /// Validate (read-only) and the step's gates, after migrate completed.
+    pub(super) async fn judge(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        s: &mut StepSummary,
+        baseline: &[Metric],
+    ) -> Result<Verdict, EngineError> {
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::Validating,
+            "migrate done; validate started",
+            None,
+        )?;
+        let (metrics, elapsed) = match self.measure(step, plugin, Vec::new()).await {
+            Ok(measured) => measured,
+            Err(e) => return Ok(Err((Phase::Validate, e))),
+        };
+        s.phases.push((Phase::Validate, elapsed));
+        self.journal.record_metrics(&step.id, &metrics)?;
+        let judgement = step.judge(&metric_values(&metrics, baseline));
+        s.metrics = metrics;
+        s.thresholds = judgement.thresholds;
+        s.band = judgement.band;
+        Ok(match judgement.action {
+            Action::Rollback => Err((Phase::Thresholds, judgement.reason)),
+            Action::Review => Ok(Forward::Review(judgement.reason)),
+            Action::Advance if step.approval == Some(ApprovalPoint::After) => {
+                Ok(Forward::Review(format!(
+                    "{}; the plan asks for approval after this step",
+                    judgement.reason
+                )))
+            }
+            Action::Advance => Ok(Forward::Advance(judgement.reason)),
+        })
+    }
+}

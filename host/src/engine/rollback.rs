@@ -1,0 +1,175 @@
+//! Rolling a step back from its verified backup, and the host's proof that
+//! the target equals its pre-step state.
+
+use super::{Engine, EngineError, Phase};
+use super::{StepOutcome, StepSummary};
+use crate::capabilities::backup_store::BackupAccess;
+use crate::datastores;
+use crate::journal::{Journal, StepRecord, StepState, StoredBackup};
+use crate::plan::{Access, Step};
+use crate::runtime::{CallReport, LoadedPlugin, PhaseInput, PhaseReached};
+
+/// How a step is undone, decided from the plan and the journal before
+/// anything is touched.
+#[derive(Debug)]
+pub(crate) enum Undo {
+    /// Nothing to undo from: the rollback is refused, with why.
+    Refuse(String),
+    /// The step could not write: prove the target equals the backup's
+    /// fingerprint instead of restoring.
+    ProveUnchanged(StoredBackup),
+    /// Restore from the verified backup, then prove the pre-step state.
+    Restore(StoredBackup),
+}
+
+/// The undo of `step`, as `record` stands.
+pub(crate) fn undo_for(step: &Step, record: &StepRecord) -> Undo {
+    match (&record.backup, step.access) {
+        (None, _) => Undo::Refuse("no verified backup is recorded for this step".into()),
+        (Some(backup), Access::ReadOnly) => Undo::ProveUnchanged(backup.clone()),
+        (Some(backup), _) => Undo::Restore(backup.clone()),
+    }
+}
+
+impl Engine {
+    /// Rolls a step back from its verified backup and proves the result.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn roll_back(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        record: &StepRecord,
+        phase: Phase,
+        reason: String,
+        s: &mut StepSummary,
+    ) -> Result<StepOutcome, EngineError> {
+        // How far the step got, from the journal, before it says rolling-back.
+        let reached = match self.journal.step(&step.id)?.map(|r| r.state) {
+            Some(StepState::Migrating) => PhaseReached::Migrating,
+            Some(StepState::Validating) => PhaseReached::Migrated,
+            Some(StepState::Completed) => PhaseReached::Completed,
+            Some(StepState::RollingBack | StepState::RollbackFailed) => PhaseReached::RollingBack,
+            _ => PhaseReached::BackedUp,
+        };
+        self.journal
+            .transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
+        let fail = |journal: &mut Box<dyn Journal>,
+                    rollback_error: String|
+         -> Result<StepOutcome, EngineError> {
+            journal.transition(
+                run_id,
+                &step.id,
+                StepState::RollbackFailed,
+                &rollback_error,
+                None,
+            )?;
+            Ok(StepOutcome::RollbackFailed {
+                phase,
+                reason: reason.clone(),
+                rollback_error,
+            })
+        };
+        let backup = match undo_for(step, record) {
+            Undo::Refuse(why) => return fail(&mut self.journal, why),
+            Undo::ProveUnchanged(backup) => {
+                // The datastore refused every write: prove nothing changed
+                // instead of asking the plugin to undo what it could not do.
+                if let Err(e) = self.prove_pre_step_state(step, &backup).await {
+                    return fail(&mut self.journal, format!("read-only step: {e}"));
+                }
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::Failed,
+                    &format!("{reason} (read-only step: target verified unchanged)"),
+                    None,
+                )?;
+                return Ok(StepOutcome::FailedUnchanged { phase, reason });
+            }
+            Undo::Restore(backup) => backup,
+        };
+        let (result, report) = match self.call_rollback(step, plugin, &backup, reached).await {
+            Ok(called) => called,
+            Err(refused) => return fail(&mut self.journal, refused),
+        };
+        s.phases.push((Phase::Rollback, report.elapsed));
+        if let Err(e) = result {
+            return fail(&mut self.journal, e);
+        }
+        // The host's own proof: schema and backed-up tables equal the pre-step state.
+        if let Err(e) = self.prove_pre_step_state(step, &backup).await {
+            return fail(&mut self.journal, format!("rollback: {e}"));
+        }
+        let detail = format!(
+            "restored and verified: schema and {} table checksums equal the pre-step state",
+            backup.fingerprint.tables.len()
+        );
+        self.journal
+            .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
+        Ok(StepOutcome::RolledBack { phase, reason })
+    }
+
+    /// The plugin's rollback from a verified backup, with read access to
+    /// exactly its artifacts; refused when the stored artifacts no longer
+    /// match what was verified (the outer `Err`: the plugin was not called).
+    /// The caller proves the result.
+    pub(crate) async fn call_rollback(
+        &self,
+        step: &Step,
+        plugin: &LoadedPlugin,
+        backup: &StoredBackup,
+        reached: PhaseReached,
+    ) -> Result<(Result<(), String>, CallReport), String> {
+        // The backup must still be exactly what was verified.
+        for artifact in &backup.artifacts {
+            self.backups
+                .verify(artifact)
+                .map_err(|e| format!("rollback refused: {e}"))?;
+        }
+        let artifacts = backup
+            .artifacts
+            .iter()
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+        let grants = self.grants(
+            step,
+            Some(step.access),
+            BackupAccess::Read {
+                store: self.backups.clone(),
+                artifacts,
+            },
+        );
+        let input = PhaseInput::Rollback(self.context(step), backup.manifest.clone(), reached);
+        let (result, report) = self.caller.call(plugin, grants, input).await;
+        Ok((
+            result
+                .map(|_| ())
+                .map_err(|e| format!("rollback failed: {e}")),
+            report,
+        ))
+    }
+
+    /// The host's own check that the target's schema and backed-up tables
+    /// equal the fingerprint taken at backup.
+    pub(crate) async fn prove_pre_step_state(
+        &self,
+        step: &Step,
+        backup: &StoredBackup,
+    ) -> Result<(), String> {
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
+        let after = datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables)
+            .await
+            .map_err(|e| format!("cannot fingerprint target `{}`: {e}", target.name))?;
+        let differences = backup.fingerprint.differences(&after);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the target does not equal its pre-step state: {}",
+                differences.join("; ")
+            ))
+        }
+    }
+}
