@@ -127,6 +127,13 @@ async fn run(command: Command, bars: Option<ProgressBars>) -> i32 {
                 stop: Some(stop_on_signals()),
                 progress: bars.as_ref().map(ProgressBars::sink),
                 rehearsal: false,
+                discard_later_writes: matches!(
+                    command,
+                    Command::Rollback {
+                        discard_later_writes: true,
+                        ..
+                    }
+                ),
             };
             let mut engine = match Engine::open(plan, options).await {
                 Ok(engine) => engine,
@@ -283,6 +290,7 @@ async fn rehearse(
             stop: Some(stop_on_signals()),
             progress: bars.as_ref().map(ProgressBars::sink),
             rehearsal: true,
+            discard_later_writes: false,
         },
     };
     let result = sluice::rehearse::rehearse(plan, options).await;

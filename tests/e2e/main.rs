@@ -11,6 +11,7 @@ mod failures;
 mod gates;
 mod golang_migrate;
 mod happy_path;
+mod later_writes;
 mod leases;
 mod pg_journal;
 mod postgres;

@@ -136,6 +136,18 @@ pub enum StepOutcome {
         /// Why the rollback failed or was refused.
         rollback_error: String,
     },
+    /// Rollback refused before anything was undone: the target changed after
+    /// the step (writes the step did not make would be lost). The step waits
+    /// in `rollback-refused` for an operator's decision.
+    RollbackRefused {
+        /// Phase that failed first (for `sluice rollback`: `Rollback`).
+        phase: Phase,
+        /// Why the step was being rolled back.
+        reason: String,
+        /// What changed since the step, one line per table (or why the
+        /// journal cannot tell).
+        later_writes: Vec<String>,
+    },
     /// Not reached because an earlier step stopped the run.
     NotRun,
     /// Paused until an operator approves or rejects it.
@@ -216,6 +228,10 @@ pub mod exit {
     pub const REFUSED: i32 = 3;
     /// A rollback failed or was refused: the target needs attention.
     pub const NEEDS_ATTENTION: i32 = 4;
+    /// A rollback was refused before it undid anything: the target changed
+    /// after the step, and restoring it would discard those later writes.
+    /// Decide, then `sluice rollback --discard-later-writes` (or keep the step).
+    pub const ROLLBACK_REFUSED: i32 = 6;
     /// A step waits for `sluice approve` or `sluice reject`; the journal
     /// holds its state and evidence. Run again after the decision.
     pub const AWAITING_APPROVAL: i32 = 5;
@@ -233,6 +249,7 @@ impl RunSummary {
         for s in &self.steps {
             let c = match s.outcome {
                 StepOutcome::RollbackFailed { .. } => exit::NEEDS_ATTENTION,
+                StepOutcome::RollbackRefused { .. } => exit::ROLLBACK_REFUSED,
                 StepOutcome::Drift { .. } | StepOutcome::Interrupted { .. } => exit::REFUSED,
                 StepOutcome::Stopped { .. } => exit::STOPPED,
                 StepOutcome::AwaitingApproval { .. } => exit::AWAITING_APPROVAL,
@@ -261,6 +278,7 @@ impl RunSummary {
             exit::REFUSED => "refused",
             exit::STOPPED => "stopped",
             exit::AWAITING_APPROVAL => "awaiting-approval",
+            exit::ROLLBACK_REFUSED => "rollback-refused",
             _ => "needs-attention",
         }
     }
@@ -276,6 +294,9 @@ pub struct EngineOptions {
     /// A rehearsal on copies: approval points and review bands are passed,
     /// and recorded as such, instead of pausing the run.
     pub rehearsal: bool,
+    /// The operator's decision for rollbacks that meet writes made after the
+    /// step: restore anyway, discarding them (recorded with their count).
+    pub discard_later_writes: bool,
 }
 
 /// The engine for one plan.
@@ -398,12 +419,9 @@ impl Engine {
                         }
                     }
                 }
-                Some(StepState::RollbackFailed) => StepSummary::new(
-                    &step.id,
-                    StepOutcome::Interrupted {
-                        state: StepState::RollbackFailed,
-                    },
-                ),
+                Some(state @ (StepState::RollbackFailed | StepState::RollbackRefused)) => {
+                    StepSummary::new(&step.id, StepOutcome::Interrupted { state })
+                }
                 Some(state) if state.is_in_flight() => {
                     let record = record.expect("matched Some");
                     self.resume(&run_id, step, &plugin, &record).await?
@@ -465,7 +483,10 @@ impl Engine {
             s.outcome = self
                 .roll_back(run_id, &step, &plugin, &record, Phase::Rollback, reason, s)
                 .await?;
-            if matches!(s.outcome, StepOutcome::RollbackFailed { .. }) {
+            if matches!(
+                s.outcome,
+                StepOutcome::RollbackFailed { .. } | StepOutcome::RollbackRefused { .. }
+            ) {
                 break;
             }
         }
@@ -675,6 +696,7 @@ impl Engine {
                     | StepState::AwaitingReview
                     | StepState::RollingBack
                     | StepState::RollbackFailed
+                    | StepState::RollbackRefused
             );
             if !reversible {
                 continue;
@@ -693,7 +715,10 @@ impl Engine {
                     &mut s,
                 )
                 .await?;
-            let failed = matches!(s.outcome, StepOutcome::RollbackFailed { .. });
+            let failed = matches!(
+                s.outcome,
+                StepOutcome::RollbackFailed { .. } | StepOutcome::RollbackRefused { .. }
+            );
             summary.steps.push(s);
             if failed {
                 break;
@@ -1199,6 +1224,9 @@ impl Engine {
         if let Err(e) = result {
             return Ok(Err((Phase::Migrate, e)));
         }
+        if let Err(e) = self.record_post_step(run_id, step).await? {
+            return Ok(Err((Phase::Migrate, e)));
+        }
         if self.stop_requested() {
             return Ok(Err((Phase::Migrate, STOPPED_AFTER_MIGRATE.to_string())));
         }
@@ -1342,6 +1370,7 @@ impl Engine {
             artifacts,
             fingerprint,
             baseline: Vec::new(),
+            post_step: None,
         })
     }
 
@@ -1357,14 +1386,58 @@ impl Engine {
         reason: String,
         s: &mut StepSummary,
     ) -> Result<StepOutcome, EngineError> {
-        // How far the step got, from the journal, before it says rolling-back.
-        let reached = match self.journal.step(&step.id)?.map(|r| r.state) {
+        // How far the step got, from the journal, before it says rolling-back;
+        // and its backup as recorded now (`record` may predate the post-step
+        // fingerprint migrate's end added to it).
+        let current = self.journal.step(&step.id)?;
+        let recorded_backup = current
+            .as_ref()
+            .and_then(|r| r.backup.clone())
+            .or_else(|| record.backup.clone());
+        let reached = match current.map(|r| r.state) {
             Some(StepState::Migrating) => PhaseReached::Migrating,
-            Some(StepState::Validating) => PhaseReached::Migrated,
+            Some(StepState::Validating | StepState::Watching | StepState::AwaitingReview) => {
+                PhaseReached::Migrated
+            }
             Some(StepState::Completed) => PhaseReached::Completed,
             Some(StepState::RollingBack | StepState::RollbackFailed) => PhaseReached::RollingBack,
+            Some(StepState::RollbackRefused) => PhaseReached::Completed,
             _ => PhaseReached::BackedUp,
         };
+        // Before anything is undone: writes made after the step would be
+        // lost by a restore. Refuse, unless the operator decided otherwise.
+        // An interrupted rollback (rolling-back) passed this check already.
+        let mut reason = reason;
+        if step.access != Access::ReadOnly && !matches!(reached, PhaseReached::RollingBack) {
+            if let Some(backup) = &recorded_backup {
+                let later_writes = self.later_writes(step, backup, reached).await;
+                if !later_writes.is_empty() {
+                    if !self.options.discard_later_writes {
+                        let detail = format!(
+                            "{reason}; rollback refused, nothing undone: the target changed after the step ({}); \
+                             restoring would discard those writes",
+                            later_writes.join("; ")
+                        );
+                        self.journal.transition(
+                            run_id,
+                            &step.id,
+                            StepState::RollbackRefused,
+                            &detail,
+                            None,
+                        )?;
+                        return Ok(StepOutcome::RollbackRefused {
+                            phase,
+                            reason,
+                            later_writes,
+                        });
+                    }
+                    reason = format!(
+                        "{reason}; discarding writes made after the step, as the operator decided (--discard-later-writes): {}",
+                        later_writes.join("; ")
+                    );
+                }
+            }
+        }
         self.journal
             .transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
         let fail = |journal: &mut Box<dyn Journal>,
@@ -1467,6 +1540,65 @@ impl Engine {
         ))
     }
 
+    /// Fingerprints what the step backed up right after its migrate and
+    /// records it with the backup: the state a later rollback must find for
+    /// a restore to lose nothing. `Err` (inner): the step cannot go on.
+    async fn record_post_step(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+    ) -> Result<Result<(), String>, EngineError> {
+        if step.access == Access::ReadOnly {
+            return Ok(Ok(()));
+        }
+        let Some(mut backup) = self.journal.step(&step.id)?.and_then(|r| r.backup) else {
+            return Ok(Ok(()));
+        };
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
+        match datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables).await {
+            Ok(after) => {
+                backup.post_step = Some(after);
+                self.journal.record_backup(run_id, &step.id, &backup)?;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(format!(
+                "cannot fingerprint target `{}` after migrate: {e}",
+                target.name
+            ))),
+        }
+    }
+
+    /// What changed in the step's backed-up tables since its migrate, one
+    /// line per table; empty when a restore loses nothing. A step that
+    /// reached migrate's end without a recorded post-step fingerprint (an
+    /// earlier sluice completed it) is treated as changed since.
+    async fn later_writes(
+        &self,
+        step: &Step,
+        backup: &StoredBackup,
+        reached: PhaseReached,
+    ) -> Vec<String> {
+        let Some(post_step) = &backup.post_step else {
+            return match reached {
+                PhaseReached::Completed => vec![
+                    "no post-step fingerprint is recorded (the step was completed by an earlier sluice), so later writes cannot be ruled out".into(),
+                ],
+                // Migrate did not finish: there is no post-step state to compare with.
+                _ => Vec::new(),
+            };
+        };
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = post_step.tables.keys().cloned().collect();
+        match datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables).await {
+            Ok(now) => later_write_lines(&backup.fingerprint, post_step, &now),
+            Err(e) => vec![format!(
+                "cannot fingerprint target `{}` to rule out later writes: {e}",
+                target.name
+            )],
+        }
+    }
+
     /// A loaded plugin of the plan, by name.
     pub(crate) fn loaded_plugin(&self, name: &str) -> Option<&LoadedPlugin> {
         self.plugins.get(name)
@@ -1494,6 +1626,38 @@ impl Engine {
             ))
         }
     }
+}
+
+/// One line per table that changed between the post-step fingerprint and now
+/// (saying when the step itself had not changed that table, so a restore of
+/// it could only lose the application's writes).
+fn later_write_lines(
+    pre_step: &datastores::Fingerprint,
+    post_step: &datastores::Fingerprint,
+    now: &datastores::Fingerprint,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if post_step.schema != now.schema {
+        out.push("the schema changed".to_string());
+    }
+    for (name, then) in &post_step.tables {
+        match now.tables.get(name) {
+            None => out.push(format!("table `{name}` was dropped")),
+            Some(t) if t != then => out.push(format!(
+                "table `{name}`: {} rows now, {} right after the step ({:+} rows, contents changed{})",
+                t.rows,
+                then.rows,
+                t.rows as i64 - then.rows as i64,
+                if pre_step.tables.get(name) == Some(then) {
+                    "; the step itself did not change this table"
+                } else {
+                    ""
+                }
+            )),
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// Why a step is rolled back when a signal arrives after its migrate.
