@@ -63,6 +63,12 @@ pub enum Command {
         /// Keep this step and the ones before it applied.
         #[arg(long)]
         to: Option<String>,
+        /// Roll back even where the target changed after a step (an
+        /// application's later writes), discarding those writes; without it
+        /// such a rollback is refused (exit 6) and nothing is undone. The
+        /// decision and what it discarded are recorded in the journal.
+        #[arg(long)]
+        discard_later_writes: bool,
     },
     /// The evidence of one run, from the journal: per step its grants,
     /// phases and their durations, backups, metrics against thresholds and

@@ -21,6 +21,10 @@ pub const NEEDS_ATTENTION: i32 = 4;
 /// A step waits for `sluice approve` or `sluice reject`; the journal holds
 /// its state and evidence. Run again after the decision.
 pub const AWAITING_APPROVAL: i32 = 5;
+/// A rollback was refused before it undid anything: the target changed
+/// after the step, and restoring it would discard those later writes. The
+/// step waits in `rollback-refused` for `sluice rollback --discard-later-writes`.
+pub const ROLLBACK_REFUSED: i32 = 6;
 /// sluice itself failed (journal, backup store, engine).
 pub const INTERNAL: i32 = 70;
 /// Stopped by SIGINT/SIGTERM at a phase boundary; the step in progress was
@@ -73,6 +77,13 @@ pub const CODES: &[ExitCodeDoc] = &[
         name: "awaiting-approval",
         meaning:
             "paused, awaiting `sluice approve` or `sluice reject`; run again after the decision",
+    },
+    ExitCodeDoc {
+        code: ROLLBACK_REFUSED,
+        name: "rollback-refused",
+        meaning: "a rollback was refused before undoing anything: the target changed after \
+                  the step and restoring would discard those writes; decide, then \
+                  `sluice rollback --discard-later-writes` (or keep the step)",
     },
     ExitCodeDoc {
         code: INTERNAL,

@@ -115,7 +115,11 @@ pub async fn dispatch(command: Command, bars: Option<ProgressBars>) -> Result<i3
     match command {
         Command::Run { plan } => run::run(&plan, bars).await,
         Command::Status { plan } => status::run(&plan).await,
-        Command::Rollback { plan, to } => rollback::run(&plan, to.as_deref(), bars).await,
+        Command::Rollback {
+            plan,
+            to,
+            discard_later_writes,
+        } => rollback::run(&plan, to.as_deref(), discard_later_writes, bars).await,
         Command::Report {
             plan,
             run,

@@ -26,6 +26,7 @@ pub async fn run(
             stop: Some(super::stop_on_signals()),
             progress: bars.as_ref().map(ProgressBars::sink),
             rehearsal: true,
+            discard_later_writes: false,
         },
     };
     let result = rehearse::rehearse(&plan, options).await;

@@ -16,7 +16,7 @@ pub async fn run(
     bars: Option<ProgressBars>,
 ) -> Result<i32, CommandError> {
     let plan = super::load_plan(plan)?;
-    let mut engine = super::run::open(plan, &bars).await?;
+    let mut engine = super::run::open(plan, &bars, false).await?;
     let by = by.unwrap_or_else(crate::approval::default_approver);
     let summary = engine.reject(step, &by, reason).await;
     super::run::finish(summary, &bars)

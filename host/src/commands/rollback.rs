@@ -10,10 +10,11 @@ use super::CommandError;
 pub async fn run(
     plan: &Path,
     to: Option<&str>,
+    discard_later_writes: bool,
     bars: Option<ProgressBars>,
 ) -> Result<i32, CommandError> {
     let plan = super::load_plan(plan)?;
-    let mut engine = super::run::open(plan, &bars).await?;
+    let mut engine = super::run::open(plan, &bars, discard_later_writes).await?;
     let summary = engine.rollback(to).await;
     super::run::finish(summary, &bars)
 }

@@ -15,19 +15,25 @@ use super::CommandError;
 /// Runs the plan; the exit code is the summary's.
 pub async fn run(plan: &Path, bars: Option<ProgressBars>) -> Result<i32, CommandError> {
     let plan = super::load_plan(plan)?;
-    let mut engine = open(plan, &bars).await?;
+    let mut engine = open(plan, &bars, false).await?;
     let summary = engine.run().await;
     finish(summary, &bars)
 }
 
 /// Checks the lock, then opens the engine on the plan, stopping on signals
-/// and drawing progress bars.
-pub(super) async fn open(plan: Plan, bars: &Option<ProgressBars>) -> Result<Engine, CommandError> {
+/// and drawing progress bars; `discard_later_writes` is the operator's
+/// decision for rollbacks that meet writes made after a step.
+pub(super) async fn open(
+    plan: Plan,
+    bars: &Option<ProgressBars>,
+    discard_later_writes: bool,
+) -> Result<Engine, CommandError> {
     super::check_lock(&plan)?;
     let options = EngineOptions {
         stop: Some(super::stop_on_signals()),
         progress: bars.as_ref().map(ProgressBars::sink),
         rehearsal: false,
+        discard_later_writes,
     };
     Engine::open(plan, options).await.map_err(|e| match e {
         e @ (EngineError::Load(_) | EngineError::Ungranted(_)) => CommandError::usage(e),

@@ -140,6 +140,7 @@ impl Engine {
             artifacts,
             fingerprint,
             baseline: Vec::new(),
+            post_step: None,
         })
     }
 }

@@ -81,6 +81,9 @@ impl Engine {
         if let Err(e) = result {
             return Ok(Err((Phase::Migrate, e)));
         }
+        if let Err(e) = self.record_post_step(run_id, step).await? {
+            return Ok(Err((Phase::Migrate, e)));
+        }
         if self.stop_requested() {
             return Ok(Err((Phase::Migrate, STOPPED_AFTER_MIGRATE.to_string())));
         }

@@ -83,6 +83,9 @@ pub struct EngineOptions {
     /// A rehearsal on copies: approval points and review bands are passed,
     /// and recorded as such, instead of pausing the run.
     pub rehearsal: bool,
+    /// The operator's decision for rollbacks that meet writes made after the
+    /// step: restore anyway, discarding them (recorded with what changed).
+    pub discard_later_writes: bool,
 }
 
 /// The engine for one plan.

@@ -27,6 +27,7 @@ impl RunSummary {
         for s in &self.steps {
             let c = match s.outcome {
                 StepOutcome::RollbackFailed { .. } => exit::NEEDS_ATTENTION,
+                StepOutcome::RollbackRefused { .. } => exit::ROLLBACK_REFUSED,
                 StepOutcome::Drift { .. } | StepOutcome::Interrupted { .. } => exit::REFUSED,
                 StepOutcome::Stopped { .. } => exit::STOPPED,
                 StepOutcome::AwaitingApproval { .. } => exit::AWAITING_APPROVAL,
@@ -55,6 +56,7 @@ impl RunSummary {
             exit::REFUSED => "refused",
             exit::STOPPED => "stopped",
             exit::AWAITING_APPROVAL => "awaiting-approval",
+            exit::ROLLBACK_REFUSED => "rollback-refused",
             _ => "needs-attention",
         }
     }

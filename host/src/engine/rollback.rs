@@ -44,14 +44,58 @@ impl Engine {
         reason: String,
         s: &mut StepSummary,
     ) -> Result<StepOutcome, EngineError> {
-        // How far the step got, from the journal, before it says rolling-back.
-        let reached = match self.journal.step(&step.id)?.map(|r| r.state) {
+        // How far the step got, from the journal, before it says rolling-back;
+        // and its backup as recorded now (`record` may predate the post-step
+        // fingerprint migrate's end added to it).
+        let current = self.journal.step(&step.id)?;
+        let recorded_backup = current
+            .as_ref()
+            .and_then(|r| r.backup.clone())
+            .or_else(|| record.backup.clone());
+        let reached = match current.map(|r| r.state) {
             Some(StepState::Migrating) => PhaseReached::Migrating,
-            Some(StepState::Validating) => PhaseReached::Migrated,
+            Some(StepState::Validating | StepState::Watching | StepState::AwaitingReview) => {
+                PhaseReached::Migrated
+            }
             Some(StepState::Completed) => PhaseReached::Completed,
             Some(StepState::RollingBack | StepState::RollbackFailed) => PhaseReached::RollingBack,
+            Some(StepState::RollbackRefused) => PhaseReached::Completed,
             _ => PhaseReached::BackedUp,
         };
+        // Before anything is undone: writes made after the step would be
+        // lost by a restore. Refuse, unless the operator decided otherwise.
+        // An interrupted rollback (rolling-back) passed this check already.
+        let mut reason = reason;
+        if step.access != Access::ReadOnly && !matches!(reached, PhaseReached::RollingBack) {
+            if let Some(backup) = &recorded_backup {
+                let later_writes = self.later_writes(step, backup, reached).await;
+                if !later_writes.is_empty() {
+                    if !self.options.discard_later_writes {
+                        let detail = format!(
+                            "{reason}; rollback refused, nothing undone: the target changed after the step ({}); \
+                             restoring would discard those writes",
+                            later_writes.join("; ")
+                        );
+                        self.journal.transition(
+                            run_id,
+                            &step.id,
+                            StepState::RollbackRefused,
+                            &detail,
+                            None,
+                        )?;
+                        return Ok(StepOutcome::RollbackRefused {
+                            phase,
+                            reason,
+                            later_writes,
+                        });
+                    }
+                    reason = format!(
+                        "{reason}; discarding writes made after the step, as the operator decided (--discard-later-writes): {}",
+                        later_writes.join("; ")
+                    );
+                }
+            }
+        }
         self.journal
             .transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
         let fail = |journal: &mut Box<dyn Journal>,
@@ -108,6 +152,65 @@ impl Engine {
         self.journal
             .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
         Ok(StepOutcome::RolledBack { phase, reason })
+    }
+
+    /// Fingerprints what the step backed up right after its migrate and
+    /// records it with the backup: the state a later rollback must find for
+    /// a restore to lose nothing. `Err` (inner): the step cannot go on.
+    pub(super) async fn record_post_step(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+    ) -> Result<Result<(), String>, EngineError> {
+        if step.access == Access::ReadOnly {
+            return Ok(Ok(()));
+        }
+        let Some(mut backup) = self.journal.step(&step.id)?.and_then(|r| r.backup) else {
+            return Ok(Ok(()));
+        };
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
+        match datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables).await {
+            Ok(after) => {
+                backup.post_step = Some(after);
+                self.journal.record_backup(run_id, &step.id, &backup)?;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(format!(
+                "cannot fingerprint target `{}` after migrate: {e}",
+                target.name
+            ))),
+        }
+    }
+
+    /// What changed in the step's backed-up tables since its migrate, one
+    /// line per table; empty when a restore loses nothing. A step that
+    /// reached migrate's end without a recorded post-step fingerprint (an
+    /// earlier sluice completed it) is treated as changed since.
+    async fn later_writes(
+        &self,
+        step: &Step,
+        backup: &StoredBackup,
+        reached: PhaseReached,
+    ) -> Vec<String> {
+        let Some(post_step) = &backup.post_step else {
+            return match reached {
+                PhaseReached::Completed => vec![
+                    "no post-step fingerprint is recorded (the step was completed by an earlier sluice), so later writes cannot be ruled out".into(),
+                ],
+                // Migrate did not finish: there is no post-step state to compare with.
+                _ => Vec::new(),
+            };
+        };
+        let target = &self.plan.targets[&step.target];
+        let tables: Vec<String> = post_step.tables.keys().cloned().collect();
+        match datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables).await {
+            Ok(now) => later_write_lines(&backup.fingerprint, post_step, &now),
+            Err(e) => vec![format!(
+                "cannot fingerprint target `{}` to rule out later writes: {e}",
+                target.name
+            )],
+        }
     }
 
     /// The plugin's rollback from a verified backup, with read access to
@@ -172,4 +275,36 @@ impl Engine {
             ))
         }
     }
+}
+
+/// One line per table that changed between the post-step fingerprint and now
+/// (saying when the step itself had not changed that table, so a restore of
+/// it could only lose the application's writes).
+fn later_write_lines(
+    pre_step: &datastores::Fingerprint,
+    post_step: &datastores::Fingerprint,
+    now: &datastores::Fingerprint,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if post_step.schema != now.schema {
+        out.push("the schema changed".to_string());
+    }
+    for (name, then) in &post_step.tables {
+        match now.tables.get(name) {
+            None => out.push(format!("table `{name}` was dropped")),
+            Some(t) if t != then => out.push(format!(
+                "table `{name}`: {} rows now, {} right after the step ({:+} rows, contents changed{})",
+                t.rows,
+                then.rows,
+                t.rows as i64 - then.rows as i64,
+                if pre_step.tables.get(name) == Some(then) {
+                    "; the step itself did not change this table"
+                } else {
+                    ""
+                }
+            )),
+            Some(_) => {}
+        }
+    }
+    out
 }

@@ -56,12 +56,9 @@ impl Engine {
                         }
                     }
                 }
-                Some(StepState::RollbackFailed) => StepSummary::new(
-                    &step.id,
-                    StepOutcome::Interrupted {
-                        state: StepState::RollbackFailed,
-                    },
-                ),
+                Some(state @ (StepState::RollbackFailed | StepState::RollbackRefused)) => {
+                    StepSummary::new(&step.id, StepOutcome::Interrupted { state })
+                }
                 Some(state) if state.is_in_flight() => {
                     let record = record.expect("matched Some");
                     self.resume(&run_id, step, &plugin, &record).await?
@@ -123,7 +120,10 @@ impl Engine {
             s.outcome = self
                 .roll_back(run_id, &step, &plugin, &record, Phase::Rollback, reason, s)
                 .await?;
-            if matches!(s.outcome, StepOutcome::RollbackFailed { .. }) {
+            if matches!(
+                s.outcome,
+                StepOutcome::RollbackFailed { .. } | StepOutcome::RollbackRefused { .. }
+            ) {
                 break;
             }
         }
@@ -158,6 +158,7 @@ impl Engine {
                     | StepState::AwaitingReview
                     | StepState::RollingBack
                     | StepState::RollbackFailed
+                    | StepState::RollbackRefused
             );
             if !reversible {
                 continue;
@@ -176,7 +177,10 @@ impl Engine {
                     &mut s,
                 )
                 .await?;
-            let failed = matches!(s.outcome, StepOutcome::RollbackFailed { .. });
+            let failed = matches!(
+                s.outcome,
+                StepOutcome::RollbackFailed { .. } | StepOutcome::RollbackRefused { .. }
+            );
             summary.steps.push(s);
             if failed {
                 break;

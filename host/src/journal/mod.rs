@@ -100,8 +100,12 @@ pub enum StepState {
     AwaitingReview,
     /// Thresholds met; validate re-runs during the step's watch window.
     Watching,
-    /// Rollback failed or was refused: the target needs attention.
+    /// Rollback failed: the target needs attention.
     RollbackFailed,
+    /// Rollback not started because the target changed after the step (an
+    /// application's later writes would be lost); nothing was undone. Goes
+    /// on only with an operator's decision (`--discard-later-writes`).
+    RollbackRefused,
 }
 
 impl StepState {
@@ -118,6 +122,7 @@ impl StepState {
             StepState::RolledBack => "rolled-back",
             StepState::Failed => "failed",
             StepState::RollbackFailed => "rollback-failed",
+            StepState::RollbackRefused => "rollback-refused",
             StepState::AwaitingApproval => "awaiting-approval",
             StepState::AwaitingReview => "awaiting-review",
             StepState::Watching => "watching",
@@ -166,6 +171,7 @@ impl FromStr for StepState {
             "rolled-back" => StepState::RolledBack,
             "failed" => StepState::Failed,
             "rollback-failed" => StepState::RollbackFailed,
+            "rollback-refused" => StepState::RollbackRefused,
             "awaiting-approval" => StepState::AwaitingApproval,
             "awaiting-review" => StepState::AwaitingReview,
             "watching" => StepState::Watching,
@@ -186,6 +192,13 @@ pub struct StoredBackup {
     /// Metrics `validate` measured before migrate, for `baseline.` thresholds.
     #[serde(default)]
     pub baseline: Vec<Metric>,
+    /// The host's fingerprint of the same tables right after migrate: a
+    /// rollback that finds the target different has met writes the step did
+    /// not make. `None` until migrate completed (and in journals of sluice
+    /// before 0.1's undo contract, whose completed steps are treated as
+    /// changed since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_step: Option<Fingerprint>,
 }
 
 /// An operator's decision on a paused step.
@@ -608,7 +621,10 @@ impl Journal for SqliteJournal {
             .map_err(err)?;
         let error = matches!(
             state,
-            StepState::Failed | StepState::RollbackFailed | StepState::RollingBack
+            StepState::Failed
+                | StepState::RollbackFailed
+                | StepState::RollbackRefused
+                | StepState::RollingBack
         )
         .then_some(detail);
         match identity {

@@ -87,6 +87,18 @@ pub enum StepOutcome {
         /// Why the rollback failed or was refused.
         rollback_error: String,
     },
+    /// Rollback refused before anything was undone: the target changed after
+    /// the step (writes the step did not make would be lost). The step waits
+    /// in `rollback-refused` for an operator's decision.
+    RollbackRefused {
+        /// Phase that failed first (for `sluice rollback`: `Rollback`).
+        phase: Phase,
+        /// Why the step was being rolled back.
+        reason: String,
+        /// What changed since the step, one line per table (or why the
+        /// journal cannot tell).
+        later_writes: Vec<String>,
+    },
     /// Not reached because an earlier step stopped the run.
     NotRun,
     /// Paused until an operator approves or rejects it.

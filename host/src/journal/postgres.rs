@@ -490,7 +490,10 @@ impl Journal for PgJournal {
     ) -> Result<(), JournalError> {
         let error = matches!(
             state,
-            StepState::Failed | StepState::RollbackFailed | StepState::RollingBack
+            StepState::Failed
+                | StepState::RollbackFailed
+                | StepState::RollbackRefused
+                | StepState::RollingBack
         )
         .then(|| detail.to_string());
         let identity = identity.map(|(d, p)| (d.to_string(), p.to_string()));
@@ -1176,6 +1179,7 @@ mod tests {
                 )]),
             },
             baseline: Vec::new(),
+            post_step: None,
         }
     }
 

@@ -194,6 +194,18 @@ fn outcome_word(o: &StepOutcome) -> (&'static str, Option<String>) {
                 phase.as_str()
             )),
         ),
+        StepOutcome::RollbackRefused {
+            phase,
+            reason,
+            later_writes,
+        } => (
+            "rollback-refused",
+            Some(format!(
+                "{}: {reason}; rollback refused: the target changed after the step: {}",
+                phase.as_str(),
+                later_writes.join("; ")
+            )),
+        ),
         StepOutcome::NotRun => ("not-run", None),
         StepOutcome::Stopped { .. } => ("stopped", None),
         // Outcomes the engine grows later are reported by their debug name.

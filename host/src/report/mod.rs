@@ -60,6 +60,7 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         } => ("↩", "rolled back"),
         StepOutcome::RolledBack { .. } => ("↩", "failed, rolled back"),
         StepOutcome::RollbackFailed { .. } => ("✗", "ROLLBACK FAILED"),
+        StepOutcome::RollbackRefused { .. } => ("✋", "ROLLBACK REFUSED"),
         StepOutcome::NotRun => ("·", "not run"),
         StepOutcome::AwaitingApproval { .. } => ("⏸", "AWAITING APPROVAL"),
         StepOutcome::Stopped { rolled_back: true } => ("■", "stopped, rolled back"),
@@ -146,6 +147,20 @@ fn step_lines(out: &mut String, step: &StepSummary) {
             let _ = writeln!(out, "      {reason}");
             let _ = writeln!(out, "      {rollback_error}");
         }
+        StepOutcome::RollbackRefused {
+            reason,
+            later_writes,
+            ..
+        } => {
+            let _ = writeln!(out, "      {reason}");
+            let _ = writeln!(
+                out,
+                "      rollback refused, nothing undone: the target changed after the step"
+            );
+            for line in later_writes {
+                let _ = writeln!(out, "        - {line}");
+            }
+        }
         _ => {}
     }
 }
@@ -154,10 +169,12 @@ fn verdict(s: &RunSummary) -> String {
     // The cause first: a step rolled back because a later step's watch
     // window breached is a consequence, not the failure.
     // A rollback that failed on the way back outranks both.
-    let attention = s
-        .steps
-        .iter()
-        .any(|st| matches!(st.outcome, StepOutcome::RollbackFailed { .. }));
+    let attention = s.steps.iter().any(|st| {
+        matches!(
+            st.outcome,
+            StepOutcome::RollbackFailed { .. } | StepOutcome::RollbackRefused { .. }
+        )
+    });
     let cause = s.steps.iter().find(|st| {
         matches!(
             st.outcome,
@@ -201,6 +218,11 @@ fn verdict(s: &RunSummary) -> String {
             phase, rollback_error, ..
         } => format!(
             "result: NEEDS ATTENTION at step `{}` ({} failed, then {rollback_error}). The target may be in its post-migrate state.",
+            step.id,
+            phase.as_str()
+        ),
+        StepOutcome::RollbackRefused { phase, .. } => format!(
+            "result: ROLLBACK REFUSED at step `{}` ({}): the target changed after the step and restoring it would discard those writes; nothing was undone. Keep the step, or discard the writes with `sluice rollback --discard-later-writes <plan>`.",
             step.id,
             phase.as_str()
         ),

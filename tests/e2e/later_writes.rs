@@ -1,0 +1,257 @@
+//! The undo contract's first rule: a rollback never silently discards writes
+//! the step did not make. After migrate the host fingerprints what the step
+//! backed up; a rollback that finds it changed since (an application wrote)
+//! is refused before anything is undone (exit 6, `rollback-refused`) unless
+//! the operator passes `--discard-later-writes`, which is recorded. Writes
+//! into what the step itself created go with it and are not conflicts.
+//! Checked with the tests' own SQLite and PostgreSQL clients.
+
+use std::time::Duration;
+
+use sluice_e2e::services::pg_scratch;
+use sluice_e2e::{plugin, sluice_bin, Scenario};
+
+/// `src` with 100 rows and `audit_log`, a table the step never changes.
+fn seed(s: &Scenario) {
+    s.seed(
+        "shop.db",
+        "CREATE TABLE src (id INTEGER PRIMARY KEY, note TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+         INSERT INTO src SELECT i, 'seed' FROM n;
+         CREATE TABLE audit_log (id INTEGER PRIMARY KEY, what TEXT);",
+    );
+}
+
+/// One step `copy`: creates `dst` from `src` and marks `src` rows; `extra`
+/// is more TOML for the step (thresholds, a watch window).
+fn plan(s: &Scenario, extra: &str) {
+    s.write(
+        "sluice.toml",
+        &format!(
+            r#"[plan]
+name = "later-writes"
+
+[targets.shop]
+kind = "sqlite"
+path = "shop.db"
+
+[plugins.sqlite]
+path = "{plugin}"
+
+[[steps]]
+id = "copy"
+plugin = "sqlite"
+target = "shop"
+access = "read-write"
+thresholds = ["duplicates == 0"]
+{extra}
+
+[steps.params]
+migrate = "CREATE TABLE dst AS SELECT id FROM src; UPDATE src SET note = 'copied' WHERE id <= 10"
+
+[[steps.params.metrics]]
+name = "duplicates"
+duplicates = {{ table = "dst", key = ["id"] }}
+"#,
+            plugin = plugin("sqlite.wasm").display()
+        ),
+    );
+}
+
+fn exec(s: &Scenario, sql: &str) {
+    let conn = rusqlite::Connection::open(s.path().join("shop.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+fn count(s: &Scenario, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(s.path().join("shop.db")).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn a_rollback_that_would_discard_an_applications_later_write_is_refused() {
+    let s = Scenario::new();
+    seed(&s);
+    plan(&s, "");
+    let seeded = s.state("shop.db");
+    let out = s.run("sluice.toml");
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    // The application writes after the step, into a table the step backed up.
+    exec(&s, "INSERT INTO audit_log (what) VALUES ('order 1 placed')");
+
+    let refused = s.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(refused.code, 6, "{}", refused.all());
+    assert!(
+        refused.stdout.contains("ROLLBACK REFUSED")
+            && refused
+                .stdout
+                .contains("table `audit_log`: 1 rows now, 0 right after the step"),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(s.step_state("copy"), "rollback-refused");
+    // Nothing was undone: the step's change and the application's write stay.
+    assert_eq!(count(&s, "SELECT count(*) FROM audit_log"), 1);
+    assert_eq!(count(&s, "SELECT count(*) FROM dst"), 100);
+
+    // A run does not go past a step waiting for that decision.
+    let rerun = s.sluice(&["run", "sluice.toml"]);
+    assert_eq!(rerun.code, 3, "{}", rerun.all());
+    assert!(
+        rerun.stdout.contains("rollback-refused"),
+        "{}",
+        rerun.stdout
+    );
+
+    // The operator decides to discard the write: recorded, then restored.
+    let discarded = s.sluice(&["rollback", "sluice.toml", "--discard-later-writes"]);
+    assert_eq!(discarded.code, 0, "{}", discarded.all());
+    assert_eq!(s.state("shop.db"), seeded);
+    let (_, why) = s.entered("copy", "rolling-back");
+    assert!(
+        why.contains("--discard-later-writes") && why.contains("table `audit_log`"),
+        "{why}"
+    );
+}
+
+#[test]
+fn writes_into_what_the_step_created_go_with_it_and_are_not_conflicts() {
+    let s = Scenario::new();
+    seed(&s);
+    plan(&s, "");
+    let seeded = s.state("shop.db");
+    assert_eq!(s.run("sluice.toml").code, 0);
+    exec(&s, "INSERT INTO dst VALUES (1000)");
+    let out = s.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(s.state("shop.db"), seeded);
+}
+
+#[test]
+fn a_step_completed_without_a_post_step_fingerprint_is_treated_as_changed_since() {
+    let s = Scenario::new();
+    seed(&s);
+    plan(&s, "");
+    assert_eq!(s.run("sluice.toml").code, 0);
+    // What a journal written before the undo contract holds.
+    let journal = rusqlite::Connection::open(s.path().join(".sluice/journal.db")).unwrap();
+    journal
+        .execute(
+            "UPDATE steps SET backup = json_remove(backup, '$.post_step') WHERE step_id = 'copy'",
+            [],
+        )
+        .unwrap();
+    drop(journal);
+    let out = s.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(out.code, 6, "{}", out.all());
+    assert!(
+        out.stdout.contains("no post-step fingerprint is recorded"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(count(&s, "SELECT count(*) FROM dst"), 100);
+}
+
+#[test]
+fn an_automatic_rollback_meeting_a_later_write_pauses_instead_of_discarding_it() {
+    let s = Scenario::new();
+    seed(&s);
+    plan(&s, "\n[steps.watch]\nevery = \"1s\"\nfor = \"60s\"\n");
+    assert_eq!(s.sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let child = s.spawn_sluice(&["run", "sluice.toml"]);
+    s.wait_for_state("copy", "watching");
+    // The application keeps writing during the watch window; then a
+    // duplicate appears in what the step created, which breaches it.
+    exec(
+        &s,
+        "INSERT INTO audit_log (what) VALUES ('written while watched');
+         UPDATE src SET note = 'edited by the app' WHERE id = 50;
+         INSERT INTO dst VALUES (7);",
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{stdout}");
+    assert!(
+        stdout.contains("ROLLBACK REFUSED") && stdout.contains("table `src`"),
+        "{stdout}"
+    );
+    assert_eq!(s.step_state("copy"), "rollback-refused");
+    assert_eq!(count(&s, "SELECT count(*) FROM audit_log"), 1);
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM src WHERE note = 'edited by the app'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn postgres_a_rollback_that_would_discard_later_writes_is_refused() {
+    let db = pg_scratch();
+    db.client()
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 50) g;
+             CREATE TABLE orders (id serial PRIMARY KEY, item int REFERENCES items (id));",
+        )
+        .unwrap();
+    let s = Scenario::new();
+    s.write(
+        "sluice.toml",
+        &format!(
+            r#"[values]
+db = {{ env = "SHOP_PG_URL" }}
+
+[targets.shop]
+kind = "postgres"
+connection = "db"
+
+[plugins.pg]
+path = "{}"
+
+[[steps]]
+id = "rename"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+
+[steps.params]
+migrate = "UPDATE items SET name = upper(name) WHERE id <= 5"
+"#,
+            plugin("postgres.wasm").display()
+        ),
+    );
+    let env = [("SHOP_PG_URL", db.url.as_str())];
+    let sluice = |args: &[&str]| s.sluice_with(&sluice_bin(), args, &env);
+    assert_eq!(sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let out = sluice(&["run", "sluice.toml"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    db.client()
+        .batch_execute("INSERT INTO orders (item) VALUES (3), (4)")
+        .unwrap();
+    let refused = sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(refused.code, 6, "{}", refused.all());
+    assert!(
+        refused.stdout.contains("ROLLBACK REFUSED") && refused.stdout.contains("orders`"),
+        "{}",
+        refused.stdout
+    );
+    let rows = |sql: &str| -> i64 { db.client().query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(rows("SELECT count(*) FROM orders"), 2);
+    assert_eq!(
+        rows("SELECT count(*) FROM items WHERE name LIKE 'ITEM%'"),
+        5
+    );
+
+    let discarded = sluice(&["rollback", "sluice.toml", "--discard-later-writes"]);
+    assert_eq!(discarded.code, 0, "{}", discarded.all());
+    assert_eq!(rows("SELECT count(*) FROM orders"), 0);
+    assert_eq!(
+        rows("SELECT count(*) FROM items WHERE name LIKE 'ITEM%'"),
+        0
+    );
+}
