@@ -22,6 +22,7 @@ mod rehearse;
 mod report;
 mod report_html;
 mod runtime;
+mod schema_proof;
 mod security;
 mod sqitch;
 mod sqitch_sqlite;

@@ -643,20 +643,23 @@ fn code_name(extended: i32) -> String {
 /// Fingerprints a database: the host's own, plugin-independent measurement,
 /// used to check a backup's claims and to prove a rollback restored the
 /// pre-step state. The schema (every object's name and SQL) is always
-/// covered; table contents for `tables` only (all tables when `None`).
+/// covered, with every AUTOINCREMENT counter (`sqlite_sequence`); table
+/// contents for `tables` only (all tables when `None`).
 /// Attached files are covered alike, their objects and tables named
 /// `schema.name`; one that does not exist counts as empty.
 pub fn fingerprint(
     files: &SqliteFiles,
     tables: Option<&[String]>,
 ) -> Result<Fingerprint, DatastoreError> {
+    use sha2::Digest;
     let (conn, schemas) = open_read_only(files)?;
     // One read transaction: a consistent view of all tables.
     conn.execute_batch("BEGIN").map_err(error)?;
     let mut schema = sha2::Sha256::default();
     let mut measured = Vec::new();
+    // (type, qualified name, sql) of every object, then sorted.
+    let mut lines: Vec<(String, String, String)> = Vec::new();
     for db in &schemas {
-        use sha2::Digest;
         let mut stmt = conn
             .prepare(&format!("SELECT type, name, coalesce(sql, '') FROM {}.sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name", quote(db)))
             .map_err(error)?;
@@ -668,15 +671,57 @@ pub fn fingerprint(
                 row.get(2).map_err(error)?,
             );
             let full = qualified(db, &name);
-            for part in [&kind, &full, &sql] {
-                schema.update((part.len() as u64).to_le_bytes());
-                schema.update(part.as_bytes());
-            }
             if kind == "table" && tables.is_none_or(|only| only.contains(&full)) {
-                measured.push((full, format!("{}.{}", quote(db), quote(&name))));
+                measured.push((full.clone(), format!("{}.{}", quote(db), quote(&name))));
+            }
+            lines.push((kind, full, sql));
+        }
+        drop(rows);
+        drop(stmt);
+        // AUTOINCREMENT counters: what the next row's id will be, as a
+        // sequence's value is on PostgreSQL. A restore that brings a table's
+        // rows back but not its counter is not the pre-step state.
+        let has_sequences: bool = conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) > 0 FROM {}.sqlite_master WHERE name = 'sqlite_sequence'",
+                    quote(db)
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(error)?;
+        if has_sequences {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT name, CAST(seq AS TEXT) FROM {}.sqlite_sequence",
+                    quote(db)
+                ))
+                .map_err(error)?;
+            let mut rows = stmt.query([]).map_err(error)?;
+            while let Some(row) = rows.next().map_err(error)? {
+                let (name, seq): (String, Option<String>) =
+                    (row.get(0).map_err(error)?, row.get(1).map_err(error)?);
+                lines.push((
+                    "autoincrement".to_string(),
+                    qualified(db, &name),
+                    seq.unwrap_or_default(),
+                ));
             }
         }
     }
+    lines.sort_unstable();
+    for (kind, full, sql) in &lines {
+        for part in [kind, full, sql] {
+            schema.update((part.len() as u64).to_le_bytes());
+            schema.update(part.as_bytes());
+        }
+    }
+    let objects = crate::datastores::postgres::schema_digest::summarize(
+        lines
+            .iter()
+            .map(|(kind, full, sql)| (format!("{kind} {full}"), sql.as_str())),
+    );
     let mut out = BTreeMap::new();
     for (table, sql_name) in measured {
         let mut stmt = conn
@@ -710,9 +755,9 @@ pub fn fingerprint(
             },
         );
     }
-    use sha2::Digest;
     Ok(Fingerprint {
         schema: hex::encode(schema.finalize()),
+        objects,
         tables: out,
     })
 }
