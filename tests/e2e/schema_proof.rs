@@ -403,10 +403,7 @@ fn oracle(db: &PgScratch) -> String {
         .collect();
     for s in sequences {
         let row = c
-            .query_one(
-                &format!("SELECT last_value::text, is_called FROM {s}"),
-                &[],
-            )
+            .query_one(&format!("SELECT last_value::text, is_called FROM {s}"), &[])
             .unwrap();
         text.push_str(&format!(
             "sequence {s} {} {}\n",
@@ -446,9 +443,7 @@ impl Drop for Globals {
             return;
         };
         for database in [&self.scratch, &self.database] {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-            ));
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
         }
         for role in &self.roles {
             // Owned objects live in the scratch database, dropped with it.
@@ -477,19 +472,17 @@ fn postgres_fingerprint_equals_the_dump_oracle_on_every_mutation() {
     let (reader, writer) = (format!("proof_r_{suffix}"), format!("proof_w_{suffix}"));
     let _globals = Globals {
         scratch: db.name.clone(),
-        roles: vec![
-            format!("{reader}_extra"),
-            reader.clone(),
-            writer.clone(),
-        ],
+        roles: vec![format!("{reader}_extra"), reader.clone(), writer.clone()],
         database: format!("proof_db_{suffix}"),
     };
     let extensions = available_extensions(&db);
     let mut c = db.client();
     c.batch_execute(&fixture(&reader, &writer, &extensions))
         .unwrap();
-    c.batch_execute("INSERT INTO app.items (sku, price, owner_name) VALUES ('a', 1, 'x'), ('b', 2, 'y')")
-        .unwrap();
+    c.batch_execute(
+        "INSERT INTO app.items (sku, price, owner_name) VALUES ('a', 1, 'x'), ('b', 2, 'y')",
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -512,11 +505,36 @@ fn postgres_fingerprint_equals_the_dump_oracle_on_every_mutation() {
         .count();
     assert!(objects >= 180, "the fixture has {objects} objects");
     for kind in [
-        "table", "column", "constraint", "index", "trigger", "rule", "policy", "function",
-        "procedure", "aggregate", "enum", "domain", "domain constraint", "composite type",
-        "range type", "sequence", "sequence value", "view", "materialized view", "statistics",
-        "extension", "default privileges", "schema", "role", "membership", "database",
-        "owner of table", "grants on table", "grants on column", "comment on table",
+        "table",
+        "column",
+        "constraint",
+        "index",
+        "trigger",
+        "rule",
+        "policy",
+        "function",
+        "procedure",
+        "aggregate",
+        "enum",
+        "domain",
+        "domain constraint",
+        "composite type",
+        "range type",
+        "sequence",
+        "sequence value",
+        "view",
+        "materialized view",
+        "statistics",
+        "extension",
+        "default privileges",
+        "schema",
+        "role",
+        "membership",
+        "database",
+        "owner of table",
+        "grants on table",
+        "grants on column",
+        "comment on table",
         "comment on column",
     ] {
         assert!(
@@ -525,8 +543,10 @@ fn postgres_fingerprint_equals_the_dump_oracle_on_every_mutation() {
         );
     }
     assert!(
-        catalog.objects().iter().all(|o| !o.name.contains("similarity(")
-            || o.kind == "extension member"),
+        catalog
+            .objects()
+            .iter()
+            .all(|o| !o.name.contains("similarity(") || o.kind == "extension member"),
         "an extension's functions appear only as its members"
     );
 
