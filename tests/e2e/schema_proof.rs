@@ -13,7 +13,7 @@ use sluice::datastores::postgres::schema_digest;
 use sluice::datastores::{self, Fingerprint};
 use sluice::plan::SqliteFiles;
 use sluice::secret::Secret;
-use sluice_e2e::services::{pg_scratch, pg_url, PgScratch};
+use sluice_e2e::services::{pg_scratch_exclusive, pg_url, PgScratch};
 
 /// Tables generated alike (each ~14 catalog objects); with the hand-written
 /// objects below, the schema holds ~200 objects.
@@ -467,7 +467,8 @@ fn available_extensions(db: &PgScratch) -> Vec<String> {
 
 #[test]
 fn postgres_fingerprint_equals_the_dump_oracle_on_every_mutation() {
-    let db = pg_scratch();
+    // Creates roles and a database: the server alone.
+    let db = pg_scratch_exclusive();
     let suffix = db.name.trim_start_matches("sluice_t_").to_string();
     let (reader, writer) = (format!("proof_r_{suffix}"), format!("proof_w_{suffix}"));
     let _globals = Globals {
@@ -610,7 +611,8 @@ fn postgres_fingerprint_equals_the_dump_oracle_on_every_mutation() {
 /// `target/test-reports/schema-proof-timing` (budget: 25 ms).
 #[test]
 fn postgres_fingerprint_of_a_200_object_schema_is_fast() {
-    let db = pg_scratch();
+    // Creates roles and a database: the server alone.
+    let db = pg_scratch_exclusive();
     let suffix = db.name.trim_start_matches("sluice_t_").to_string();
     let (reader, writer) = (format!("proof_tr_{suffix}"), format!("proof_tw_{suffix}"));
     let _globals = Globals {
