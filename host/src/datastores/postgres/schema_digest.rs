@@ -125,14 +125,23 @@ impl Catalog {
     }
 }
 
+/// Objects a summary lists at most (~1.5 MiB of journal per backup); a
+/// larger schema keeps its digest only, and a failed proof says "schema
+/// differs" without naming objects.
+pub const MAX_SUMMARY_OBJECTS: usize = 20_000;
+
 /// `key` → short digest of its definitions (several lines under one key are
-/// digested together, in order), for [`crate::datastores::Fingerprint::objects`].
+/// digested together, in order), for [`crate::datastores::Fingerprint::objects`];
+/// empty above [`MAX_SUMMARY_OBJECTS`].
 pub fn summarize<'a>(lines: impl Iterator<Item = (String, &'a str)>) -> BTreeMap<String, String> {
     let mut grouped: BTreeMap<String, Sha256> = BTreeMap::new();
     for (key, definition) in lines {
         let h = grouped.entry(key).or_default();
         h.update((definition.len() as u64).to_le_bytes());
         h.update(definition.as_bytes());
+        if grouped.len() > MAX_SUMMARY_OBJECTS {
+            return BTreeMap::new();
+        }
     }
     grouped
         .into_iter()
