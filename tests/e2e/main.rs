@@ -25,6 +25,7 @@ mod report;
 mod report_html;
 mod rollback_integrity;
 mod runtime;
+mod schema_proof;
 mod security;
 mod sqitch;
 mod sqitch_sqlite;

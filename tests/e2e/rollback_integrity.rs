@@ -327,7 +327,9 @@ query = "SELECT count(*) FROM notes WHERE body = ''"
     let before = pg_state(&p.db);
     // The same database, connecting as the role that does not own `notes`.
     let (scheme, rest) = p.db.url.split_once("://").unwrap();
-    let (_, host) = rest.split_once('@').expect("the scratch URL names its user");
+    let (_, host) = rest
+        .split_once('@')
+        .expect("the scratch URL names its user");
     let url = format!("{scheme}://{role}@{host}");
     let out = |args: &[&str]| {
         p.scenario

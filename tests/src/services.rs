@@ -8,6 +8,7 @@
 //! runtime (there, use `tokio::task::spawn_blocking`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -76,10 +77,78 @@ pub struct PgScratch {
     pub url: String,
     /// The database's name, `sluice_t_<random>`.
     pub name: String,
+    /// Its test's share of the server (released after the database is dropped).
+    _cluster: ClusterUse,
 }
 
-/// Creates a [`PgScratch`] on the server at [`pg_url`].
+/// Tests of this process using the shared server, and whether one holds it
+/// alone. sluice's schema proof covers cluster-wide objects (roles, their
+/// settings and memberships, databases other than `sluice_*` scratches), so
+/// a test that creates one would fail the proof of every other test running
+/// at that moment: such a test takes the server alone
+/// ([`pg_scratch_exclusive`]). Readers first: an exclusive test waits for a
+/// moment with no other PostgreSQL test running.
+#[derive(Debug)]
+struct ClusterUsers {
+    shared: usize,
+    exclusive: bool,
+}
+
+static CLUSTER_USERS: Mutex<ClusterUsers> = Mutex::new(ClusterUsers {
+    shared: 0,
+    exclusive: false,
+});
+static CLUSTER_RELEASED: Condvar = Condvar::new();
+
+/// A test's hold on the shared server, released when dropped.
+#[derive(Debug)]
+struct ClusterUse {
+    exclusive: bool,
+}
+
+impl ClusterUse {
+    fn take(exclusive: bool) -> ClusterUse {
+        let mut users = CLUSTER_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        while users.exclusive || (exclusive && users.shared > 0) {
+            users = CLUSTER_RELEASED
+                .wait(users)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if exclusive {
+            users.exclusive = true;
+        } else {
+            users.shared += 1;
+        }
+        ClusterUse { exclusive }
+    }
+}
+
+impl Drop for ClusterUse {
+    fn drop(&mut self) {
+        let mut users = CLUSTER_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        if self.exclusive {
+            users.exclusive = false;
+        } else {
+            users.shared -= 1;
+        }
+        CLUSTER_RELEASED.notify_all();
+    }
+}
+
+/// Creates a [`PgScratch`] on the server at [`pg_url`], sharing the server
+/// with other tests.
 pub fn pg_scratch() -> PgScratch {
+    scratch(ClusterUse::take(false))
+}
+
+/// Creates a [`PgScratch`] for a test that creates, alters or drops
+/// cluster-wide objects (roles, databases): no other test of this process
+/// uses the server until it is dropped. Such a test holds no other scratch.
+pub fn pg_scratch_exclusive() -> PgScratch {
+    scratch(ClusterUse::take(true))
+}
+
+fn scratch(cluster: ClusterUse) -> PgScratch {
     let admin = pg_url();
     let name = format!("sluice_t_{}", unique_suffix());
     pg_connect(&admin)
@@ -88,6 +157,7 @@ pub fn pg_scratch() -> PgScratch {
     PgScratch {
         url: with_path(&admin, &name),
         name,
+        _cluster: cluster,
     }
 }
 

@@ -141,8 +141,14 @@ pub struct TableFingerprint {
 /// The state of a whole database: schema and every table's content.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
-    /// sha256 over every schema object (type, name, sql), sorted by name.
+    /// sha256 over every schema object (kind, name, definition), sorted.
     pub schema: String,
+    /// Each schema object (`kind name`, such as `trigger public.items.notify`)
+    /// → a short digest of its definition, so a failed proof names what
+    /// differs. Empty in fingerprints recorded before it existed (and for
+    /// key-value targets): then only `schema` is compared.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, String>,
     /// Every user table.
     pub tables: BTreeMap<String, TableFingerprint>,
 }
@@ -152,7 +158,16 @@ impl Fingerprint {
     pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
         let mut out = Vec::new();
         if self.schema != other.schema {
-            out.push("schema differs".to_string());
+            let objects = object_differences(&self.objects, &other.objects);
+            if objects.is_empty() {
+                out.push("schema differs".to_string());
+            } else {
+                let more = objects.len().saturating_sub(MAX_LISTED_OBJECTS);
+                out.extend(objects.into_iter().take(MAX_LISTED_OBJECTS));
+                if more > 0 {
+                    out.push(format!("and {more} more schema objects differ"));
+                }
+            }
         }
         for (name, t) in &self.tables {
             match other.tables.get(name) {
@@ -173,6 +188,40 @@ impl Fingerprint {
         }
         out
     }
+}
+
+/// Schema objects a proof lists by name before summing up the rest: enough
+/// to see what a restore lost, short enough for one journal line.
+const MAX_LISTED_OBJECTS: usize = 20;
+
+/// `before` → `after`, one line per schema object missing, added or changed
+/// (`trigger public.items.notify_items missing`). Empty when either side has
+/// no object list (a fingerprint recorded before lists existed).
+fn object_differences(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<String> {
+    if before.is_empty() || after.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (key, digest) in before {
+        match after.get(key) {
+            None => out.push(format!("{key} missing")),
+            Some(d) if d != digest => out.push(match key.strip_prefix("enum ") {
+                Some(name) => format!("enum {name} labels differ"),
+                None => format!("{key} differs"),
+            }),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        after
+            .keys()
+            .filter(|k| !before.contains_key(*k))
+            .map(|key| format!("{key} exists but did not before")),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -222,5 +271,64 @@ mod tests {
             .err()
             .expect("SQLite has no kv sessions");
         assert_eq!(e.code, "SLUICE_UNSUPPORTED", "{e}");
+    }
+
+    fn fingerprint_of(schema: &str, objects: &[(&str, &str)]) -> Fingerprint {
+        Fingerprint {
+            schema: schema.to_string(),
+            objects: objects
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            tables: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_proof_names_the_objects_that_differ() {
+        let before = fingerprint_of(
+            "a",
+            &[
+                ("trigger public.items.notify_items", "1"),
+                ("enum public.mood", "2"),
+                ("table public.items", "3"),
+            ],
+        );
+        let after = fingerprint_of(
+            "b",
+            &[
+                ("enum public.mood", "9"),
+                ("table public.items", "3"),
+                ("role reporter", "4"),
+            ],
+        );
+        assert_eq!(
+            before.differences(&after),
+            [
+                "enum public.mood labels differ",
+                "trigger public.items.notify_items missing",
+                "role reporter exists but did not before",
+            ]
+        );
+        // A fingerprint recorded before object lists existed: the digest alone.
+        let old = fingerprint_of("a", &[]);
+        assert_eq!(old.differences(&after), ["schema differs"]);
+        assert!(before.differences(&before.clone()).is_empty());
+    }
+
+    #[test]
+    fn a_long_list_of_differences_is_summed_up() {
+        let names: Vec<String> = (0..25).map(|i| format!("index public.i{i:02}")).collect();
+        let before = fingerprint_of(
+            "a",
+            &names.iter().map(|n| (n.as_str(), "1")).collect::<Vec<_>>(),
+        );
+        let after = fingerprint_of("b", &[("schema public", "1")]);
+        let differences = before.differences(&after);
+        assert_eq!(differences.len(), MAX_LISTED_OBJECTS + 1);
+        assert_eq!(
+            differences.last().unwrap(),
+            "and 6 more schema objects differ"
+        );
     }
 }

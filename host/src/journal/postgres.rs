@@ -1170,6 +1170,7 @@ mod tests {
             ],
             fingerprint: Fingerprint {
                 schema: "f3".repeat(32),
+                objects: BTreeMap::new(),
                 tables: BTreeMap::from([(
                     "customers".to_string(),
                     TableFingerprint {

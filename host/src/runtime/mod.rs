@@ -9,9 +9,9 @@
 
 pub(crate) mod bindings;
 pub mod cache;
-mod plugins;
 pub mod caller;
 pub mod context;
+mod plugins;
 
 use std::time::{Duration, Instant};
 
@@ -38,9 +38,9 @@ pub use bindings::{
     TableState,
 };
 pub use cache::{CacheOutcome, ComponentCache};
-pub use plugins::PluginSet;
 pub use caller::PhaseCaller;
 pub use context::{step_context, MAX_METRICS, MAX_METRIC_TEXT};
+pub use plugins::PluginSet;
 use std::collections::BTreeMap;
 use wasmtime_wasi::FsPerms;
 

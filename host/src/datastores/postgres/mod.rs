@@ -13,6 +13,7 @@ mod copy;
 mod driver;
 pub mod policy;
 mod scratch;
+pub mod schema_digest;
 pub mod values;
 
 pub use self::driver::Postgres;
@@ -25,7 +26,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use sha2::{Digest, Sha256};
 use sluice_sdk::checksum::TableChecksum;
 use sluice_sdk::row::{Decoder, Encoder};
 use tokio::sync::Mutex;
@@ -538,33 +538,9 @@ pub fn quote_table(name: &str) -> String {
         .join(".")
 }
 
-/// Schema objects the fingerprint covers: columns, indexes, constraints and
-/// views of every user schema (sluice's own journal schema excluded).
-/// Columns of base tables are a semi-join (`IN`), not a join of the two
-/// `information_schema` views: the same rows, but PostgreSQL plans the join
-/// as a nested loop over both views, ~10× slower (120 ms at 50 tables, run
-/// at every backup and every rollback proof).
-const SCHEMA_QUERY: &str = "
-SELECT 'column', c.table_schema || '.' || c.table_name || '.' || c.column_name,
-       c.data_type || ' ' || c.is_nullable || ' ' || coalesce(c.column_default, '')
-  FROM information_schema.columns c
- WHERE c.table_schema NOT IN ('pg_catalog', 'information_schema', 'sluice_journal')
-   AND (c.table_schema, c.table_name) IN
-       (SELECT t.table_schema, t.table_name FROM information_schema.tables t WHERE t.table_type = 'BASE TABLE')
-UNION ALL
-SELECT 'index', schemaname || '.' || indexname, indexdef
-  FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal')
-UNION ALL
-SELECT 'constraint', n.nspname || '.' || conrelid::regclass::text || '.' || conname, pg_get_constraintdef(k.oid)
-  FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
- WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal') AND k.conrelid <> 0
-UNION ALL
-SELECT 'view', schemaname || '.' || viewname, definition
-  FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal')
-ORDER BY 1, 2";
-
 /// The host's own measurement of a PostgreSQL target, in one read-only
-/// snapshot: a digest of the schema, and for each of `tables` its row count
+/// snapshot: a digest of the schema (every catalog object, see
+/// [`schema_digest`]), and for each of `tables` its row count
 /// and the checksum of its `COPY` text lines (the same formula plugins use).
 pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint, DatastoreError> {
     let (client, _) = connect_client(url).await?;
@@ -572,14 +548,9 @@ pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint,
         .batch_execute(BEGIN_READ_ONLY)
         .await
         .map_err(pg_error)?;
-    let mut schema = Sha256::new();
-    for row in client.query(SCHEMA_QUERY, &[]).await.map_err(pg_error)? {
-        for i in 0..3 {
-            let part: String = row.get(i);
-            schema.update((part.len() as u64).to_le_bytes());
-            schema.update(part.as_bytes());
-        }
-    }
+    let catalog = schema_digest::Catalog::read(&client)
+        .await
+        .map_err(pg_error)?;
     let mut out = BTreeMap::new();
     for table in tables {
         let exists: bool = client
@@ -617,7 +588,8 @@ pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint,
     }
     client.batch_execute("COMMIT").await.map_err(pg_error)?;
     Ok(Fingerprint {
-        schema: hex::encode(schema.finalize()),
+        schema: catalog.digest(),
+        objects: catalog.summary(),
         tables: out,
     })
 }

@@ -306,6 +306,7 @@ pub async fn fingerprint(url: &Secret, prefixes: &[String]) -> Result<Fingerprin
     }
     Ok(Fingerprint {
         schema: SCHEMA.to_string(),
+        objects: BTreeMap::new(),
         tables,
     })
 }

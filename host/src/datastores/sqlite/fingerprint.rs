@@ -28,6 +28,9 @@ pub fn fingerprint(
     conn.execute_batch("BEGIN").map_err(error)?;
     let mut schema = sha2::Sha256::default();
     let mut measured = Vec::new();
+    // (type, qualified name, sql) of every object, for a proof that names
+    // what differs.
+    let mut lines: Vec<(String, String, String)> = Vec::new();
     for db in &schemas {
         use sha2::Digest;
         let mut stmt = conn
@@ -46,10 +49,16 @@ pub fn fingerprint(
                 schema.update(part.as_bytes());
             }
             if kind == "table" && tables.is_none_or(|only| only.contains(&full)) {
-                measured.push((full, format!("{}.{}", quote(db), quote(&name))));
+                measured.push((full.clone(), format!("{}.{}", quote(db), quote(&name))));
             }
+            lines.push((kind, full, sql));
         }
     }
+    let objects = crate::datastores::postgres::schema_digest::summarize(
+        lines
+            .iter()
+            .map(|(kind, full, sql)| (format!("{kind} {full}"), sql.as_str())),
+    );
     let mut out = BTreeMap::new();
     for (table, sql_name) in measured {
         let mut stmt = conn
@@ -86,6 +95,7 @@ pub fn fingerprint(
     use sha2::Digest;
     Ok(Fingerprint {
         schema: hex::encode(schema.finalize()),
+        objects,
         tables: out,
     })
 }
