@@ -401,7 +401,6 @@ fn the_allowed_edges_still_exist() {
 // (engine → preview → engine, report → engine, plan → report, …); then
 // this runs in CI and keeps the modules a layering.
 #[test]
-#[ignore = "cycles remain until the issue-14 reshaping branches are merged"]
 fn top_level_modules_form_no_cycle() {
     let (_, graph) = build_graph();
     let graph = without_allowed(&graph);

@@ -33,8 +33,8 @@ use crate::runtime::{
     CallGrants, ComponentCache, LoadError, LoadedPlugin, PhaseCaller, Runtime, StepContext,
 };
 
+pub use crate::journal::outcome::metric_values;
 pub use crate::journal::outcome::{Phase, RunSummary, StepOutcome, StepSummary};
-pub use crate::plan::gate::metric_values;
 pub use crate::runtime::{step_context, MAX_METRICS, MAX_METRIC_TEXT};
 
 /// Failures that stop the engine before or outside a step's own outcome.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::step::STOPPED_AFTER_MIGRATE;
 use super::StepSummary;
 use super::{Engine, EngineError, Phase};
+use crate::journal::outcome::metric_values;
 use crate::journal::StepState;
-use crate::plan::gate::metric_values;
 use crate::plan::{Action, Step, Watch};
 use crate::runtime::{LoadedPlugin, Metric};
 

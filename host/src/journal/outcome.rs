@@ -4,10 +4,11 @@
 //! with the journal because they describe what it records; the engine fills
 //! them in (`engine/outcome.rs`: exit codes).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::journal::StepState;
-use crate::plan::gate::{BandReached, ConditionResult};
+use crate::plan::gate::{BandReached, ConditionResult, BASELINE};
 use crate::runtime::Metric;
 
 /// The phase a step was in when it failed.
@@ -149,4 +150,17 @@ pub struct RunSummary {
     pub run_id: String,
     /// Per step, in plan order.
     pub steps: Vec<StepSummary>,
+}
+
+/// Metric values by name, the baseline ones under `baseline.<name>`.
+pub fn metric_values(metrics: &[Metric], baseline: &[Metric]) -> BTreeMap<String, f64> {
+    metrics
+        .iter()
+        .map(|m| (m.name.clone(), m.value))
+        .chain(
+            baseline
+                .iter()
+                .map(|m| (format!("{BASELINE}{}", m.name), m.value)),
+        )
+        .collect()
 }

@@ -344,22 +344,6 @@ pub(super) fn load(src: &Source<'_>, id: &str, s: &StepFile) -> Result<StepGates
     })
 }
 
-/// Metric values by name, the baseline ones under `baseline.<name>`.
-pub fn metric_values(
-    metrics: &[crate::runtime::Metric],
-    baseline: &[crate::runtime::Metric],
-) -> BTreeMap<String, f64> {
-    metrics
-        .iter()
-        .map(|m| (m.name.clone(), m.value))
-        .chain(
-            baseline
-                .iter()
-                .map(|m| (format!("{BASELINE}{}", m.name), m.value)),
-        )
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

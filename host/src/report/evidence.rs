@@ -296,7 +296,7 @@ fn step_evidence(
         .and_then(|r| r.backup.as_ref())
         .map(|b| b.baseline.clone())
         .unwrap_or_default();
-    let values = crate::plan::gate::metric_values(&metrics, &baseline);
+    let values = crate::journal::outcome::metric_values(&metrics, &baseline);
     let evaluated = validated && record.is_some();
     // The engine's own judgement on the recorded metrics: a report cannot
     // disagree with the run about a threshold or the band reached.
