@@ -610,7 +610,7 @@ fn a_script_the_analysis_cannot_bound_backs_up_every_table_and_says_why() {
     );
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
-        run.stderr.contains("backup scope: every table of public, because what the scripts write cannot be bounded scripts=deploy/charge.sql, revert/charge.sql why=deploy/charge.sql: statement 2 (`DO $$"),
+        run.stderr.contains("backup scope: every table of every schema (extension-owned tables aside), because what the scripts write cannot be bounded scripts=deploy/charge.sql, revert/charge.sql why=deploy/charge.sql: statement 2 (`DO $$"),
         "{}",
         run.stderr
     );

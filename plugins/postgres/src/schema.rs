@@ -206,6 +206,35 @@ pub fn tables_of(conn: &Connection, schema: &str) -> Result<Vec<TableName>, Erro
         .collect())
 }
 
+/// Every user table of every schema the session can see: not PostgreSQL's
+/// own schemas (catalog, TOAST, temporary), not sluice's shared journal, not
+/// tables an extension owns (PostGIS's `spatial_ref_sys`: the extension
+/// recreates them, and they are not the project's data). Partitions are
+/// reached through their parent.
+pub fn user_tables(conn: &Connection) -> Result<Vec<TableName>, Error> {
+    let rows = conn.query(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+             WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \
+         ORDER BY 1, 2",
+        &[],
+    )?;
+    Ok(rows
+        .values()?
+        .iter()
+        .filter_map(|r| {
+            Some(TableName {
+                schema: text(&r[0])?,
+                table: text(&r[1])?,
+            })
+        })
+        .collect())
+}
+
 /// Reads a table's DDL.
 pub fn table_ddl(conn: &Connection, name: &TableName, artifact: String) -> Result<TableDdl, Error> {
     Ok(TableDdl {

@@ -8,7 +8,7 @@
 //! - preview: from the params alone, which change of which project;
 //! - backup: the PostgreSQL plugin's backup of `tables` (default: the
 //!   existing tables the deploy and revert scripts can write, [`touched`];
-//!   every table of `public` when that cannot be bounded) plus the
+//!   every table of every schema (extension-owned tables aside) when that cannot be bounded) plus the
 //!   registry's state tables when the registry exists, and whether it did;
 //! - migrate: checks dependencies and conflicts against sqitch's registry
 //!   in the target database, then runs the deploy script (psql-isms

@@ -1,5 +1,5 @@
 //! The tables a change can write, so its backup saves those instead of
-//! every table of `public`: the deploy and revert scripts (psql-isms
+//! every table of every schema: the deploy and revert scripts (psql-isms
 //! already resolved) are parsed with `sqlparser`, then the names are
 //! resolved in the target's catalog at backup time.
 //!
@@ -13,7 +13,7 @@
 //! policies call functions outside `pg_catalog` (a read table: whose
 //! policies do), a database with event
 //! triggers or its own operators, casts or base types — makes the backup
-//! fall back to every table of `public`, with the reason logged.
+//! fall back to every table of every schema (extension-owned tables aside), with the reason logged.
 //!
 //! What is written: the target of `INSERT`/`UPDATE`/`DELETE`/`MERGE`
 //! (also inside `WITH`), `TRUNCATE`, `ALTER TABLE`, `CREATE INDEX … ON`,
@@ -788,7 +788,7 @@ fn param_name(schema: &str, table: &str) -> String {
 pub fn scope_summary(tables: &[String], scripts: &str) -> String {
     if tables.is_empty() {
         format!(
-            "the backup saves the existing tables its {scripts} can write (found by parsing them at backup time), or every table of `public` when they do something the analysis cannot bound (DO blocks, CALL, COPY, triggers, functions outside pg_catalog, …; the backup's log says which)"
+            "the backup saves the existing tables its {scripts} can write (found by parsing them at backup time), or every table of every schema (extension-owned tables aside) when they do something the analysis cannot bound (DO blocks, CALL, COPY, triggers, functions outside pg_catalog, …; the backup's log says which)"
         )
     } else {
         format!("the backup saves {}", tables.join(", "))
@@ -796,7 +796,7 @@ pub fn scope_summary(tables: &[String], scripts: &str) -> String {
 }
 
 /// The tables a step's backup saves when the plan names none: those the
-/// scripts can write, or every table of `public` when that cannot be
+/// scripts can write, or every table of every schema when that cannot be
 /// bounded; logged either way, with the reason.
 pub fn backup_tables(conn: &Connection, scripts: &[(&str, &str)]) -> Result<Vec<String>, Error> {
     let scope = match Analysis::of(scripts) {
@@ -818,10 +818,10 @@ pub fn backup_tables(conn: &Connection, scripts: &[(&str, &str)]) -> Result<Vec<
         }
         Scope::Unbounded(why) => {
             log::warn(
-                "backup scope: every table of public, because what the scripts write cannot be bounded",
+                "backup scope: every table of every schema (extension-owned tables aside), because what the scripts write cannot be bounded",
                 &[("scripts", &files), ("why", &why.0)],
             );
-            Ok(schema::tables_of(conn, "public")?
+            Ok(schema::user_tables(conn)?
                 .iter()
                 .map(|t| t.display())
                 .collect())
