@@ -206,9 +206,28 @@ fn a_failing_migration_rolls_back_and_a_dirty_record_is_refused_until_rolled_bac
     assert_eq!(m.record(), ["4 true"]);
     assert_eq!(m.users_columns(), ["id", "email", "name"]);
 
-    // Rolling back the step that ran version 4 leaves a consistent record
-    // (version 3, clean) and the schema and rows as before it, proven.
-    let back = m.sluice(&["rollback", "sluice.toml", "--to", "v3"]);
+    // The dirty flag is a write made after the step into the record the
+    // step changed: rolling back is refused (the undo contract), nothing
+    // undone, until the operator decides to discard it.
+    let refused = m.sluice(&["rollback", "sluice.toml", "--to", "v3"]);
+    assert_eq!(refused.code, 6, "{}", refused.all());
+    assert!(
+        refused.stdout.contains("table `schema_migrations`"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(m.record(), ["4 true"]);
+
+    // Rolling back the step that ran version 4, discarding the flag, leaves
+    // a consistent record (version 3, clean) and the schema and rows as
+    // before it, proven.
+    let back = m.sluice(&[
+        "rollback",
+        "sluice.toml",
+        "--to",
+        "v3",
+        "--discard-later-writes",
+    ]);
     assert_eq!(back.code, 0, "{}", back.all());
     assert!(m.proved("v4"), "{}", back.all());
     assert_eq!(m.record(), ["3 false"]);

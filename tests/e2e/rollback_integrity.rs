@@ -72,7 +72,16 @@ struct PgPlan {
 
 impl PgPlan {
     fn new(seed: &str, steps: &str) -> PgPlan {
-        let db = pg_scratch();
+        Self::on(pg_scratch(), seed, steps)
+    }
+
+    /// For a seed that creates cluster-wide objects (roles): the server
+    /// alone, since the host's proof covers roles.
+    fn exclusive(seed: &str, steps: &str) -> PgPlan {
+        Self::on(sluice_e2e::services::pg_scratch_exclusive(), seed, steps)
+    }
+
+    fn on(db: PgScratch, seed: &str, steps: &str) -> PgPlan {
         db.client().batch_execute(seed).unwrap();
         let scenario = Scenario::new();
         scenario.write(
@@ -295,7 +304,7 @@ query = "SELECT count(*) FROM accounts WHERE balance = 0"
 #[test]
 fn a_restore_that_cannot_disable_triggers_fails_naming_the_table() {
     let role = format!("sluice_t_{}", std::process::id());
-    let p = PgPlan::new(
+    let p = PgPlan::exclusive(
         &format!(
             r#"
 CREATE ROLE {role} LOGIN;
@@ -363,9 +372,10 @@ query = "SELECT count(*) FROM notes WHERE body = ''"
     // The role is cluster-wide: drop it.
     let admin = sluice_e2e::services::pg_url();
     let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    drop(p);
     c.batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
         .unwrap();
+    // Only now may other tests use the server again.
+    drop(p);
 }
 
 /// Failure 8 (part). `params.tables = []` used to mean "every table of
