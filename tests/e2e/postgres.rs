@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use sluice_e2e::pg_plan::PgPlan;
 use sluice_e2e::services::{pg_scratch, PgScratch};
-use sluice_e2e::{plugin, sluice_bin, Outcome, Scenario};
 
 /// Customers with a serial key, orders referencing them (numeric, NULLs,
 /// tabs in text: every COPY escape), and an archive holding five orders.
@@ -81,57 +81,9 @@ fn pg_state(db: &PgScratch) -> PgState {
     PgState { schema, tables }
 }
 
-/// A scenario folder with a plan of one step on a seeded scratch database.
-struct PgScenario {
-    scenario: Scenario,
-    db: PgScratch,
-}
-
-impl PgScenario {
-    fn new(step: &str) -> PgScenario {
-        let db = pg_scratch();
-        db.client().batch_execute(SEED).unwrap();
-        let scenario = Scenario::new();
-        scenario.write(
-            "sluice.toml",
-            &format!(
-                r#"
-[values]
-db = {{ env = "SHOP_PG_URL" }}
-
-[targets.shop]
-kind = "postgres"
-connection = "db"
-
-[plugins.pg]
-path = "{}"
-
-{step}
-"#,
-                plugin("postgres.wasm").display()
-            ),
-        );
-        PgScenario { scenario, db }
-    }
-
-    fn sluice(&self, args: &[&str]) -> Outcome {
-        self.scenario
-            .sluice_with(&sluice_bin(), args, &[("SHOP_PG_URL", &self.db.url)])
-    }
-
-    fn run(&self) -> Outcome {
-        let accepted = self.sluice(&["audit", "--accept", "sluice.toml"]);
-        assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
-        self.sluice(&["run", "sluice.toml"])
-    }
-
-    fn states(&self, step: &str) -> Vec<String> {
-        self.scenario
-            .transitions(step)
-            .into_iter()
-            .map(|t| t.0)
-            .collect()
-    }
+/// A plan of PostgreSQL steps on a scratch database seeded with [`SEED`].
+fn shop(steps: &str) -> PgPlan {
+    PgPlan::new(SEED, steps)
 }
 
 const ROLLED_BACK: [&str; 6] = [
@@ -145,7 +97,7 @@ const ROLLED_BACK: [&str; 6] = [
 
 #[test]
 fn a_failed_transactional_migrate_needs_no_restore() {
-    let s = PgScenario::new(
+    let s = shop(
         r#"
 [[steps]]
 id = "tier"
@@ -196,7 +148,7 @@ fn a_table_other_tables_reference_is_merged_back_without_touching_them() {
     // `orders` references `customers`, and only `customers` is backed up:
     // it cannot be truncated, so its rows are merged back by primary key,
     // its added column dropped, and the rows the step added deleted.
-    let s = PgScenario::new(
+    let s = shop(
         r#"
 [[steps]]
 id = "tiers"
@@ -237,7 +189,7 @@ query = "SELECT count(*) FROM customers WHERE tier = 'gold'"
 
 #[test]
 fn a_transactional_step_failing_validation_is_restored_from_its_backup() {
-    let s = PgScenario::new(
+    let s = shop(
         r#"
 [[steps]]
 id = "reprice"
@@ -284,7 +236,7 @@ query = "SELECT count(*) FROM orders WHERE total = 0"
 
 #[test]
 fn a_concurrent_index_is_compensated() {
-    let s = PgScenario::new(
+    let s = shop(
         r#"
 [[steps]]
 id = "note-index"
@@ -354,7 +306,7 @@ latency = { query = "SELECT count(*) FROM orders", runs = 5, percentile = 95, ba
 
 #[test]
 fn a_bulk_copy_below_its_threshold_is_restored_and_proven() {
-    let s = PgScenario::new(
+    let s = shop(
         r#"
 [[steps]]
 id = "archive"
@@ -411,7 +363,7 @@ duplicates = { table = "orders_archive", columns = ["id"] }
 
 #[test]
 fn a_bulk_copy_that_meets_its_thresholds_completes() {
-    let s = PgScenario::new(
+    let s = shop(
         r#"
 [[steps]]
 id = "archive-all"
@@ -441,7 +393,7 @@ duplicates = { table = "orders_archive", columns = ["id"] }
 
 #[test]
 fn a_restore_interrupted_after_its_commit_is_finished_by_the_next_run() {
-    let s = PgScenario::new(
+    let s = shop(
         r#"
 [[steps]]
 id = "archive"
@@ -507,8 +459,8 @@ mod crash {
     const STEP2_SQL: &str = "INSERT INTO orders_archive \
         SELECT id, customer_id, total, note FROM orders WHERE id > 5 AND note IS NOT NULL";
 
-    fn scenario() -> PgScenario {
-        let s = PgScenario::new(&format!(
+    fn scenario() -> PgPlan {
+        let s = shop(&format!(
             r#"
 [[steps]]
 id = "tiers"

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use sluice_e2e::pg_plan::PgPlan;
 use sluice_e2e::services::{pg_scratch, PgScratch};
-use sluice_e2e::{plugin, sluice_bin, DbState, Outcome, Scenario};
+use sluice_e2e::{plugin, sluice_bin, DbState, Scenario};
 
 /// Schema lines (columns, indexes, constraints, user triggers with their
 /// enabled state) and every table's rows as text, sorted: this test's own
@@ -61,69 +62,6 @@ fn pg_state(db: &PgScratch) -> PgState {
         tables.insert(table, rows);
     }
     PgState { schema, tables }
-}
-
-/// A seeded scratch database and a plan of `steps` on it, run by the
-/// PostgreSQL plugin.
-struct PgPlan {
-    scenario: Scenario,
-    db: PgScratch,
-}
-
-impl PgPlan {
-    fn new(seed: &str, steps: &str) -> PgPlan {
-        Self::on(pg_scratch(), seed, steps)
-    }
-
-    /// For a seed that creates cluster-wide objects (roles): the server
-    /// alone, since the host's proof covers roles.
-    fn exclusive(seed: &str, steps: &str) -> PgPlan {
-        Self::on(sluice_e2e::services::pg_scratch_exclusive(), seed, steps)
-    }
-
-    fn on(db: PgScratch, seed: &str, steps: &str) -> PgPlan {
-        db.client().batch_execute(seed).unwrap();
-        let scenario = Scenario::new();
-        scenario.write(
-            "sluice.toml",
-            &format!(
-                r#"
-[values]
-db = {{ env = "SHOP_PG_URL" }}
-
-[targets.shop]
-kind = "postgres"
-connection = "db"
-
-[plugins.pg]
-path = "{}"
-
-{steps}
-"#,
-                plugin("postgres.wasm").display()
-            ),
-        );
-        PgPlan { scenario, db }
-    }
-
-    fn sluice(&self, args: &[&str]) -> Outcome {
-        self.scenario
-            .sluice_with(&sluice_bin(), args, &[("SHOP_PG_URL", &self.db.url)])
-    }
-
-    fn run(&self) -> Outcome {
-        let accepted = self.sluice(&["audit", "--accept", "sluice.toml"]);
-        assert_eq!(accepted.code, 0, "audit --accept: {}", accepted.all());
-        self.sluice(&["run", "sluice.toml"])
-    }
-
-    fn states(&self, step: &str) -> Vec<String> {
-        self.scenario
-            .transitions(step)
-            .into_iter()
-            .map(|t| t.0)
-            .collect()
-    }
 }
 
 const ROLLED_BACK: [&str; 6] = [

@@ -3,6 +3,7 @@
 //! and an independent view of SQLite databases.
 
 pub mod http;
+pub mod pg_plan;
 pub mod services;
 
 use std::collections::BTreeMap;
