@@ -120,7 +120,7 @@ struct Mutation {
     names: Option<&'static str>,
 }
 
-fn mutations(reader: &str, writer: &str, _extra_db: &str) -> Vec<Mutation> {
+fn mutations(reader: &str, writer: &str, extra_db: &str) -> Vec<Mutation> {
     let m = |what, sql: &str, changes, names| Mutation {
         what,
         sql: sql.to_string(),
@@ -324,6 +324,14 @@ fn mutations(reader: &str, writer: &str, _extra_db: &str) -> Vec<Mutation> {
         m(
             "drop and recreate an identical trigger",
             "DROP TRIGGER t2_touch ON app.t2; CREATE TRIGGER t2_touch BEFORE UPDATE ON app.t2 FOR EACH ROW EXECUTE FUNCTION app.touch()",
+            false,
+            None,
+        ),
+        m(
+            // Other databases are outside both the proof and the oracle:
+            // other runs create and drop theirs.
+            "create another database",
+            &format!("CREATE DATABASE {extra_db}"),
             false,
             None,
         ),

@@ -44,15 +44,12 @@ impl Engine {
         reason: String,
         s: &mut StepSummary,
     ) -> Result<StepOutcome, EngineError> {
-        // How far the step got, from the journal, before it says rolling-back;
-        // and its backup as recorded now (`record` may predate the post-step
-        // fingerprint migrate's end added to it).
+        // The step as the journal has it now, before it says rolling-back:
+        // how far it got, and its backup with the post-step fingerprint
+        // (the caller's `record` may predate migrate's end).
         let current = self.journal.step(&step.id)?;
-        let recorded_backup = current
-            .as_ref()
-            .and_then(|r| r.backup.clone())
-            .or_else(|| record.backup.clone());
-        let reached = match current.map(|r| r.state) {
+        let record = current.as_ref().unwrap_or(record);
+        let reached = match current.as_ref().map(|r| r.state) {
             Some(StepState::Migrating) => PhaseReached::Migrating,
             Some(StepState::Validating | StepState::Watching | StepState::AwaitingReview) => {
                 PhaseReached::Migrated
@@ -67,7 +64,7 @@ impl Engine {
         // An interrupted rollback (rolling-back) passed this check already.
         let mut reason = reason;
         if step.access != Access::ReadOnly && !matches!(reached, PhaseReached::RollingBack) {
-            if let Some(backup) = &recorded_backup {
+            if let Some(backup) = &record.backup {
                 let later_writes = self.later_writes(step, backup, reached).await;
                 if !later_writes.is_empty() {
                     if !self.options.discard_later_writes {

@@ -129,6 +129,17 @@ impl StepState {
         }
     }
 
+    /// States whose transition detail is the step's last failure (`error`).
+    pub fn records_error(self) -> bool {
+        matches!(
+            self,
+            StepState::Failed
+                | StepState::RollbackFailed
+                | StepState::RollbackRefused
+                | StepState::RollingBack
+        )
+    }
+
     /// States a run may pass through without finishing (a crash leaves them).
     pub fn is_in_flight(self) -> bool {
         matches!(
@@ -619,14 +630,7 @@ impl Journal for SqliteJournal {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        let error = matches!(
-            state,
-            StepState::Failed
-                | StepState::RollbackFailed
-                | StepState::RollbackRefused
-                | StepState::RollingBack
-        )
-        .then_some(detail);
+        let error = state.records_error().then_some(detail);
         match identity {
             Some((digest, params_hash)) => {
                 tx.execute(

@@ -488,14 +488,7 @@ impl Journal for PgJournal {
         detail: &str,
         identity: Option<(&str, &str)>,
     ) -> Result<(), JournalError> {
-        let error = matches!(
-            state,
-            StepState::Failed
-                | StepState::RollbackFailed
-                | StepState::RollbackRefused
-                | StepState::RollingBack
-        )
-        .then(|| detail.to_string());
+        let error = state.records_error().then(|| detail.to_string());
         let identity = identity.map(|(d, p)| (d.to_string(), p.to_string()));
         let (ns, run, step, detail) = (
             self.namespace.clone(),
