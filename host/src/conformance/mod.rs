@@ -473,7 +473,7 @@ impl Kit {
             phase: "backup",
             elapsed: report.elapsed,
         });
-        let backup = backup?;
+        let backup = backup.map_err(|f| f.message)?;
         let (migrated, report) = run.engine.call_migrate(&run.step, plugin).await;
         calls.push(Call {
             phase: "migrate",
@@ -482,7 +482,7 @@ impl Kit {
         if let Err(e) = migrated {
             self.cleanup(run, &backup, PhaseReached::Migrating, calls)
                 .await;
-            return Err(e);
+            return Err(e.message);
         }
         Ok(backup)
     }
@@ -549,7 +549,7 @@ impl Kit {
         let mut opened = report.opened;
         let after_first = self.whole(&run).await?;
         let restores = match &first {
-            Err(e) => fail(e.clone()),
+            Err(e) => fail(e.message.clone()),
             Ok(()) => match run.engine.prove_pre_step_state(&run.step, &backup).await {
                 Err(e) => fail(format!("after rollback, {e}")),
                 Ok(()) => {

@@ -7,6 +7,7 @@ use super::StepSummary;
 use super::{Engine, Phase};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::datastores;
+use crate::journal::record::{FailureKind, StepFailure};
 use crate::journal::StoredBackup;
 use crate::plan::gate::BASELINE;
 use crate::plan::{Access, Step};
@@ -19,7 +20,7 @@ impl Engine {
         &self,
         step: &Step,
         plugin: &LoadedPlugin,
-    ) -> (Result<StoredBackup, String>, CallReport) {
+    ) -> (Result<StoredBackup, StepFailure>, CallReport) {
         let grants = self.grants(
             step,
             Some(Access::ReadOnly),
@@ -33,11 +34,16 @@ impl Engine {
             .call(plugin, grants, PhaseInput::Backup(self.context(step)))
             .await;
         let verified = match result {
-            Ok(PhaseOutput::Backup(manifest)) => {
-                self.verify_backup(step, manifest, &report.written).await
-            }
+            Ok(PhaseOutput::Backup(manifest)) => self
+                .verify_backup(step, manifest, &report.written)
+                .await
+                .map_err(|e| StepFailure::new(Phase::Backup, FailureKind::BackupUnverified, e)),
             Ok(_) => unreachable!("backup returns a manifest"),
-            Err(e) => Err(format!("backup failed: {e}")),
+            Err(e) => Err(StepFailure::new(
+                Phase::Backup,
+                e.kind(),
+                format!("backup failed: {e}"),
+            )),
         };
         (verified, report)
     }
@@ -51,7 +57,7 @@ impl Engine {
         plugin: &LoadedPlugin,
         mut backup: StoredBackup,
         s: &mut StepSummary,
-    ) -> Result<StoredBackup, (Phase, String)> {
+    ) -> Result<StoredBackup, StepFailure> {
         // Only what the gates read as `baseline.`: metrics of what migrate
         // creates cannot be measured yet.
         let wanted = step
@@ -63,8 +69,9 @@ impl Engine {
             .into_iter()
             .collect();
         let (metrics, elapsed) = self.measure(step, plugin, wanted).await.map_err(|e| {
-            (
+            StepFailure::new(
                 Phase::Baseline,
+                e.kind,
                 format!("baseline (validate before migrate): {e}"),
             )
         })?;

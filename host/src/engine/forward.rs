@@ -8,6 +8,7 @@ use super::StepSummary;
 use super::{Engine, EngineError, Phase};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::journal::outcome::metric_values;
+use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::StepState;
 use crate::plan::{Access, Action, ApprovalPoint, Step};
 use crate::runtime::context::check_metrics;
@@ -21,7 +22,7 @@ impl Engine {
         step: &Step,
         plugin: &LoadedPlugin,
         wanted: Vec<String>,
-    ) -> Result<(Vec<Metric>, Duration), String> {
+    ) -> Result<(Vec<Metric>, Duration), StepFailure> {
         let grants = self.grants(step, Some(Access::ReadOnly), BackupAccess::None);
         let mut context = self.context(step);
         context.metrics = wanted;
@@ -32,10 +33,21 @@ impl Engine {
         let metrics = match result {
             Ok(PhaseOutput::Validate(metrics)) => metrics,
             Ok(_) => unreachable!("validate returns metrics"),
-            Err(e) => return Err(format!("validate failed: {e}")),
+            Err(e) => {
+                return Err(StepFailure::new(
+                    Phase::Validate,
+                    e.kind(),
+                    format!("validate failed: {e}"),
+                ))
+            }
         };
-        check_metrics(&metrics)
-            .map_err(|reason| format!("validate returned unusable metrics: {reason}"))?;
+        check_metrics(&metrics).map_err(|reason| {
+            StepFailure::new(
+                Phase::Validate,
+                FailureKind::UnusableMetrics,
+                format!("validate returned unusable metrics: {reason}"),
+            )
+        })?;
         Ok((metrics, report.elapsed))
     }
 
@@ -44,16 +56,16 @@ impl Engine {
         &self,
         step: &Step,
         plugin: &LoadedPlugin,
-    ) -> (Result<(), String>, CallReport) {
+    ) -> (Result<(), StepFailure>, CallReport) {
         let grants = self.grants(step, Some(step.access), BackupAccess::None);
         let (result, report) = self
             .caller
             .call(plugin, grants, PhaseInput::Migrate(self.context(step)))
             .await;
         (
-            result
-                .map(|_| ())
-                .map_err(|e| format!("migrate failed: {e}")),
+            result.map(|_| ()).map_err(|e| {
+                StepFailure::new(Phase::Migrate, e.kind(), format!("migrate failed: {e}"))
+            }),
             report,
         )
     }
@@ -73,19 +85,28 @@ impl Engine {
             run_id,
             &step.id,
             StepState::Migrating,
-            "migrate started",
+            &Why::new(
+                Cause::Started {
+                    phase: Phase::Migrate,
+                },
+                "migrate started",
+            ),
             None,
         )?;
         let (result, report) = self.call_migrate(step, plugin).await;
         s.phases.push((Phase::Migrate, report.elapsed));
-        if let Err(e) = result {
-            return Ok(Err((Phase::Migrate, e)));
+        if let Err(failure) = result {
+            return Ok(Err(failure));
         }
         if let Err(e) = self.record_post_step(run_id, step).await? {
-            return Ok(Err((Phase::Migrate, e)));
+            return Ok(Err(StepFailure::new(Phase::Migrate, FailureKind::Host, e)));
         }
         if self.stop_requested() {
-            return Ok(Err((Phase::Migrate, STOPPED_AFTER_MIGRATE.to_string())));
+            return Ok(Err(StepFailure::new(
+                Phase::Migrate,
+                FailureKind::Signal,
+                STOPPED_AFTER_MIGRATE,
+            )));
         }
         self.judge(run_id, step, plugin, s, baseline).await
     }
@@ -103,12 +124,17 @@ impl Engine {
             run_id,
             &step.id,
             StepState::Validating,
-            "migrate done; validate started",
+            &Why::new(
+                Cause::Started {
+                    phase: Phase::Validate,
+                },
+                "migrate done; validate started",
+            ),
             None,
         )?;
         let (metrics, elapsed) = match self.measure(step, plugin, Vec::new()).await {
             Ok(measured) => measured,
-            Err(e) => return Ok(Err((Phase::Validate, e))),
+            Err(failure) => return Ok(Err(failure)),
         };
         s.phases.push((Phase::Validate, elapsed));
         self.journal.record_metrics(&step.id, &metrics)?;
@@ -117,7 +143,11 @@ impl Engine {
         s.thresholds = judgement.thresholds;
         s.band = judgement.band;
         Ok(match judgement.action {
-            Action::Rollback => Err((Phase::Thresholds, judgement.reason)),
+            Action::Rollback => Err(StepFailure::new(
+                Phase::Thresholds,
+                FailureKind::Thresholds,
+                judgement.reason,
+            )),
             Action::Review => Ok(Forward::Review(judgement.reason)),
             Action::Advance if step.approval == Some(ApprovalPoint::After) => {
                 Ok(Forward::Review(format!(

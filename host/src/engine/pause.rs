@@ -6,6 +6,7 @@ use super::step::{baseline_of, Forward};
 use super::{Engine, EngineError, Phase};
 use super::{RunSummary, StepOutcome, StepSummary};
 use crate::approval::{self, Standing};
+use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::{Decision, StepRecord, StepState};
 use crate::plan::{ApprovalPoint, Step};
 use crate::runtime::LoadedPlugin;
@@ -29,7 +30,10 @@ impl Engine {
                 run_id,
                 &step.id,
                 StepState::Pending,
-                "rehearsal: the approval point before this step is passed without a decision",
+                &Why::new(
+                    Cause::ApprovalWaived,
+                    "rehearsal: the approval point before this step is passed without a decision",
+                ),
                 Some((plugin.digest.as_str(), step.params_hash.as_str())),
             )?;
             return Ok(None);
@@ -50,7 +54,13 @@ impl Engine {
                             run_id,
                             &step.id,
                             StepState::Pending,
-                            &format!("approved by {} at {}", a.by, a.at),
+                            &Why::new(
+                                Cause::Approved {
+                                    by: a.by.clone(),
+                                    at: a.at.clone(),
+                                },
+                                format!("approved by {} at {}", a.by, a.at),
+                            ),
                             identity,
                         )?;
                         return Ok(None);
@@ -76,7 +86,7 @@ impl Engine {
             run_id,
             &step.id,
             StepState::AwaitingApproval,
-            &reason,
+            &Why::new(Cause::ApprovalRequired, reason.clone()),
             identity,
         )?;
         s.outcome = StepOutcome::AwaitingApproval { reason };
@@ -166,14 +176,22 @@ impl Engine {
         );
         let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
         s.outcome = if record.state == StepState::AwaitingReview {
-            self.roll_back(&run_id, &step, &plugin, &record, Phase::Review, why, &mut s)
+            let failure = StepFailure::new(Phase::Review, FailureKind::Rejected, why);
+            self.roll_back(&run_id, &step, &plugin, &record, failure, &mut s)
                 .await?
         } else {
             self.journal.transition(
                 &run_id,
                 &step.id,
                 StepState::Pending,
-                &format!("{why}; nothing had changed"),
+                &Why::new(
+                    Cause::Failed(StepFailure::new(
+                        Phase::Review,
+                        FailureKind::Rejected,
+                        why.clone(),
+                    )),
+                    format!("{why}; nothing had changed"),
+                ),
                 None,
             )?;
             StepOutcome::FailedUnchanged {

@@ -5,6 +5,7 @@ use super::{Engine, EngineError, Phase};
 use super::{StepOutcome, StepSummary};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::datastores;
+use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::{Journal, StepRecord, StepState, StoredBackup};
 use crate::plan::{Access, Step};
 use crate::runtime::{CallReport, LoadedPlugin, PhaseInput, PhaseReached};
@@ -40,10 +41,10 @@ impl Engine {
         step: &Step,
         plugin: &LoadedPlugin,
         record: &StepRecord,
-        phase: Phase,
-        reason: String,
+        failure: StepFailure,
         s: &mut StepSummary,
     ) -> Result<StepOutcome, EngineError> {
+        let phase = failure.phase;
         // The step as the journal has it now, before it says rolling-back:
         // how far it got, and its backup with the post-step fingerprint
         // (the caller's `record` may predate migrate's end).
@@ -62,14 +63,14 @@ impl Engine {
         // Before anything is undone: writes made after the step would be
         // lost by a restore. Refuse, unless the operator decided otherwise.
         // An interrupted rollback (rolling-back) passed this check already.
-        let mut reason = reason;
+        let mut failure = failure;
         if step.access != Access::ReadOnly && !matches!(reached, PhaseReached::RollingBack) {
             if let Some(backup) = &record.backup {
                 let later_writes = self.later_writes(step, backup, reached).await;
                 if !later_writes.is_empty() {
                     if !self.options.discard_later_writes {
                         let detail = format!(
-                            "{reason}; rollback refused, nothing undone: the target changed after the step ({}); \
+                            "{failure}; rollback refused, nothing undone: the target changed after the step ({}); \
                              restoring would discard those writes",
                             later_writes.join("; ")
                         );
@@ -77,53 +78,73 @@ impl Engine {
                             run_id,
                             &step.id,
                             StepState::RollbackRefused,
-                            &detail,
+                            &Why::new(
+                                Cause::LaterWrites {
+                                    changed: later_writes.clone(),
+                                },
+                                detail,
+                            ),
                             None,
                         )?;
                         return Ok(StepOutcome::RollbackRefused {
                             phase,
-                            reason,
+                            reason: failure.message,
                             later_writes,
                         });
                     }
-                    reason = format!(
+                    failure = failure.map_message(|reason| format!(
                         "{reason}; discarding writes made after the step, as the operator decided (--discard-later-writes): {}",
                         later_writes.join("; ")
-                    );
+                    ));
                 }
             }
         }
-        self.journal
-            .transition(run_id, &step.id, StepState::RollingBack, &reason, None)?;
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::RollingBack,
+            &Why::failed(&failure),
+            None,
+        )?;
+        let reason = failure.message.clone();
         let fail = |journal: &mut Box<dyn Journal>,
+                    kind: FailureKind,
                     rollback_error: String|
          -> Result<StepOutcome, EngineError> {
+            let why = StepFailure::new(Phase::Rollback, kind, rollback_error);
             journal.transition(
                 run_id,
                 &step.id,
                 StepState::RollbackFailed,
-                &rollback_error,
+                &Why::failed(&why),
                 None,
             )?;
             Ok(StepOutcome::RollbackFailed {
                 phase,
                 reason: reason.clone(),
-                rollback_error,
+                rollback_error: why.message,
             })
         };
         let backup = match undo_for(step, record) {
-            Undo::Refuse(why) => return fail(&mut self.journal, why),
+            Undo::Refuse(why) => {
+                return fail(&mut self.journal, FailureKind::BackupUnverified, why)
+            }
             Undo::ProveUnchanged(backup) => {
                 // The datastore refused every write: prove nothing changed
                 // instead of asking the plugin to undo what it could not do.
                 if let Err(e) = self.prove_pre_step_state(step, &backup).await {
-                    return fail(&mut self.journal, format!("read-only step: {e}"));
+                    return fail(
+                        &mut self.journal,
+                        FailureKind::Unproven,
+                        format!("read-only step: {e}"),
+                    );
                 }
+                let detail = format!("{reason} (read-only step: target verified unchanged)");
                 self.journal.transition(
                     run_id,
                     &step.id,
                     StepState::Failed,
-                    &format!("{reason} (read-only step: target verified unchanged)"),
+                    &Why::new(Cause::VerifiedUnchanged(failure), detail),
                     None,
                 )?;
                 return Ok(StepOutcome::FailedUnchanged { phase, reason });
@@ -132,22 +153,31 @@ impl Engine {
         };
         let (result, report) = match self.call_rollback(step, plugin, &backup, reached).await {
             Ok(called) => called,
-            Err(refused) => return fail(&mut self.journal, refused),
+            Err(refused) => return fail(&mut self.journal, refused.kind, refused.message),
         };
         s.phases.push((Phase::Rollback, report.elapsed));
         if let Err(e) = result {
-            return fail(&mut self.journal, e);
+            return fail(&mut self.journal, e.kind, e.message);
         }
         // The host's own proof: schema and backed-up tables equal the pre-step state.
         if let Err(e) = self.prove_pre_step_state(step, &backup).await {
-            return fail(&mut self.journal, format!("rollback: {e}"));
+            return fail(
+                &mut self.journal,
+                FailureKind::Unproven,
+                format!("rollback: {e}"),
+            );
         }
         let detail = format!(
             "restored and verified: schema and {} table checksums equal the pre-step state",
             backup.fingerprint.tables.len()
         );
-        self.journal
-            .transition(run_id, &step.id, StepState::RolledBack, &detail, None)?;
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::RolledBack,
+            &Why::new(Cause::RolledBack, detail),
+            None,
+        )?;
         Ok(StepOutcome::RolledBack { phase, reason })
     }
 
@@ -220,12 +250,16 @@ impl Engine {
         plugin: &LoadedPlugin,
         backup: &StoredBackup,
         reached: PhaseReached,
-    ) -> Result<(Result<(), String>, CallReport), String> {
+    ) -> Result<(Result<(), StepFailure>, CallReport), StepFailure> {
         // The backup must still be exactly what was verified.
         for artifact in &backup.artifacts {
-            self.backups
-                .verify(artifact)
-                .map_err(|e| format!("rollback refused: {e}"))?;
+            self.backups.verify(artifact).map_err(|e| {
+                StepFailure::new(
+                    Phase::Rollback,
+                    FailureKind::BackupUnverified,
+                    format!("rollback refused: {e}"),
+                )
+            })?;
         }
         let artifacts = backup
             .artifacts
@@ -243,9 +277,9 @@ impl Engine {
         let input = PhaseInput::Rollback(self.context(step), backup.manifest.clone(), reached);
         let (result, report) = self.caller.call(plugin, grants, input).await;
         Ok((
-            result
-                .map(|_| ())
-                .map_err(|e| format!("rollback failed: {e}")),
+            result.map(|_| ()).map_err(|e| {
+                StepFailure::new(Phase::Rollback, e.kind(), format!("rollback failed: {e}"))
+            }),
             report,
         ))
     }

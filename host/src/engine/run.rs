@@ -3,6 +3,7 @@
 
 use super::{Engine, EngineError, Phase};
 use super::{RunSummary, StepOutcome, StepSummary};
+use crate::journal::record::{FailureKind, StepFailure};
 use crate::journal::{StepRecord, StepState};
 use crate::plan::{BreachScope, Step};
 use crate::runtime::LoadedPlugin;
@@ -115,10 +116,14 @@ impl Engine {
             let Some(record) = self.journal.step(&step.id)? else {
                 continue;
             };
-            let reason = format!("the watch window of step `{breached}` breached; the plan rolls back every step of the run");
+            let failure = StepFailure::new(
+                Phase::Rollback,
+                FailureKind::Requested,
+                format!("the watch window of step `{breached}` breached; the plan rolls back every step of the run"),
+            );
             let s = &mut summary.steps[i];
             s.outcome = self
-                .roll_back(run_id, &step, &plugin, &record, Phase::Rollback, reason, s)
+                .roll_back(run_id, &step, &plugin, &record, failure, s)
                 .await?;
             if matches!(
                 s.outcome,
@@ -165,17 +170,13 @@ impl Engine {
             }
             let plugin = self.plugins[&step.plugin].clone();
             let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
-            let reason = format!("operator rollback (step was {})", record.state);
+            let failure = StepFailure::new(
+                Phase::Rollback,
+                FailureKind::Requested,
+                format!("operator rollback (step was {})", record.state),
+            );
             s.outcome = self
-                .roll_back(
-                    &run_id,
-                    step,
-                    &plugin,
-                    &record,
-                    Phase::Rollback,
-                    reason,
-                    &mut s,
-                )
+                .roll_back(&run_id, step, &plugin, &record, failure, &mut s)
                 .await?;
             let failed = matches!(
                 s.outcome,

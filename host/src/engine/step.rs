@@ -4,6 +4,7 @@
 
 use super::{Engine, EngineError, Phase};
 use super::{StepOutcome, StepSummary};
+use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::{StepRecord, StepState};
 use crate::plan::Step;
 use crate::runtime::{LoadedPlugin, Metric};
@@ -21,7 +22,12 @@ impl Engine {
             run_id,
             &step.id,
             StepState::BackingUp,
-            "backup started",
+            &Why::new(
+                Cause::Started {
+                    phase: Phase::Backup,
+                },
+                "backup started",
+            ),
             identity,
         )?;
 
@@ -32,14 +38,22 @@ impl Engine {
             Ok(backup) if step.needs_baseline() => {
                 self.baseline(step, plugin, backup, &mut s).await
             }
-            other => other.map_err(|reason| (Phase::Backup, reason)),
+            other => other,
         };
         let backup = match verified {
             Ok(backup) => backup,
-            Err((phase, reason)) => {
-                self.journal
-                    .transition(run_id, &step.id, StepState::Failed, &reason, None)?;
-                s.outcome = StepOutcome::FailedUnchanged { phase, reason };
+            Err(failure) => {
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::Failed,
+                    &Why::failed(&failure),
+                    None,
+                )?;
+                s.outcome = StepOutcome::FailedUnchanged {
+                    phase: failure.phase,
+                    reason: failure.message,
+                };
                 return Ok(s);
             }
         };
@@ -53,8 +67,13 @@ impl Engine {
             backup.artifacts.len(),
             backup.artifacts.iter().map(|a| a.size).sum::<u64>()
         );
-        self.journal
-            .transition(run_id, &step.id, StepState::BackedUp, &detail, None)?;
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::BackedUp,
+            &Why::new(Cause::BackupVerified, detail),
+            None,
+        )?;
         let record = self.journal.step(&step.id)?.expect("just written");
         if self.stop_requested() {
             // Nothing has changed yet: leave the step pending.
@@ -62,7 +81,10 @@ impl Engine {
                 run_id,
                 &step.id,
                 StepState::Pending,
-                "stopped by a signal after backup; nothing changed",
+                &Why::new(
+                    Cause::Stopped,
+                    "stopped by a signal after backup; nothing changed",
+                ),
                 None,
             )?;
             s.outcome = StepOutcome::Stopped { rolled_back: false };
@@ -99,7 +121,10 @@ impl Engine {
                     run_id,
                     &step.id,
                     StepState::Pending,
-                    &format!("resumed: {was}; nothing had changed, running it again"),
+                    &Why::new(
+                        Cause::Resumed { from: record.state },
+                        format!("resumed: {was}; nothing had changed, running it again"),
+                    ),
                     None,
                 )?;
                 let mut s = self.execute(run_id, step, plugin).await?;
@@ -112,7 +137,10 @@ impl Engine {
                     run_id,
                     &step.id,
                     StepState::BackedUp,
-                    &format!("resumed: {was}; migrate is idempotent, running it again"),
+                    &Why::new(
+                        Cause::Resumed { from: record.state },
+                        format!("resumed: {was}; migrate is idempotent, running it again"),
+                    ),
                     None,
                 )?;
                 s.outcome = self
@@ -124,9 +152,13 @@ impl Engine {
             StepState::Migrating => {
                 // Migrate may or may not have committed: restore, then run afresh.
                 let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
-                let reason = format!("resumed: {was}");
+                let failure = StepFailure::new(
+                    Phase::Migrate,
+                    FailureKind::Interrupted,
+                    format!("resumed: {was}"),
+                );
                 let outcome = self
-                    .roll_back(run_id, step, plugin, record, Phase::Migrate, reason, &mut s)
+                    .roll_back(run_id, step, plugin, record, failure, &mut s)
                     .await?;
                 if !matches!(
                     outcome,
@@ -154,16 +186,9 @@ impl Engine {
             }
             StepState::RollingBack => {
                 let mut s = StepSummary::new(&step.id, StepOutcome::NotRun);
-                let reason = record.error.clone().unwrap_or_else(|| "rollback".into());
-                // A rollback an operator asked for is the goal; one a failing
-                // `run` started means the step failed.
-                let phase = match self.journal.run_command(&record.run_id)?.as_deref() {
-                    Some("rollback") => Phase::Rollback,
-                    _ if record.metrics.is_empty() => Phase::Migrate,
-                    _ => Phase::Thresholds,
-                };
+                let failure = self.interrupted_rollback(record)?;
                 s.outcome = self
-                    .roll_back(run_id, step, plugin, record, phase, reason, &mut s)
+                    .roll_back(run_id, step, plugin, record, failure, &mut s)
                     .await?;
                 s.resumed = Some(format!("{was}; finished the rollback"));
                 s
@@ -171,6 +196,34 @@ impl Engine {
             other => unreachable!("{other} is not in flight"),
         };
         Ok(s)
+    }
+
+    /// Why the interrupted rollback of a step was started: the failure its
+    /// `rolling-back` transition recorded. A format-1 journal did not record
+    /// it: a rollback an operator asked for is the goal; one a failing `run`
+    /// started means the step failed, in migrate when no metrics were
+    /// measured, else at its gates.
+    fn interrupted_rollback(&self, record: &StepRecord) -> Result<StepFailure, EngineError> {
+        let recorded = self
+            .journal
+            .transitions(&record.step_id)?
+            .into_iter()
+            .rev()
+            .find(|t| t.state == StepState::RollingBack)
+            .and_then(|t| match t.cause {
+                Cause::Failed(f) if f.kind != FailureKind::Unrecorded => Some(f),
+                _ => None,
+            });
+        if let Some(failure) = recorded {
+            return Ok(failure);
+        }
+        let message = record.error.clone().unwrap_or_else(|| "rollback".into());
+        let phase = match self.journal.run_command(&record.run_id)?.as_deref() {
+            Some("rollback") => Phase::Rollback,
+            _ if record.metrics.is_empty() => Phase::Migrate,
+            _ => Phase::Thresholds,
+        };
+        Ok(StepFailure::new(phase, FailureKind::Unrecorded, message))
     }
 
     /// Completes a step from a verified backup: migrate (when `migrate`) then
@@ -215,14 +268,24 @@ impl Engine {
         };
         Ok(match verdict {
             Ok(Forward::Advance(detail)) => {
-                self.journal
-                    .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::Completed,
+                    &Why::new(Cause::Completed, detail),
+                    None,
+                )?;
                 StepOutcome::Applied
             }
             Ok(Forward::Review(reason)) if self.options.rehearsal => {
                 let detail = format!("rehearsal: would pause for review here ({reason}); passed");
-                self.journal
-                    .transition(run_id, &step.id, StepState::Completed, &detail, None)?;
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::Completed,
+                    &Why::new(Cause::Completed, detail.clone()),
+                    None,
+                )?;
                 s.notes.push(detail);
                 StepOutcome::Applied
             }
@@ -234,15 +297,15 @@ impl Engine {
                     run_id,
                     &step.id,
                     StepState::AwaitingReview,
-                    &reason,
+                    &Why::new(Cause::AwaitingReview, reason.clone()),
                     None,
                 )?;
                 StepOutcome::AwaitingApproval { reason }
             }
-            Err((phase, reason)) => {
-                let stopped = reason == STOPPED_AFTER_MIGRATE;
+            Err(failure) => {
+                let stopped = failure.kind == FailureKind::Signal;
                 match self
-                    .roll_back(run_id, step, plugin, record, phase, reason, s)
+                    .roll_back(run_id, step, plugin, record, failure, s)
                     .await?
                 {
                     StepOutcome::RolledBack { .. } if stopped => {
@@ -267,8 +330,8 @@ pub(super) enum Forward {
     Review(String),
 }
 
-/// A forward decision, or the phase that failed and why.
-pub(super) type Verdict = Result<Forward, (Phase, String)>;
+/// A forward decision, or the failure that stops the step.
+pub(super) type Verdict = Result<Forward, StepFailure>;
 
 /// The baseline metrics kept with a step's backup.
 pub(super) fn baseline_of(record: &StepRecord) -> Vec<Metric> {

@@ -7,6 +7,7 @@ use super::step::STOPPED_AFTER_MIGRATE;
 use super::StepSummary;
 use super::{Engine, EngineError, Phase};
 use crate::journal::outcome::metric_values;
+use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::StepState;
 use crate::plan::{Action, Step, Watch};
 use crate::runtime::{LoadedPlugin, Metric};
@@ -23,7 +24,7 @@ impl Engine {
         s: &mut StepSummary,
         watch: Watch,
         baseline: &[Metric],
-    ) -> Result<Result<String, (Phase, String)>, EngineError> {
+    ) -> Result<Result<String, StepFailure>, EngineError> {
         let window = format!(
             "every {} for {}",
             humantime::format_duration(watch.every),
@@ -33,7 +34,10 @@ impl Engine {
             run_id,
             &step.id,
             StepState::Watching,
-            &format!("gates met; watching: validate {window}"),
+            &Why::new(
+                Cause::Watching,
+                format!("gates met; watching: validate {window}"),
+            ),
             None,
         )?;
         let start = std::time::Instant::now();
@@ -49,7 +53,11 @@ impl Engine {
             while start.elapsed() < due {
                 if self.stop_requested() {
                     s.phases.push((Phase::Watch, start.elapsed()));
-                    return Ok(Err((Phase::Watch, STOPPED_AFTER_MIGRATE.to_string())));
+                    return Ok(Err(StepFailure::new(
+                        Phase::Watch,
+                        FailureKind::Signal,
+                        STOPPED_AFTER_MIGRATE,
+                    )));
                 }
                 let left = due.saturating_sub(start.elapsed());
                 tokio::time::sleep(left.min(Duration::from_millis(100))).await;
@@ -61,7 +69,13 @@ impl Engine {
             );
             let metrics = match self.measure(step, plugin, Vec::new()).await {
                 Ok((metrics, _)) => metrics,
-                Err(e) => break Err((Phase::Watch, format!("{at}: {e}"))),
+                Err(failure) => {
+                    break Err(StepFailure::new(
+                        Phase::Watch,
+                        failure.kind,
+                        format!("{at}: {failure}"),
+                    ))
+                }
             };
             self.journal.record_metrics(&step.id, &metrics)?;
             let judgement = step.judge(&metric_values(&metrics, baseline));
@@ -70,7 +84,11 @@ impl Engine {
             s.band = judgement.band;
             match judgement.action {
                 Action::Rollback => {
-                    break Err((Phase::Watch, format!("{at} breached: {}", judgement.reason)))
+                    break Err(StepFailure::new(
+                        Phase::Watch,
+                        FailureKind::Thresholds,
+                        format!("{at} breached: {}", judgement.reason),
+                    ))
                 }
                 Action::Review => {
                     tracing::warn!(step = %step.id, "{at}: {} (review band during the watch window; not a breach)", judgement.reason)

@@ -8,6 +8,7 @@
 pub mod lease;
 pub mod outcome;
 pub mod postgres;
+pub mod record;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::backup::ArtifactRef;
 use crate::datastores::Fingerprint;
-use crate::runtime::{BackupManifest, Metric};
+use record::{BackupManifest, Cause, Metric, Why, FORMAT};
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,22 @@ pub enum JournalError {
     /// The plan value holding the shared journal's URL cannot be read.
     #[error("shared journal: {0}")]
     Value(#[from] crate::plan::ValueError),
+    /// The journal was written by a newer sluice, in a format this one
+    /// does not know: it is left untouched.
+    #[error(
+        "journal {at} is format {found} (written by sluice {written_by}); this sluice {ours} \
+         reads formats up to {FORMAT}: use sluice {written_by} or newer"
+    )]
+    Newer {
+        /// Where the journal is.
+        at: String,
+        /// Its format.
+        found: u32,
+        /// The sluice version that wrote it.
+        written_by: String,
+        /// This sluice's version.
+        ours: &'static str,
+    },
     /// A record could not be decoded.
     #[error("journal {path}: corrupt record for step `{step}`: {reason}")]
     Corrupt {
@@ -73,7 +90,8 @@ pub enum JournalError {
 }
 
 /// Where a step is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StepState {
     /// Never run, or rolled back and ready to run again.
     Pending,
@@ -282,7 +300,9 @@ pub struct Transition {
     pub state: StepState,
     /// When (RFC 3339).
     pub at: String,
-    /// Why, in words.
+    /// Why, typed: what reports and the engine read.
+    pub cause: Cause,
+    /// Why, in words: what people read.
     pub detail: String,
 }
 
@@ -320,14 +340,15 @@ pub trait Journal: Send {
     fn finish_run(&self, run_id: &str, outcome: &str) -> Result<(), JournalError>;
     /// Every recorded run, oldest first (newest last).
     fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
-    /// Moves a step to `state` and records the transition, atomically and
-    /// durably; `identity` (plugin digest, params hash) when a step starts.
+    /// Moves a step to `state` and records the transition with its cause,
+    /// atomically and durably; `identity` (plugin digest, params hash) when
+    /// a step starts.
     fn transition(
         &mut self,
         run_id: &str,
         step_id: &str,
         state: StepState,
-        detail: &str,
+        why: &Why,
         identity: Option<(&str, &str)>,
     ) -> Result<(), JournalError>;
     /// Records a step's verified backup.
@@ -429,6 +450,52 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Why a SQLite journal could not be set up.
+enum SetupError {
+    Sqlite(rusqlite::Error),
+    Newer { found: u32, written_by: String },
+}
+
+impl From<rusqlite::Error> for SetupError {
+    fn from(e: rusqlite::Error) -> Self {
+        SetupError::Sqlite(e)
+    }
+}
+
+/// Format 1 → 2: transitions get their typed cause, read from their words.
+fn migrate_sqlite_1_to_2(tx: &rusqlite::Transaction) -> Result<(), rusqlite::Error> {
+    let has_cause: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('transitions') WHERE name = 'cause'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_cause {
+        tx.execute_batch("ALTER TABLE transitions ADD COLUMN cause TEXT")?;
+    }
+    let rows = {
+        let mut stmt =
+            tx.prepare("SELECT seq, state, detail FROM transitions WHERE cause IS NULL")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    let mut update = tx.prepare("UPDATE transitions SET cause = ?2 WHERE seq = ?1")?;
+    for (seq, state, detail) in rows {
+        // An unreadable state stays without a cause: reading it reports the
+        // row as corrupt, as before.
+        if let Ok(state) = state.parse() {
+            let cause = Cause::of_format_1(state, &detail);
+            update.execute(params![seq, Why::new(cause, detail).cause_json()])?;
+        }
+    }
+    Ok(())
+}
+
 /// The embedded journal of one plan: an SQLite file.
 pub struct SqliteJournal {
     path: PathBuf,
@@ -462,7 +529,8 @@ CREATE TABLE IF NOT EXISTS transitions (
     step_id TEXT NOT NULL,
     state   TEXT NOT NULL,
     at      TEXT NOT NULL,
-    detail  TEXT NOT NULL
+    detail  TEXT NOT NULL,
+    cause   TEXT
 );
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id  TEXT NOT NULL,
@@ -477,6 +545,10 @@ CREATE TABLE IF NOT EXISTS approvals (
     step_id TEXT NOT NULL,
     run_id  TEXT NOT NULL,
     record  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 ";
 
@@ -507,22 +579,87 @@ impl SqliteJournal {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match Self::setup(&path) {
-                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                Err(SetupError::Sqlite(e))
+                    if is_busy(&e) && std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(e) => return Err(err(e)),
+                Err(SetupError::Sqlite(e)) => return Err(err(e)),
+                Err(SetupError::Newer { found, written_by }) => {
+                    return Err(JournalError::Newer {
+                        at: path.display().to_string(),
+                        found,
+                        written_by,
+                        ours: env!("CARGO_PKG_VERSION"),
+                    })
+                }
                 Ok(conn) => return Ok(SqliteJournal { path, conn }),
             }
         }
     }
 
-    fn setup(path: &Path) -> Result<Connection, rusqlite::Error> {
-        let conn = Connection::open(path)?;
+    fn setup(path: &Path) -> Result<Connection, SetupError> {
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(lease::SCHEMA)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existing: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'runs'",
+            [],
+            |r| r.get(0),
+        )?;
+        let has_meta: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'meta'",
+            [],
+            |r| r.get(0),
+        )?;
+        let stored = if has_meta {
+            tx.query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'format'),
+                        (SELECT value FROM meta WHERE key = 'written_by')",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ))
+                },
+            )?
+        } else {
+            (None, None)
+        };
+        let found = match &stored.0 {
+            Some(v) => v.parse().unwrap_or(u32::MAX),
+            None if existing => 1,
+            None => FORMAT,
+        };
+        if found > FORMAT {
+            return Err(SetupError::Newer {
+                found,
+                written_by: stored.1.unwrap_or_else(|| "unknown".into()),
+            });
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(lease::SCHEMA)?;
+        if found < FORMAT {
+            migrate_sqlite_1_to_2(&tx)?;
+        }
+        if found < FORMAT || stored.0.is_none() {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?1), ('written_by', ?2)",
+                params![FORMAT.to_string(), env!("CARGO_PKG_VERSION")],
+            )?;
+        }
+        tx.commit()?;
+        if found < FORMAT {
+            tracing::warn!(
+                "journal {}: migrated from format {found} to format {FORMAT} (transitions now record their cause); \
+                 a sluice older than {} can no longer write to it",
+                path.display(),
+                env!("CARGO_PKG_VERSION")
+            );
+        }
         Ok(conn)
     }
 
@@ -617,10 +754,11 @@ impl Journal for SqliteJournal {
         run_id: &str,
         step_id: &str,
         state: StepState,
-        detail: &str,
+        why: &Why,
         identity: Option<(&str, &str)>,
     ) -> Result<(), JournalError> {
         let at = now();
+        let detail = why.detail.as_str();
         let path = self.path.clone();
         let err = |source| JournalError::Sqlite {
             path: path.clone(),
@@ -651,8 +789,8 @@ impl Journal for SqliteJournal {
             }
         }
         tx.execute(
-            "INSERT INTO transitions (run_id, step_id, state, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run_id, step_id, state.as_str(), at, detail],
+            "INSERT INTO transitions (run_id, step_id, state, at, detail, cause) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run_id, step_id, state.as_str(), at, detail, why.cause_json()],
         )
         .map_err(err)?;
         crate::failpoint!(&format!("journal:{state}:before-commit"));
@@ -795,7 +933,7 @@ impl Journal for SqliteJournal {
     fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT run_id, step_id, state, at, detail FROM transitions WHERE step_id = ?1 ORDER BY seq")
+            .prepare("SELECT run_id, step_id, state, at, detail, cause FROM transitions WHERE step_id = ?1 ORDER BY seq")
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![step_id], |r| {
@@ -805,22 +943,26 @@ impl Journal for SqliteJournal {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (run_id, step_id, state, at, detail) = row.map_err(self.err())?;
-            let state = state.parse().map_err(|reason| JournalError::Corrupt {
+            let (run_id, step_id, state, at, detail, cause) = row.map_err(self.err())?;
+            let corrupt = |reason| JournalError::Corrupt {
                 path: self.path.clone(),
                 step: step_id.clone(),
                 reason,
-            })?;
+            };
+            let state = state.parse().map_err(corrupt)?;
+            let cause = record::decode_cause(cause.as_deref(), state, &detail).map_err(corrupt)?;
             out.push(Transition {
                 run_id,
                 step_id,
                 state,
                 at,
+                cause,
                 detail,
             });
         }

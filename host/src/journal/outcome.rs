@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::journal::record::Metric;
 use crate::journal::StepState;
 use crate::plan::gate::{BandReached, ConditionResult, BASELINE};
-use crate::runtime::Metric;
 
 /// The phase a step was in when it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Phase {
     /// Backup or its verification.
     Backup,

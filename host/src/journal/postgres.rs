@@ -35,11 +35,11 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::lease::{host_name, LeaseError, LeaseHolder};
+use super::record::{decode_cause, Cause, Metric, Why, FORMAT};
 use super::{
     now, Approval, Journal, JournalError, RawStep, RunRecord, StepRecord, StepState, StoredBackup,
     Transition,
 };
-use crate::runtime::Metric;
 
 /// The tables, created once per database under an advisory transaction lock
 /// (two hosts opening a new database at once would otherwise race on the
@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS sluice_journal.transitions (
     step_id   TEXT NOT NULL,
     state     TEXT NOT NULL,
     at        TEXT NOT NULL,
-    detail    TEXT NOT NULL
+    detail    TEXT NOT NULL,
+    cause     TEXT
 );
 CREATE INDEX IF NOT EXISTS transitions_by_step
     ON sluice_journal.transitions (namespace, step_id, seq);
@@ -117,6 +118,10 @@ CREATE TABLE IF NOT EXISTS sluice_journal.approvals (
     step_id   TEXT NOT NULL,
     run_id    TEXT NOT NULL,
     record    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sluice_journal.meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 ";
 
@@ -322,7 +327,22 @@ impl PgJournal {
         }
         let at = format!("{} (plan `{namespace}`)", place(&config));
         let worker = Worker::start(config.clone(), &at, "sluice-pg-journal", true)?;
-        worker.run(create_schema)?;
+        match worker.run(create_schema)? {
+            Format::Current => {}
+            Format::Migrated { from } => tracing::warn!(
+                "journal {at}: migrated from format {from} to format {FORMAT} (transitions now record \
+                 their cause); hosts running a sluice older than {} can no longer share it",
+                env!("CARGO_PKG_VERSION")
+            ),
+            Format::Newer { found, written_by } => {
+                return Err(JournalError::Newer {
+                    at,
+                    found,
+                    written_by,
+                    ours: env!("CARGO_PKG_VERSION"),
+                })
+            }
+        }
         Ok(PgJournal {
             worker,
             config,
@@ -369,24 +389,103 @@ impl PgJournal {
     }
 }
 
-fn create_schema(client: &mut Client) -> Result<(), postgres::Error> {
-    let present: bool = client
-        .query_one(
-            // The newest table: a database made by an older sluice gets the rest.
-            "SELECT to_regclass('sluice_journal.approvals') IS NOT NULL",
-            &[],
-        )?
+/// The journal's format as found on opening.
+enum Format {
+    /// This sluice's.
+    Current,
+    /// An older one, migrated just now.
+    Migrated { from: u32 },
+    /// A newer sluice's: left untouched.
+    Newer { found: u32, written_by: String },
+}
+
+/// The stored format and who wrote it; `None` without a `meta` table.
+fn stored_format(c: &mut impl GenericClient) -> Result<Option<(u32, String)>, postgres::Error> {
+    let present: bool = c
+        .query_one("SELECT to_regclass('sluice_journal.meta') IS NOT NULL", &[])?
         .get(0);
-    if present {
-        return Ok(());
+    if !present {
+        return Ok(None);
+    }
+    let row = c.query_one(
+        "SELECT (SELECT value FROM sluice_journal.meta WHERE key = 'format'),
+                (SELECT value FROM sluice_journal.meta WHERE key = 'written_by')",
+        &[],
+    )?;
+    let format: Option<String> = row.get(0);
+    let by: Option<String> = row.get(1);
+    Ok(format.map(|f| {
+        (
+            f.parse().unwrap_or(u32::MAX),
+            by.unwrap_or_else(|| "unknown".into()),
+        )
+    }))
+}
+
+/// Creates the schema, or migrates an older format, under the schema lock;
+/// a newer format is reported and left alone.
+fn create_schema(client: &mut Client) -> Result<Format, postgres::Error> {
+    match stored_format(client)? {
+        Some((found, _)) if found == FORMAT => return Ok(Format::Current),
+        Some((found, written_by)) if found > FORMAT => {
+            return Ok(Format::Newer { found, written_by })
+        }
+        _ => {}
     }
     let mut tx = client.transaction()?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
         &[&lock_key(SCHEMA_LOCK)],
     )?;
+    // Another host may have done it while this one waited for the lock.
+    let found = match stored_format(&mut tx)? {
+        Some((found, _)) if found == FORMAT => return Ok(Format::Current),
+        Some((found, written_by)) if found > FORMAT => {
+            return Ok(Format::Newer { found, written_by })
+        }
+        Some((found, _)) => found,
+        None => {
+            let existing: bool = tx
+                .query_one("SELECT to_regclass('sluice_journal.runs') IS NOT NULL", &[])?
+                .get(0);
+            if existing {
+                1
+            } else {
+                FORMAT
+            }
+        }
+    };
     tx.batch_execute(SCHEMA)?;
-    tx.commit()
+    if found < FORMAT {
+        // Format 1 → 2: transitions get their typed cause, read from their words.
+        tx.batch_execute(
+            "ALTER TABLE sluice_journal.transitions ADD COLUMN IF NOT EXISTS cause TEXT",
+        )?;
+        let rows = tx.query(
+            "SELECT seq, state, detail FROM sluice_journal.transitions WHERE cause IS NULL",
+            &[],
+        )?;
+        let update =
+            tx.prepare("UPDATE sluice_journal.transitions SET cause = $2 WHERE seq = $1")?;
+        for row in rows {
+            let (seq, state, detail): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+            if let Ok(state) = state.parse() {
+                let cause = Cause::of_format_1(state, &detail);
+                tx.execute(&update, &[&seq, &Why::new(cause, detail).cause_json()])?;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT INTO sluice_journal.meta (key, value) VALUES ('format', $1), ('written_by', $2)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[&FORMAT.to_string(), &env!("CARGO_PKG_VERSION")],
+    )?;
+    tx.commit()?;
+    Ok(if found < FORMAT {
+        Format::Migrated { from: found }
+    } else {
+        Format::Current
+    })
 }
 
 /// A step row as stored, before decoding.
@@ -485,16 +584,17 @@ impl Journal for PgJournal {
         run_id: &str,
         step_id: &str,
         state: StepState,
-        detail: &str,
+        why: &Why,
         identity: Option<(&str, &str)>,
     ) -> Result<(), JournalError> {
-        let error = state.records_error().then(|| detail.to_string());
+        let error = state.records_error().then(|| why.detail.clone());
         let identity = identity.map(|(d, p)| (d.to_string(), p.to_string()));
-        let (ns, run, step, detail) = (
+        let (ns, run, step, detail, cause) = (
             self.namespace.clone(),
             run_id.to_string(),
             step_id.to_string(),
-            detail.to_string(),
+            why.detail.clone(),
+            why.cause_json(),
         );
         self.worker.run(move |c| {
             let at = now();
@@ -521,9 +621,9 @@ impl Journal for PgJournal {
                 }
             }
             tx.execute(
-                "INSERT INTO sluice_journal.transitions (namespace, run_id, step_id, state, at, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&ns, &run, &step, &state.as_str(), &at, &detail],
+                "INSERT INTO sluice_journal.transitions (namespace, run_id, step_id, state, at, detail, cause)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&ns, &run, &step, &state.as_str(), &at, &detail, &cause],
             )?;
             crate::failpoint!(&format!("journal:{state}:before-commit"));
             tx.commit()?;
@@ -666,24 +766,28 @@ impl Journal for PgJournal {
 
     fn transitions(&self, step_id: &str) -> Result<Vec<Transition>, JournalError> {
         let (ns, step) = (self.namespace.clone(), step_id.to_string());
-        let rows: Vec<(String, String, String, String, String)> = self.worker.run(move |c| {
+        type Row = (String, String, String, String, String, Option<String>);
+        let rows: Vec<Row> = self.worker.run(move |c| {
             Ok(c.query(
-                "SELECT run_id, step_id, state, at, detail FROM sluice_journal.transitions
+                "SELECT run_id, step_id, state, at, detail, cause FROM sluice_journal.transitions
                  WHERE namespace = $1 AND step_id = $2 ORDER BY seq",
                 &[&ns, &step],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
             .collect())
         })?;
         rows.into_iter()
-            .map(|(run_id, step_id, state, at, detail)| {
+            .map(|(run_id, step_id, state, at, detail, cause)| {
                 let state = state.parse().map_err(|r| self.corrupt(&step_id, r))?;
+                let cause = decode_cause(cause.as_deref(), state, &detail)
+                    .map_err(|r| self.corrupt(&step_id, r))?;
                 Ok(Transition {
                     run_id,
                     step_id,
                     state,
                     at,
+                    cause,
                     detail,
                 })
             })
@@ -1074,6 +1178,7 @@ impl Drop for PgLease {
 
 #[cfg(test)]
 mod tests {
+    use crate::journal::record::words;
     use std::collections::BTreeMap;
 
     use super::*;
@@ -1147,7 +1252,7 @@ mod tests {
                     checksum: "ab12".into(),
                 }],
                 metadata: r#"{"schema":"CREATE TABLE customers (id)"}"#.into(),
-                change: crate::runtime::bindings::ChangeKind::Transactional,
+                change: crate::journal::record::ChangeKind::Transactional,
             },
             artifacts: vec![
                 ArtifactRef {
@@ -1184,15 +1289,21 @@ mod tests {
             .begin_run("run", Path::new("/plans/shop/sluice.toml"), "h1")
             .unwrap();
         let id = Some(("digest-1", "params-1"));
-        j.transition("r1", "merge", StepState::BackingUp, "backup", id)
+        j.transition("r1", "merge", StepState::BackingUp, &words("backup"), id)
             .unwrap();
         j.record_backup("r1", "merge", &backup()).unwrap();
-        j.transition("r1", "merge", StepState::BackedUp, "verified", None)
+        j.transition("r1", "merge", StepState::BackedUp, &words("verified"), None)
             .unwrap();
-        j.transition("r1", "merge", StepState::Migrating, "migrate", None)
+        j.transition("r1", "merge", StepState::Migrating, &words("migrate"), None)
             .unwrap();
-        j.transition("r1", "merge", StepState::Validating, "validate", None)
-            .unwrap();
+        j.transition(
+            "r1",
+            "merge",
+            StepState::Validating,
+            &words("validate"),
+            None,
+        )
+        .unwrap();
         let metrics = vec![Metric {
             name: "duplicates".into(),
             value: 3.0,
@@ -1203,29 +1314,35 @@ mod tests {
             "r1",
             "merge",
             StepState::RollingBack,
-            "duplicates == 0 failed",
+            &words("duplicates == 0 failed"),
             None,
         )
         .unwrap();
-        j.transition("r1", "merge", StepState::RolledBack, "proven equal", None)
-            .unwrap();
+        j.transition(
+            "r1",
+            "merge",
+            StepState::RolledBack,
+            &words("proven equal"),
+            None,
+        )
+        .unwrap();
         j.finish_run(&run, "rolled-back").unwrap();
         j.transition(
             "r2",
             "merge",
             StepState::BackingUp,
-            "again",
+            &words("again"),
             Some(("digest-2", "params-2")),
         )
         .unwrap();
-        j.transition("r2", "merge", StepState::Completed, "done", None)
+        j.transition("r2", "merge", StepState::Completed, &words("done"), None)
             .unwrap();
-        j.transition("r2", "load", StepState::BackingUp, "backup", id)
+        j.transition("r2", "load", StepState::BackingUp, &words("backup"), id)
             .unwrap();
-        j.transition("r2", "load", StepState::Failed, "disk full", None)
+        j.transition("r2", "load", StepState::Failed, &words("disk full"), None)
             .unwrap();
         // A transition of a step that never started changes no step row.
-        j.transition("r2", "ghost", StepState::Migrating, "stray", None)
+        j.transition("r2", "ghost", StepState::Migrating, &words("stray"), None)
             .unwrap();
         for (decision, by) in [(Decision::Approve, "ana"), (Decision::Reject, "bo")] {
             j.record_approval(&Approval {
@@ -1342,8 +1459,14 @@ mod tests {
     fn a_recorded_backup_reads_back_whole() {
         let db = TestDb::new();
         let mut pg = PgJournal::open(&db.url, "shop").unwrap();
-        pg.transition("r1", "s", StepState::BackingUp, "", Some(("d", "p")))
-            .unwrap();
+        pg.transition(
+            "r1",
+            "s",
+            StepState::BackingUp,
+            &words(""),
+            Some(("d", "p")),
+        )
+        .unwrap();
         pg.record_backup("r1", "s", &backup()).unwrap();
         let got = pg.step("s").unwrap().unwrap().backup.unwrap();
         assert_eq!(got.json(), backup().json());
@@ -1362,8 +1485,14 @@ mod tests {
     fn a_journal_whose_connection_the_server_closed_reconnects() {
         let db = TestDb::new();
         let mut pg = PgJournal::open(&db.url, "shop").unwrap();
-        pg.transition("r1", "s", StepState::BackingUp, "", Some(("d", "p")))
-            .unwrap();
+        pg.transition(
+            "r1",
+            "s",
+            StepState::BackingUp,
+            &words(""),
+            Some(("d", "p")),
+        )
+        .unwrap();
         let ended: i64 = db
             .client()
             .query_one(
@@ -1375,7 +1504,7 @@ mod tests {
             .get(0);
         assert_eq!(ended, 1);
         std::thread::sleep(IDLE_CHECK + POLL);
-        pg.transition("r1", "s", StepState::BackedUp, "", None)
+        pg.transition("r1", "s", StepState::BackedUp, &words(""), None)
             .unwrap();
         assert_eq!(pg.step("s").unwrap().unwrap().state, StepState::BackedUp);
     }
@@ -1388,9 +1517,15 @@ mod tests {
         let run = shop
             .begin_run("run", Path::new("/shop/sluice.toml"), "h")
             .unwrap();
-        shop.transition(&run, "s1", StepState::BackingUp, "", Some(("d", "p")))
-            .unwrap();
-        shop.transition(&run, "s1", StepState::Completed, "", None)
+        shop.transition(
+            &run,
+            "s1",
+            StepState::BackingUp,
+            &words(""),
+            Some(("d", "p")),
+        )
+        .unwrap();
+        shop.transition(&run, "s1", StepState::Completed, &words(""), None)
             .unwrap();
         assert!(billing.step("s1").unwrap().is_none());
         assert!(billing.transitions("s1").unwrap().is_empty());

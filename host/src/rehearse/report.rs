@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::engine::{exit, Phase, RunSummary, StepOutcome, StepSummary};
+use crate::journal::record::Cause;
 use crate::plan::{Plan, TargetKind};
 use crate::report::evidence::{
     self, BackupEvidence, Evidence, PhaseTiming, StepEvidence, ThresholdEvidence,
@@ -225,10 +226,7 @@ fn plugin_ms(s: Option<&StepSummary>, phase: Phase) -> Option<u64> {
 fn proven(e: &StepEvidence) -> bool {
     match e.final_state.as_deref() {
         Some("rolled-back") => true,
-        Some("failed") => e
-            .detail
-            .as_deref()
-            .is_some_and(|d| d.contains("verified unchanged")),
+        Some("failed") => matches!(e.cause, Some(Cause::VerifiedUnchanged(_))),
         _ => false,
     }
 }

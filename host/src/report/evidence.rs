@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::backup::ArtifactRef;
+use crate::journal::record::Cause;
 use crate::journal::{Journal, JournalError, RunRecord, StepState, Transition};
 use crate::plan::{Plan, Step};
-use crate::runtime::bindings::ChangeKind;
 use crate::runtime::Metric;
 
 /// Errors building a report.
@@ -94,6 +94,8 @@ pub struct StepEvidence {
     pub final_state: Option<String>,
     /// The detail of that last transition.
     pub detail: Option<String>,
+    /// The cause of that last transition.
+    pub cause: Option<Cause>,
     /// How this run resumed the step an earlier run left in flight, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed: Option<ResumedEvidence>,
@@ -153,6 +155,8 @@ pub struct BackupEvidence {
     pub artifacts: Vec<ArtifactRef>,
     /// The journal's verification line.
     pub verification: Option<String>,
+    /// Whether the journal records the backup as verified.
+    pub verified: bool,
     /// How migrate changes the target, as the plugin declared.
     pub change: String,
 }
@@ -279,12 +283,10 @@ fn step_evidence(
                 .rev()
                 .find(|t| t.state == StepState::BackedUp)
                 .map(|t| t.detail.clone()),
-            change: match b.manifest.change {
-                ChangeKind::Transactional => "transactional",
-                ChangeKind::NonTransactional => "non-transactional",
-                ChangeKind::Irreversible => "irreversible",
-            }
-            .to_string(),
+            verified: ours
+                .iter()
+                .any(|t| t.state == StepState::BackedUp && t.cause == Cause::BackupVerified),
+            change: b.manifest.change.as_str().to_string(),
         });
     let metrics = record
         .as_ref()
@@ -330,7 +332,7 @@ fn step_evidence(
     let band = judgement.and_then(|j| j.band);
     let acted_on = ours
         .iter()
-        .find(|t| t.detail.starts_with("approved by "))
+        .find(|t| matches!(t.cause, Cause::Approved { .. }))
         .map(|t| t.at.clone());
     let approvals = journal
         .approvals(&step.id)?
@@ -390,10 +392,11 @@ fn step_evidence(
         approvals,
         final_state: ours.last().map(|t| t.state.as_str().to_string()),
         detail: ours.last().map(|t| t.detail.clone()),
+        cause: ours.last().map(|t| t.cause.clone()),
         // The engine marks the transition that resumes a step (see `Engine::resume`).
         resumed: ours
             .iter()
-            .find(|t| t.detail.starts_with("resumed:"))
+            .find(|t| t.cause.is_resumption())
             .map(|t| ResumedEvidence {
                 at: t.at.clone(),
                 detail: t.detail.clone(),
@@ -610,6 +613,7 @@ mod tests {
             step_id: "s".into(),
             state,
             at: at.into(),
+            cause: Cause::Unrecorded,
             detail: format!("{state}"),
         }
     }

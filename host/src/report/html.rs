@@ -909,10 +909,7 @@ fn gate(o: &mut String, s: &StepEvidence) {
 }
 
 fn backup(o: &mut String, b: &BackupEvidence, json: &Value) {
-    let verified = b
-        .verification
-        .as_deref()
-        .is_some_and(|v| v.starts_with("backup verified"));
+    let verified = b.verified;
     let total: u64 = b.artifacts.iter().map(|a| a.size).sum();
     let _ = writeln!(
         o,
@@ -987,6 +984,7 @@ const STEP_KEYS: &[&str] = &[
     "rollback",
     "final_state",
     "detail",
+    "cause",
     "resumed",
     "band",
     "baseline",
@@ -1010,7 +1008,7 @@ const PHASE_KEYS: &[&str] = &[
     "ended_in",
     "detail",
 ];
-const BACKUP_KEYS: &[&str] = &["artifacts", "verification", "change"];
+const BACKUP_KEYS: &[&str] = &["artifacts", "verification", "verified", "change"];
 const THRESHOLD_KEYS: &[&str] = &["source", "held", "values", "error"];
 
 /// Whether a value says nothing (absent, null, empty).
@@ -1288,6 +1286,7 @@ mod tests {
                 size: 10,
             }],
             verification: Some("backup verified <b>".into()),
+            verified: true,
             change: "transactional".into(),
         });
         s.resumed = Some(ResumedEvidence {

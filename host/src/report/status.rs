@@ -5,9 +5,9 @@
 use std::fmt::Write;
 
 use super::number;
+use crate::journal::record::ChangeKind;
 use crate::journal::{JournalError, StepRecord, StepState, Transition};
 use crate::plan::Plan;
-use crate::runtime::bindings::ChangeKind;
 
 /// One step of the plan as the journal knows it.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub fn read(plan: &Plan) -> Result<Vec<StepStatus>, JournalError> {
                 .transitions(&s.id)?
                 .into_iter()
                 .rev()
-                .find(|t| t.detail.starts_with("resumed:"));
+                .find(|t| t.cause.is_resumption());
             Ok(StepStatus {
                 id: s.id.clone(),
                 record,

@@ -32,11 +32,9 @@ use crate::capabilities::sql::{SessionInterrupters, SqlCapability, SqlGrant};
 use crate::capabilities::values::ValuesCapability;
 use crate::capabilities::{self, describe_error};
 use crate::grants::ComponentFacts;
+pub use crate::journal::record::{BackupManifest, ChangeKind, Metric, TableState};
 use crate::plan::{Access, FileGrant, Limits, PluginRef, Probe};
-pub use bindings::{
-    BackupManifest, Metric, PhaseReached, PluginError, PluginInfo, StepContext, StepPreview,
-    TableState,
-};
+pub use bindings::{PhaseReached, PluginError, PluginInfo, StepContext, StepPreview};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use caller::PhaseCaller;
 pub use context::{step_context, MAX_METRICS, MAX_METRIC_TEXT};
@@ -102,6 +100,19 @@ pub enum PhaseError {
     /// The host failed to run the call.
     #[error("host error: {0}")]
     Host(String),
+}
+
+impl PhaseError {
+    /// What kind of failure this is, as the journal records it.
+    pub fn kind(&self) -> crate::journal::record::FailureKind {
+        use crate::journal::record::FailureKind;
+        match self {
+            PhaseError::Plugin(_) => FailureKind::PluginError,
+            PhaseError::Trap { .. } => FailureKind::Trap,
+            PhaseError::Timeout { .. } => FailureKind::Timeout,
+            PhaseError::Host(_) => FailureKind::Host,
+        }
+    }
 }
 
 /// A compiled plugin, ready to instantiate many times.
@@ -564,7 +575,7 @@ impl Runtime {
                     .sluice_plugin_backup()
                     .call_backup(&mut store, &ctx)
                     .await?
-                    .map(PhaseOutput::Backup),
+                    .map(|manifest| PhaseOutput::Backup(manifest.into())),
                 PhaseInput::Migrate(ctx) => instance
                     .sluice_plugin_migrate()
                     .call_migrate(&mut store, &ctx)
@@ -574,12 +585,16 @@ impl Runtime {
                     .sluice_plugin_validate()
                     .call_validate(&mut store, &ctx)
                     .await?
-                    .map(PhaseOutput::Validate),
+                    .map(|metrics| {
+                        PhaseOutput::Validate(metrics.into_iter().map(Into::into).collect())
+                    }),
                 PhaseInput::Rollback(ctx, manifest, reached) => instance
                     .sluice_plugin_rollback()
-                    .call_rollback(&mut store, &ctx, &manifest, reached)
+                    .call_rollback(&mut store, &ctx, &(&manifest).into(), reached)
                     .await?
-                    .map(PhaseOutput::Rollback),
+                    .map(|tables| {
+                        PhaseOutput::Rollback(tables.into_iter().map(Into::into).collect())
+                    }),
             };
             wasmtime::Result::Ok(result)
         };

@@ -169,7 +169,13 @@ n = 1
         let identity = (self.digest(), step.params_hash.as_str());
         let identity = journal.step("one").unwrap().is_none().then_some(identity);
         journal
-            .transition(&run, "one", state, "simulated interruption", identity)
+            .transition(
+                &run,
+                "one",
+                state,
+                &crate::journal::record::words("simulated interruption"),
+                identity,
+            )
             .unwrap();
     }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::capabilities::backup_store::BackupAccess;
 use crate::datastores::{self, Endpoint};
+use crate::journal::record::ChangeKind;
 use crate::plan::{Limits, Probe, TargetKind};
-use crate::runtime::bindings::ChangeKind;
 use crate::runtime::caller::{CallFuture, PhaseResult};
 use crate::runtime::{
     BackupManifest, CallGrants, CallReport, LoadedPlugin, Metric, PhaseCaller, PhaseError,
@@ -183,7 +183,7 @@ impl Scripted {
                 let items = &host.tables["items"];
                 PhaseOutput::Backup(BackupManifest {
                     artifacts: vec!["db".into()],
-                    tables: vec![crate::runtime::bindings::TableState {
+                    tables: vec![crate::runtime::TableState {
                         name: "items".into(),
                         rows: items.rows,
                         checksum: match answer {
@@ -268,7 +268,7 @@ impl PhaseCaller for Scripted {
                 ))),
                 _ => Ok(StepPreview {
                     summary: "scripted step".into(),
-                    change: ChangeKind::Transactional,
+                    change: crate::runtime::bindings::ChangeKind::Transactional,
                     metrics: declared,
                     tables: vec!["items".into()],
                 }),
