@@ -12,6 +12,7 @@ mod field;
 mod gates;
 mod golang_migrate;
 mod happy_path;
+mod journal_format;
 mod later_writes;
 mod leases;
 mod pg_journal;
