@@ -3,6 +3,7 @@
 
 mod audit;
 mod bad_plans;
+mod concurrent_writer;
 mod conformance;
 mod crash;
 mod examples_pg;

@@ -36,6 +36,9 @@ pub struct SqlGrant {
     pub tables: Option<Vec<String>>,
     /// Longest a single statement may run (servers enforce it themselves).
     pub statement_timeout: std::time::Duration,
+    /// The snapshot read-only sessions read in: the backup's, held by the
+    /// engine until it has verified the backup.
+    pub snapshot: Option<String>,
 }
 
 impl SqlGrant {
@@ -166,6 +169,7 @@ impl wit::Host for SqlCapability {
             tables: grant.tables.clone(),
             statement_timeout: grant.statement_timeout,
             authorize: self.authorize,
+            snapshot: grant.snapshot.clone(),
         };
         let session = match datastores::driver(grant.kind)
             .open_sql(&grant.endpoint, options)

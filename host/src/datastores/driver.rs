@@ -16,6 +16,34 @@ use super::{DatastoreError, Endpoint, Fingerprint};
 use crate::plan::{SqliteFiles, TargetKind};
 use crate::secret::Secret;
 
+/// A target held still for one backup and the host's verification of it,
+/// so both see one state whatever an application writes meanwhile; let go
+/// when dropped.
+pub struct BackupHold {
+    /// A snapshot the plugin's read-only sessions and the host's fingerprint
+    /// read in (PostgreSQL's exported snapshot), when the datastore has one.
+    pub snapshot: Option<String>,
+    _held: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl BackupHold {
+    /// Nothing held: the datastore offers no way to (or needs none).
+    pub fn none() -> Self {
+        BackupHold {
+            snapshot: None,
+            _held: None,
+        }
+    }
+
+    /// Holds `held` (a connection, a lock) until dropped.
+    pub fn new(snapshot: Option<String>, held: impl std::any::Any + Send) -> Self {
+        BackupHold {
+            snapshot,
+            _held: Some(Box::new(held)),
+        }
+    }
+}
+
 /// One kind of datastore, as the host sees it.
 pub trait Datastore: Send + Sync {
     /// The plan's name for it.
@@ -61,6 +89,29 @@ pub trait Datastore: Send + Sync {
         endpoint: &'a Endpoint,
         scope: Vec<String>,
     ) -> BoxFuture<'a, Result<Fingerprint, DatastoreError>>;
+
+    /// Holds the target still for a backup and its verification (see
+    /// [`BackupHold`]). Without an override nothing is held, and a write
+    /// landing between the plugin's read and the host's fails verification.
+    fn hold_for_backup<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<BackupHold, DatastoreError>> {
+        let _ = endpoint;
+        Box::pin(async { Ok(BackupHold::none()) })
+    }
+
+    /// [`Datastore::fingerprint`] in a held backup's snapshot, when it has
+    /// one.
+    fn fingerprint_in<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        scope: Vec<String>,
+        snapshot: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fingerprint, DatastoreError>> {
+        let _ = snapshot;
+        self.fingerprint(endpoint, scope)
+    }
 
     /// Estimates, read-only, how many bytes a backup of `scope` will hold;
     /// `None` means the whole target.

@@ -36,7 +36,9 @@ pub fn driver(kind: TargetKind) -> &'static dyn Datastore {
         .unwrap_or_else(|| panic!("no datastore driver is registered for {}", kind.as_str()))
 }
 
-pub use driver::{CopyError, Datastore, RehearsalCopy, ScratchSource, ScratchTarget, TargetState};
+pub use driver::{
+    BackupHold, CopyError, Datastore, RehearsalCopy, ScratchSource, ScratchTarget, TargetState,
+};
 pub use kv_session::{DumpedKey, KvResult, KvSession};
 pub use sql_session::{
     CopyInStream, CopyOutStream, Interrupt, SessionOptions, SqlCursor, SqlSession,
@@ -65,6 +67,25 @@ pub async fn fingerprint(
     scope: Vec<String>,
 ) -> Result<Fingerprint, DatastoreError> {
     driver(kind).fingerprint(endpoint, scope).await
+}
+
+/// Holds `endpoint` still for a backup and its verification: the plugin's
+/// backup and the host's fingerprint of it see one state.
+pub async fn hold_for_backup(
+    kind: TargetKind,
+    endpoint: &Endpoint,
+) -> Result<BackupHold, DatastoreError> {
+    driver(kind).hold_for_backup(endpoint).await
+}
+
+/// [`fingerprint`] in a held backup's snapshot.
+pub async fn fingerprint_in(
+    kind: TargetKind,
+    endpoint: &Endpoint,
+    scope: Vec<String>,
+    snapshot: Option<&str>,
+) -> Result<Fingerprint, DatastoreError> {
+    driver(kind).fingerprint_in(endpoint, scope, snapshot).await
 }
 
 /// Estimates, read-only, how many bytes a backup of `scope` will hold:
@@ -259,6 +280,7 @@ mod tests {
                     tables: None,
                     statement_timeout: std::time::Duration::from_secs(1),
                     authorize: true,
+                    snapshot: None,
                 },
             )
             .await

@@ -21,6 +21,8 @@ pub struct SessionOptions {
     /// Whether SQLite's authorizer enforces the table scope and schema rules
     /// (off only in tests of what the other layers catch alone).
     pub authorize: bool,
+    /// The snapshot a read-only session reads in (a held backup's).
+    pub snapshot: Option<String>,
 }
 
 /// Stops the statement a session is running, from any thread.

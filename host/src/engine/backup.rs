@@ -21,7 +21,26 @@ impl Engine {
         step: &Step,
         plugin: &LoadedPlugin,
     ) -> (Result<StoredBackup, StepFailure>, CallReport) {
-        let grants = self.grants(
+        // The target held still (a PostgreSQL snapshot, SQLite's write lock)
+        // from before the plugin reads until the host has checked what it
+        // read: an application writing meanwhile cannot make the two differ.
+        let target = &self.plan.targets[&step.target];
+        let hold =
+            match datastores::hold_for_backup(target.kind, &self.endpoints[&target.name]).await {
+                Ok(hold) => hold,
+                Err(e) => {
+                    let failure = StepFailure::new(
+                        Phase::Backup,
+                        FailureKind::Host,
+                        format!(
+                            "backup failed: cannot hold target `{}` still for the backup: {e}",
+                            target.name
+                        ),
+                    );
+                    return (Err(failure), CallReport::default());
+                }
+            };
+        let mut grants = self.grants(
             step,
             Some(Access::ReadOnly),
             BackupAccess::Write {
@@ -29,13 +48,16 @@ impl Engine {
                 max_bytes: step.limits.backup_mib << 20,
             },
         );
+        if let Some(sql) = &mut grants.sql {
+            sql.snapshot = hold.snapshot.clone();
+        }
         let (result, report) = self
             .caller
             .call(plugin, grants, PhaseInput::Backup(self.context(step)))
             .await;
         let verified = match result {
             Ok(PhaseOutput::Backup(manifest)) => self
-                .verify_backup(step, manifest, &report.written)
+                .verify_backup(step, manifest, &report.written, hold.snapshot.as_deref())
                 .await
                 .map_err(|e| StepFailure::new(Phase::Backup, FailureKind::BackupUnverified, e)),
             Ok(_) => unreachable!("backup returns a manifest"),
@@ -89,6 +111,7 @@ impl Engine {
         step: &Step,
         manifest: BackupManifest,
         written: &[crate::backup::ArtifactRef],
+        snapshot: Option<&str>,
     ) -> Result<StoredBackup, String> {
         if manifest.artifacts.is_empty() {
             return Err("backup not verified: the manifest names no artifacts".into());
@@ -116,15 +139,19 @@ impl Engine {
         }
         let target = &self.plan.targets[&step.target];
         let tables: Vec<String> = manifest.tables.iter().map(|t| t.name.clone()).collect();
-        let fingerprint =
-            datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables.clone())
-                .await
-                .map_err(|e| {
-                    format!(
-                        "backup not verified: cannot fingerprint target `{}`: {e}",
-                        target.name
-                    )
-                })?;
+        let fingerprint = datastores::fingerprint_in(
+            target.kind,
+            &self.endpoints[&target.name],
+            tables.clone(),
+            snapshot,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "backup not verified: cannot fingerprint target `{}`: {e}",
+                target.name
+            )
+        })?;
         for table in &manifest.tables {
             match fingerprint.tables.get(&table.name) {
                 Some(host) if host.rows == table.rows && host.checksum == table.checksum => {}

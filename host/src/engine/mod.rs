@@ -191,6 +191,7 @@ impl Engine {
                     access,
                     tables: step.tables.clone(),
                     statement_timeout: std::time::Duration::from_secs(step.limits.phase_seconds),
+                    snapshot: None,
                 }),
             kv: access
                 .filter(|_| !target.kind.is_sql())

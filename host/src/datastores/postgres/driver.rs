@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::{copy, scratch, Canceller, CopyIn, CopyOut, PgCursor, Session};
 use crate::datastores::{
-    CopyError, CopyInStream, CopyOutStream, Datastore, DatastoreError, Endpoint, Fingerprint,
+    BackupHold, CopyError, CopyInStream, CopyOutStream, Datastore, DatastoreError, Endpoint, Fingerprint,
     Interrupt, RehearsalCopy, Rows, ScratchSource, ScratchTarget, SessionOptions, SqlCursor,
     SqlSession, SqlValue, TargetState,
 };
@@ -36,6 +36,7 @@ impl Datastore for Postgres {
                 options.access,
                 options.tables.as_deref(),
                 options.statement_timeout,
+                options.snapshot,
             )
             .await?;
             Ok(Arc::new(session) as Arc<dyn SqlSession>)
@@ -48,6 +49,24 @@ impl Datastore for Postgres {
         scope: Vec<String>,
     ) -> BoxFuture<'a, Result<Fingerprint, DatastoreError>> {
         Box::pin(async move { super::fingerprint(endpoint.url(self.kind())?, &scope).await })
+    }
+
+    fn hold_for_backup<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<BackupHold, DatastoreError>> {
+        Box::pin(async move { super::hold_for_backup(endpoint.url(self.kind())?).await })
+    }
+
+    fn fingerprint_in<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        scope: Vec<String>,
+        snapshot: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fingerprint, DatastoreError>> {
+        Box::pin(async move {
+            super::fingerprint_in(endpoint.url(self.kind())?, &scope, snapshot).await
+        })
     }
 
     fn estimate_backup<'a>(

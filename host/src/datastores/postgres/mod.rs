@@ -130,6 +130,9 @@ pub struct Session {
     checked: Mutex<BTreeMap<String, Result<(), String>>>,
     /// A read-only transaction was aborted by an error.
     aborted: AtomicBool,
+    /// The snapshot import a read-only transaction starts with (a held
+    /// backup's), repeated when an error replaced the transaction.
+    snapshot: Option<String>,
 }
 
 /// Rows of a running query.
@@ -158,8 +161,13 @@ impl Session {
         access: Access,
         tables: Option<&[String]>,
         statement_timeout: Duration,
+        snapshot: Option<String>,
     ) -> Result<Session, DatastoreError> {
         let (client, cancel) = connect_client(url).await?;
+        let snapshot = match snapshot {
+            Some(id) if access == Access::ReadOnly => Some(snapshot_import(&id)?),
+            _ => None,
+        };
         let mut setup = format!(
             "SET statement_timeout = {}",
             statement_timeout.as_millis().max(1)
@@ -167,6 +175,10 @@ impl Session {
         if access == Access::ReadOnly {
             setup.push_str("; SET default_transaction_read_only = on; ");
             setup.push_str(BEGIN_READ_ONLY);
+            if let Some(import) = &snapshot {
+                setup.push_str("; ");
+                setup.push_str(import);
+            }
         }
         client.batch_execute(&setup).await.map_err(pg_error)?;
         Ok(Session {
@@ -178,6 +190,7 @@ impl Session {
             },
             checked: Mutex::new(BTreeMap::new()),
             aborted: AtomicBool::new(false),
+            snapshot,
         })
     }
 
@@ -290,8 +303,13 @@ impl Session {
     /// earlier error aborted.
     async fn recover(&self) -> Result<(), DatastoreError> {
         if self.aborted.swap(false, Ordering::SeqCst) {
+            let import = self
+                .snapshot
+                .as_deref()
+                .map(|i| format!("; {i}"))
+                .unwrap_or_default();
             self.client
-                .batch_execute(&format!("ROLLBACK; {BEGIN_READ_ONLY}"))
+                .batch_execute(&format!("ROLLBACK; {BEGIN_READ_ONLY}{import}"))
                 .await
                 .map_err(pg_error)?;
         }
@@ -543,9 +561,23 @@ pub fn quote_table(name: &str) -> String {
 /// [`schema_digest`]), and for each of `tables` its row count
 /// and the checksum of its `COPY` text lines (the same formula plugins use).
 pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint, DatastoreError> {
+    fingerprint_in(url, tables, None).await
+}
+
+/// [`fingerprint`] in an exported snapshot (a held backup's), when given.
+pub async fn fingerprint_in(
+    url: &Secret,
+    tables: &[String],
+    snapshot: Option<&str>,
+) -> Result<Fingerprint, DatastoreError> {
     let (client, _) = connect_client(url).await?;
+    let import = snapshot
+        .map(snapshot_import)
+        .transpose()?
+        .map(|i| format!("; {i}"))
+        .unwrap_or_default();
     client
-        .batch_execute(BEGIN_READ_ONLY)
+        .batch_execute(&format!("{BEGIN_READ_ONLY}{import}"))
         .await
         .map_err(pg_error)?;
     let catalog = schema_digest::Catalog::read(&client)
@@ -592,6 +624,37 @@ pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint,
         objects: catalog.summary(),
         tables: out,
     })
+}
+
+/// Holds a snapshot for a backup: a read-only transaction that exports it
+/// and stays open until the hold is dropped. The plugin's read-only
+/// sessions and the host's verification import it, so the backup and its
+/// check read one state while applications go on writing.
+pub async fn hold_for_backup(url: &Secret) -> Result<super::BackupHold, DatastoreError> {
+    let (client, _) = connect_client(url).await?;
+    client
+        .batch_execute(BEGIN_READ_ONLY)
+        .await
+        .map_err(pg_error)?;
+    let id: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    Ok(super::BackupHold::new(Some(id), client))
+}
+
+/// `SET TRANSACTION SNAPSHOT` of an exported snapshot's id, which
+/// PostgreSQL spells in hex digits and dashes (anything else is refused,
+/// never spliced into SQL).
+fn snapshot_import(id: &str) -> Result<String, DatastoreError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(DatastoreError::host(
+            "SLUICE_SNAPSHOT",
+            format!("`{id}` is not an exported snapshot id"),
+        ));
+    }
+    Ok(format!("SET TRANSACTION SNAPSHOT '{id}'"))
 }
 
 /// Estimates, read-only, the bytes a backup of `tables` (every user table

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::{
-    CopyError, Datastore, DatastoreError, Endpoint, Fingerprint, RehearsalCopy, ScratchSource,
+    BackupHold, CopyError, Datastore, DatastoreError, Endpoint, Fingerprint, RehearsalCopy, ScratchSource,
     ScratchTarget, SessionOptions, SqlSession, TargetState,
 };
 use crate::plan::TargetKind;
@@ -71,6 +71,21 @@ impl Datastore for Sqlite {
         Box::pin(async move {
             let files = endpoint.files(self.kind())?.clone();
             blocking(move || fingerprint(&files, Some(&scope))).await
+        })
+    }
+
+    /// Holds the write lock (`BEGIN IMMEDIATE` on the file and every
+    /// attached one) while the backup is taken and verified: readers go on,
+    /// an application's writes wait (up to their busy timeout) rather than
+    /// land between the plugin's read and the host's.
+    fn hold_for_backup<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<BackupHold, DatastoreError>> {
+        Box::pin(async move {
+            let files = endpoint.files(self.kind())?.clone();
+            let held = blocking(move || session::hold_writers(&files)).await?;
+            Ok(BackupHold::new(None, std::sync::Mutex::new(held)))
         })
     }
 

@@ -261,6 +261,27 @@ fn attach(conn: &Connection, files: &SqliteFiles, access: Access) -> Result<(), 
 }
 
 /// `name` as a quoted SQL identifier.
+/// A connection holding the write lock of the database and its attached
+/// files (an open `BEGIN IMMEDIATE`), rolled back when dropped.
+pub(super) fn hold_writers(files: &SqliteFiles) -> Result<Connection, DatastoreError> {
+    let path = files.path.as_path();
+    if !path.is_file() {
+        return Err(DatastoreError::host(
+            "SQLITE_CANTOPEN",
+            format!("database file {} does not exist", path.display()),
+        ));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    attach(&conn, files, Access::ReadOnly)?;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(error)?;
+    Ok(conn)
+}
+
 pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

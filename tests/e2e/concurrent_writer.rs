@@ -1,0 +1,182 @@
+//! An application writes the tables a step backs up, all the while sluice
+//! runs the step. The plugin's backup and the host's verification of it
+//! must read one state — a PostgreSQL snapshot both import, SQLite's write
+//! lock held across both — or every busy database fails "backup not
+//! verified". The writer's rows are checked afterwards with the tests' own
+//! clients: none lost, the step applied.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_e2e::pg_plan::PgPlan;
+use sluice_e2e::{plugin, Scenario};
+
+/// Inserts into a table until stopped; counts what it wrote.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    wrote: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(mut insert: impl FnMut() + Send + 'static) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wrote = Arc::new(AtomicU64::new(0));
+        let (s, w) = (stop.clone(), wrote.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                insert();
+                w.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        // Writing before sluice starts.
+        while wrote.load(Ordering::SeqCst) < 5 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Writer {
+            stop,
+            wrote,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops it; how many rows it wrote.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.wrote.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn postgres_backs_up_and_verifies_one_snapshot_while_an_application_writes() {
+    let p = PgPlan::new(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL);
+         INSERT INTO orders (note) SELECT 'seed ' || i FROM generate_series(1, 50000) i;",
+        r#"
+[[steps]]
+id = "sku"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+tables = ["orders"]
+thresholds = ["orders > 0"]
+
+[steps.params]
+tables = ["orders"]
+migrate = "ALTER TABLE orders ADD COLUMN sku text"
+
+[[steps.params.metrics]]
+name = "orders"
+query = "SELECT count(*) FROM orders"
+"#,
+    );
+    let accepted = p.sluice(&["audit", "--accept", "sluice.toml"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    let url = p.db.url.clone();
+    let mut app = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let writer = Writer::start(move || {
+        app.execute("INSERT INTO orders (note) VALUES ('app')", &[])
+            .unwrap();
+    });
+    let run = p.sluice(&["run", "sluice.toml"]);
+    let wrote = writer.stop();
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        p.states("sku").contains(&"backed-up".to_string()),
+        "{:?}",
+        p.states("sku")
+    );
+    let mut c = p.db.client();
+    let (rows, app_rows): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE note = 'app') FROM orders",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(app_rows as u64, wrote, "every application write is there");
+    assert_eq!(rows as u64, 50_000 + wrote);
+    let sku: bool = c
+        .query_one(
+            "SELECT count(*) = 1 FROM information_schema.columns
+             WHERE table_name = 'orders' AND column_name = 'sku'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(sku, "the step applied");
+}
+
+#[test]
+fn sqlite_holds_writers_while_the_backup_is_taken_and_verified() {
+    let s = Scenario::new();
+    s.seed(
+        "shop.db",
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000)
+         INSERT INTO orders (note) SELECT 'seed ' || i FROM n;",
+    );
+    s.write(
+        "sluice.toml",
+        &format!(
+            r#"[plan]
+name = "busy-sqlite"
+
+[targets.shop]
+kind = "sqlite"
+path = "shop.db"
+
+[plugins.sqlite]
+path = "{}"
+
+[[steps]]
+id = "sku"
+plugin = "sqlite"
+target = "shop"
+access = "read-write"
+thresholds = ["orders > 0"]
+
+[steps.params]
+tables = ["orders"]
+migrate = "ALTER TABLE orders ADD COLUMN sku TEXT"
+
+[[steps.params.metrics]]
+name = "orders"
+query = "SELECT count(*) FROM orders"
+"#,
+            plugin("sqlite.wasm").display()
+        ),
+    );
+    let accepted = s.sluice(&["audit", "--accept", "sluice.toml"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    let app = rusqlite::Connection::open(s.path().join("shop.db")).unwrap();
+    app.busy_timeout(Duration::from_secs(30)).unwrap();
+    let writer = Writer::start(move || {
+        app.execute("INSERT INTO orders (note) VALUES ('app')", [])
+            .unwrap();
+    });
+    let run = s.sluice(&["run", "sluice.toml"]);
+    let wrote = writer.stop();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let c = rusqlite::Connection::open(s.path().join("shop.db")).unwrap();
+    let app_rows: i64 = c
+        .query_row("SELECT count(*) FROM orders WHERE note = 'app'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(app_rows as u64, wrote, "every application write is there");
+    let sku: i64 = c
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('orders') WHERE name = 'sku'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(sku, 1, "the step applied");
+}
