@@ -85,6 +85,7 @@ async fn plugin_copy(
         access: Access::ReadWrite,
         tables: None,
         statement_timeout: Duration::from_secs(600),
+        snapshot: None,
     });
     let ctx = StepContext {
         step_id: "bench".into(),

@@ -176,6 +176,7 @@ async fn plugin_copy(
             access: Access::ReadWrite,
             tables,
             statement_timeout: Duration::from_secs(600),
+            snapshot: None,
         }),
         kv: None,
         backup: BackupAccess::None,

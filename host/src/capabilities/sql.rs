@@ -404,6 +404,7 @@ mod tests {
             access: Access::ReadOnly,
             tables: None,
             statement_timeout: std::time::Duration::from_secs(1),
+            snapshot: None,
         };
         let cases = [
             ("shop", true),

@@ -749,7 +749,7 @@ mod tests {
     #[tokio::test]
     async fn values_scopes_read_only_and_copy_on_a_real_server() {
         let db = Scratch::new().await;
-        let rw = Session::open(&db.url, Access::ReadWrite, None, Duration::from_secs(30))
+        let rw = Session::open(&db.url, Access::ReadWrite, None, Duration::from_secs(30), None)
             .await
             .unwrap();
         rw.script(
@@ -802,7 +802,7 @@ mod tests {
 
         // Read-only: PostgreSQL refuses writes; the plugin cannot leave the
         // transaction; an error does not poison later statements.
-        let ro = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30))
+        let ro = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30), None)
             .await
             .unwrap();
         let e = ro.execute("DELETE FROM t", &[]).await.unwrap_err();
@@ -821,12 +821,56 @@ mod tests {
         // Its snapshot holds a lock on `t` until the session ends.
         drop(ro);
 
+        // A held backup: its read-only sessions, even one that met an
+        // error, and the host's fingerprint read the held snapshot, not
+        // the writes made since; a made-up snapshot id is refused.
+        let hold = hold_for_backup(&db.url).await.unwrap();
+        rw.execute("INSERT INTO t (id) VALUES (4242)", &[]).await.unwrap();
+        let held = Session::open(
+            &db.url,
+            Access::ReadOnly,
+            None,
+            Duration::from_secs(30),
+            hold.snapshot.clone(),
+        )
+        .await
+        .unwrap();
+        let count = |rows: Rows| rows.data.clone();
+        let before = count(held.query("SELECT count(*) FROM t", &[], 1).await.unwrap());
+        assert!(held.query("SELECT 1/0", &[], 1).await.is_err());
+        let again = count(held.query("SELECT count(*) FROM t", &[], 1).await.unwrap());
+        assert_eq!(before, again, "the same snapshot after an error");
+        let now = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30), None)
+            .await
+            .unwrap();
+        assert_ne!(
+            count(now.query("SELECT count(*) FROM t", &[], 1).await.unwrap()),
+            before,
+            "a session without the hold sees the insert"
+        );
+        let tables = ["t".to_string()];
+        let in_hold = fingerprint_in(&db.url, &tables, hold.snapshot.as_deref())
+            .await
+            .unwrap();
+        let latest = fingerprint(&db.url, &tables).await.unwrap();
+        assert_eq!(in_hold.tables["t"].rows + 1, latest.tables["t"].rows);
+        assert_eq!(
+            fingerprint_in(&db.url, &tables, Some("x'; DROP TABLE t; --"))
+                .await
+                .unwrap_err()
+                .code,
+            "SLUICE_SNAPSHOT"
+        );
+        drop((held, now, hold));
+        rw.execute("DELETE FROM t WHERE id = 4242", &[]).await.unwrap();
+
         // Scoped: only `t`, only built-in functions, indexes of `t` only.
         let scoped = Session::open(
             &db.url,
             Access::ReadWrite,
             Some(&["t".to_string()]),
             Duration::from_secs(30),
+            None,
         )
         .await
         .unwrap();
