@@ -151,6 +151,46 @@ pub fn summarize<'a>(lines: impl Iterator<Item = (String, &'a str)>) -> BTreeMap
         .collect()
 }
 
+/// The sequences of a set of tables, `$1` their names as `regclass` text
+/// (`"public"."items"`; names that do not resolve are skipped): each
+/// sequence a serial or identity column of one of them owns
+/// (`pg_depend` `a`/`i`), unless a column default of a table outside the
+/// set draws from it too — then the application writes through it and its
+/// value is not the step's to prove or to put back. Rows: schema, name.
+/// The PostgreSQL plugin's backup selects the sequences it saves with the
+/// same rule (`plugins/postgres/src/schema.rs`), so proof and restore agree.
+pub const SEQUENCES_OF_TABLES: &str = "\
+WITH t AS (SELECT DISTINCT to_regclass(x) AS oid FROM unnest($1::text[]) x WHERE to_regclass(x) IS NOT NULL)
+SELECT DISTINCT n.nspname::text, s.relname::text
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+  JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+ WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+   AND d.deptype IN ('a', 'i') AND d.refobjid IN (SELECT oid FROM t)
+   AND NOT EXISTS (
+     SELECT 1 FROM pg_catalog.pg_depend u JOIN pg_catalog.pg_attrdef ad ON ad.oid = u.objid
+      WHERE u.classid = 'pg_catalog.pg_attrdef'::regclass AND u.refclassid = 'pg_catalog.pg_class'::regclass
+        AND u.refobjid = s.oid AND ad.adrelid NOT IN (SELECT oid FROM t))
+ ORDER BY 1, 2";
+
+/// (schema, name) of the sequences of `tables` (plan names, as
+/// [`super::quote_table`] reads them), by [`SEQUENCES_OF_TABLES`].
+pub async fn sequences_of_tables(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let quoted: Vec<String> = tables.iter().map(|t| super::quote_table(t)).collect();
+    Ok(client
+        .query(SEQUENCES_OF_TABLES, &[&quoted])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
 /// Reads the catalog of the database at `url`, in its own read-only
 /// snapshot.
 pub async fn read_catalog(url: &Secret) -> Result<Catalog, DatastoreError> {
