@@ -9,8 +9,8 @@
 //! type, default, nullability, identity, generated expression, collation,
 //! statistics target, storage), constraints, indexes (and validity),
 //! triggers and their enabled state, rules, policies, functions, procedures
-//! and aggregates, views and materialized views, sequences (definition; not
-//! yet their values, which restores do not bring back), types (enums with their labels in order,
+//! and aggregates, views and materialized views, sequences (definition;
+//! their values are measured apart, see below), types (enums with their labels in order,
 //! domains and their constraints, composite and range types), extended
 //! statistics, collations, operators, casts, languages, foreign data
 //! wrappers and servers, publications, event triggers, default privileges
@@ -23,6 +23,15 @@
 //! settings). Other databases of the cluster are left out: other runs and
 //! applications create and drop theirs, and a rehearsal copy must digest
 //! like its source (a step creating a database is not proven yet).
+//!
+//! Sequence values (`last_value`, `is_called`) are not catalog lines: every
+//! `nextval` moves them, outside any transaction, so a digest of all of them
+//! would fail a proof whenever an application inserted into any table during
+//! the step. [`sequence_values`] measures only the sequences of the tables a
+//! fingerprint covers (the step's backed-up tables) — which the PostgreSQL
+//! plugin saves at backup and puts back on rollback — into
+//! `Fingerprint.sequences`, so a failed proof names the sequence that
+//! differs.
 //!
 //! No OID enters a line: names, `format_type` and the `pg_get_*def`
 //! functions (with `search_path` pinned to `pg_catalog`, so every name they
@@ -191,6 +200,48 @@ pub async fn sequences_of_tables(
         .collect())
 }
 
+/// `schema.sequence` → `last_value=… is_called=…` for the sequences of
+/// `tables` (plan names, as [`super::quote_table`] reads them; see
+/// [`SEQUENCES_OF_TABLES`]), in the client's current transaction. Sequence
+/// values are not transactional and every `nextval` moves them, so only the
+/// backed-up tables' own sequences are measured: an application drawing ids
+/// for its other tables during a step must not fail the step's proof. Two
+/// statements: the names, then one `UNION ALL` reading every sequence
+/// relation (`pg_sequences` hides `last_value` while `is_called` is false,
+/// which is exactly the state a fresh or reset sequence is in).
+pub async fn sequence_values(
+    client: &Client,
+    tables: &[String],
+) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+    let names = sequences_of_tables(client, tables).await?;
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let reads: Vec<String> = names
+        .iter()
+        .map(|(schema, name)| {
+            format!(
+                "SELECT {}::text, last_value::text, is_called FROM {}.{}",
+                literal(&format!("{schema}.{name}")),
+                quote(schema),
+                quote(name)
+            )
+        })
+        .collect();
+    let rows = client.query(&reads.join(" UNION ALL "), &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let last_value: String = r.get(1);
+            let is_called: bool = r.get(2);
+            (name, format!("last_value={last_value} is_called={is_called}"))
+        })
+        .collect())
+}
+
 /// Reads the catalog of the database at `url`, in its own read-only
 /// snapshot.
 pub async fn read_catalog(url: &Secret) -> Result<Catalog, DatastoreError> {
@@ -264,9 +315,8 @@ objs(kind, name, def, owner, acl, cmt) AS (
          obj_description(r.oid, 'pg_class')
     FROM rel r WHERE r.relkind IN ('r', 'p', 'f', 'v', 'm', 'S')
   UNION ALL
-  -- Sequence values are not in the proof yet: the plugins' restores do not
-  -- bring them back (issue 15's follow-up), so the proof would fail every
-  -- restore of a table with a serial column.
+  -- Sequence values are not catalog lines: they move with the data, and
+  -- only the backed-up tables' own are proven (`sequence_values`).
   -- columns of tables, views and composite types
   SELECT 'column', r.qname || '.' || a.attname,
          concat_ws(' ', '#' || row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum),
