@@ -394,18 +394,21 @@ pub fn sequences_of(
     }
     let quoted: Vec<String> = tables.iter().map(TableName::quoted).collect();
     let rows = conn.query(
-        "WITH t AS (SELECT DISTINCT pg_catalog.to_regclass(x) AS oid FROM unnest($1::text[]) x \
-                    WHERE pg_catalog.to_regclass(x) IS NOT NULL) \
-         SELECT DISTINCT n.nspname::text, s.relname::text \
-           FROM pg_catalog.pg_depend d \
-           JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+        "WITH t AS MATERIALIZED ( \
+           SELECT DISTINCT pg_catalog.to_regclass(x) AS oid FROM unnest($1::text[]) x \
+            WHERE pg_catalog.to_regclass(x) IS NOT NULL), \
+         owned AS MATERIALIZED ( \
+           SELECT DISTINCT d.objid AS oid FROM t JOIN pg_catalog.pg_depend d \
+               ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.oid \
+            WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')) \
+         SELECT n.nspname::text, s.relname::text \
+           FROM owned o \
+           JOIN pg_catalog.pg_class s ON s.oid = o.oid AND s.relkind = 'S' \
            JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace \
-          WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass \
-            AND d.deptype IN ('a', 'i') AND d.refobjid IN (SELECT oid FROM t) \
-            AND NOT EXISTS ( \
+          WHERE NOT EXISTS ( \
               SELECT 1 FROM pg_catalog.pg_depend u JOIN pg_catalog.pg_attrdef ad ON ad.oid = u.objid \
-               WHERE u.classid = 'pg_catalog.pg_attrdef'::regclass AND u.refclassid = 'pg_catalog.pg_class'::regclass \
-                 AND u.refobjid = s.oid AND ad.adrelid NOT IN (SELECT oid FROM t)) \
+               WHERE u.refclassid = 'pg_catalog.pg_class'::regclass AND u.refobjid = s.oid \
+                 AND u.classid = 'pg_catalog.pg_attrdef'::regclass AND ad.adrelid NOT IN (SELECT oid FROM t)) \
           ORDER BY 1, 2",
         &[text_array(&quoted).into()],
     )?;
