@@ -172,6 +172,15 @@ pub struct Fingerprint {
     pub objects: BTreeMap<String, String>,
     /// Every user table.
     pub tables: BTreeMap<String, TableFingerprint>,
+    /// The values of the sequences of `tables` (PostgreSQL: each sequence a
+    /// backed-up table's serial or identity column owns, unless a table
+    /// outside them draws from it too), `schema.sequence` →
+    /// `last_value=… is_called=…`. Kept apart from `schema`: they change
+    /// with the data, not the schema. Empty for other kinds and in
+    /// fingerprints recorded before sequence values were measured; a proof
+    /// compares only the sequences its pre-step fingerprint lists.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sequences: BTreeMap<String, String>,
 }
 
 impl Fingerprint {
@@ -206,6 +215,17 @@ impl Fingerprint {
             .filter(|n| !self.tables.contains_key(*n))
         {
             out.push(format!("table `{name}` exists but did not before"));
+        }
+        // A sequence only `other` lists is new or newly owned by a measured
+        // table: the schema digest reports that.
+        for (name, value) in &self.sequences {
+            match other.sequences.get(name) {
+                None => out.push(format!("sequence `{name}` is missing (value was {value})")),
+                Some(now) if now != value => {
+                    out.push(format!("sequence `{name}`: {now} instead of {value}"))
+                }
+                Some(_) => {}
+            }
         }
         out
     }
@@ -303,6 +323,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             tables: BTreeMap::new(),
+            sequences: BTreeMap::new(),
         }
     }
 
@@ -336,6 +357,42 @@ mod tests {
         let old = fingerprint_of("a", &[]);
         assert_eq!(old.differences(&after), ["schema differs"]);
         assert!(before.differences(&before.clone()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_proof_names_the_sequences_whose_values_differ() {
+        let mut before = fingerprint_of("a", &[]);
+        before.sequences = BTreeMap::from([
+            (
+                "public.items_id_seq".to_string(),
+                "last_value=200 is_called=true".to_string(),
+            ),
+            (
+                "public.tags_id_seq".to_string(),
+                "last_value=1 is_called=false".to_string(),
+            ),
+        ]);
+        let mut after = before.clone();
+        assert!(before.differences(&after).is_empty());
+        after.sequences.insert(
+            "public.items_id_seq".into(),
+            "last_value=203 is_called=true".into(),
+        );
+        after.sequences.remove("public.tags_id_seq");
+        after.sequences.insert(
+            "public.new_seq".into(),
+            "last_value=1 is_called=false".into(),
+        );
+        assert_eq!(
+            before.differences(&after),
+            [
+                "sequence `public.items_id_seq`: last_value=203 is_called=true instead of last_value=200 is_called=true",
+                "sequence `public.tags_id_seq` is missing (value was last_value=1 is_called=false)",
+            ]
+        );
+        // A pre-step fingerprint recorded before sequence values were
+        // measured compares none.
+        assert!(fingerprint_of("a", &[]).differences(&after).is_empty());
     }
 
     #[test]

@@ -1276,6 +1276,7 @@ mod tests {
                         checksum: "ab12".into(),
                     },
                 )]),
+                sequences: BTreeMap::new(),
             },
             baseline: Vec::new(),
             post_step: None,

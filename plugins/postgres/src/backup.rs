@@ -66,7 +66,18 @@ fn snapshot(conn: &Connection, params: &Params) -> Result<BackupManifest, Error>
         schema_digest: schema::schema_digest(conn, &schemas)?,
         schemas,
         baselines: crate::validate::baselines(conn, params)?,
+        sequences: schema::sequence_values(conn, &names)?,
     };
+    for seq in &metadata.sequences {
+        log::info(
+            "sequence saved",
+            &[
+                ("sequence", &seq.display()),
+                ("last_value", &seq.last_value.to_string()),
+                ("is_called", &seq.is_called.to_string()),
+            ],
+        );
+    }
     Ok(BackupManifest {
         artifacts,
         tables: states,

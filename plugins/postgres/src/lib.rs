@@ -51,6 +51,12 @@ pub struct BackupMetadata {
     /// Latency baselines measured before the change (`latency.baseline`),
     /// by metric name, in milliseconds.
     pub baselines: std::collections::BTreeMap<String, f64>,
+    /// The backed-up tables' sequences as they were at backup, put back by
+    /// every rollback path (nextval is not transactional: even a migrate
+    /// PostgreSQL undid leaves them advanced). Absent in manifests written
+    /// before sequences were saved: then none are put back.
+    #[serde(default)]
+    pub sequences: Vec<schema::SequenceValue>,
 }
 
 impl sluice_sdk::Plugin for PostgresPlugin {

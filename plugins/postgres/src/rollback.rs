@@ -10,6 +10,12 @@
 //!    they were enabled), indexes and constraints put back, and the commit
 //!    only after every restored table's checksum equals the backup's.
 //!
+//! Every path then puts the backed-up tables' sequences back to their
+//! `last_value` and `is_called` at backup (`setval`; inside the restore's
+//! transaction, after its verification, while the truncated tables are
+//! still locked): `nextval` is not transactional, so rows the step inserted
+//! leave their sequence advanced even when PostgreSQL undid the insert.
+//!
 //! Each path ends in the same state, so running rollback twice is safe.
 
 use std::io::Read;
@@ -51,6 +57,7 @@ impl sluice_sdk::Rollback for PostgresPlugin {
                 &format!("rollback: {path}: tables and schema equal the backup"),
                 &[("path", path), ("reached", &reached_name)],
             );
+            restore_sequences(&conn, &metadata)?;
             return Ok(states);
         }
 
@@ -65,6 +72,7 @@ impl sluice_sdk::Rollback for PostgresPlugin {
                     "rollback: compensated: tables and schema equal the backup",
                     &[("path", "compensate")],
                 );
+                restore_sequences(&conn, &metadata)?;
                 return Ok(states);
             }
             log::warn(
@@ -78,7 +86,11 @@ impl sluice_sdk::Rollback for PostgresPlugin {
             &[("path", "restore"), ("reached", &reached_name)],
         );
         let snapshot = read_snapshot()?;
-        let states = conn.transaction(|conn| restore(conn, &snapshot, manifest))?;
+        let states = conn.transaction(|conn| {
+            let states = restore(conn, &snapshot, manifest)?;
+            restore_sequences(conn, &metadata)?;
+            Ok(states)
+        })?;
         if schema::schema_digest(&conn, &metadata.schemas)? != metadata.schema_digest {
             log::warn(
                 "rollback: the backed-up tables are restored, but the schema still differs (objects the step created outside them?)",
@@ -87,6 +99,31 @@ impl sluice_sdk::Rollback for PostgresPlugin {
         }
         Ok(states)
     }
+}
+
+/// Puts every sequence the backup saved back to its value then. A sequence
+/// that no longer exists (a table the restore could not recreate it for) is
+/// logged and left to the host's proof, which names it.
+fn restore_sequences(conn: &Connection, metadata: &BackupMetadata) -> Result<(), Error> {
+    for seq in &metadata.sequences {
+        let set = conn.query(&seq.setval_statement(), &[])?;
+        if set.values()?.is_empty() {
+            log::warn(
+                "sequence missing: its value cannot be put back",
+                &[("sequence", &seq.display())],
+            );
+            continue;
+        }
+        log::info(
+            "sequence restored",
+            &[
+                ("sequence", &seq.display()),
+                ("last_value", &seq.last_value.to_string()),
+                ("is_called", &seq.is_called.to_string()),
+            ],
+        );
+    }
+    Ok(())
 }
 
 /// The tables' states when every backed-up table and the schema equal the

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sluice_sdk::sql::{Connection, Value};
 use sluice_sdk::Error;
 
-use crate::names::{quote_ident, TableName};
+use crate::names::{quote_ident, quote_literal, TableName};
 
 /// Name of the artifact holding the [`SchemaSnapshot`].
 pub const SCHEMA_ARTIFACT: &str = "schema.json";
@@ -324,17 +324,149 @@ pub fn load_order(tables: Vec<TableDdl>) -> Vec<TableDdl> {
     out
 }
 
+/// A PostgreSQL array literal of `items` (`{"a","b"}`), for a `$1::text[]`
+/// parameter.
+fn text_array<S: AsRef<str>>(items: &[S]) -> String {
+    format!(
+        "{{{}}}",
+        items
+            .iter()
+            .map(|s| format!(
+                "\"{}\"",
+                s.as_ref().replace('\\', "\\\\").replace('"', "\\\"")
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// One sequence's state at backup: what `setval(seq, last_value,
+/// is_called)` puts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceValue {
+    /// Schema.
+    pub schema: String,
+    /// Sequence.
+    pub name: String,
+    /// `last_value`.
+    pub last_value: i64,
+    /// `is_called`: whether `last_value` was handed out already (`false`
+    /// for a fresh or reset sequence, whose next value is `last_value`).
+    pub is_called: bool,
+}
+
+impl SequenceValue {
+    /// `"schema"."name"`, for SQL text.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// `schema.name`, for logs (as the host names it in a failed proof).
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Puts the value back when the sequence exists (a row), else nothing
+    /// (no row). `setval` is not transactional.
+    pub fn setval_statement(&self) -> String {
+        format!(
+            "SELECT pg_catalog.setval(s, {}, {}) FROM (SELECT pg_catalog.to_regclass({}) AS s) q \
+             WHERE s IS NOT NULL",
+            self.last_value,
+            self.is_called,
+            quote_literal(&self.quoted())
+        )
+    }
+}
+
+/// The sequences of `tables`: each one a serial or identity column of one
+/// of them owns, unless a column default of a table outside them draws from
+/// it too (then the application writes through it, and putting it back
+/// could hand out ids its other table already holds). The host proves the
+/// same set after a rollback (its `schema_digest::SEQUENCES_OF_TABLES`;
+/// keep the two rules equal), and lets a step scoped to `tables` read them.
+pub fn sequences_of(
+    conn: &Connection,
+    tables: &[TableName],
+) -> Result<Vec<(String, String)>, Error> {
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let quoted: Vec<String> = tables.iter().map(TableName::quoted).collect();
+    let rows = conn.query(
+        "WITH t AS MATERIALIZED ( \
+           SELECT DISTINCT pg_catalog.to_regclass(x) AS oid FROM unnest($1::text[]) x \
+            WHERE pg_catalog.to_regclass(x) IS NOT NULL), \
+         owned AS MATERIALIZED ( \
+           SELECT DISTINCT d.objid AS oid FROM t JOIN pg_catalog.pg_depend d \
+               ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.oid \
+            WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')) \
+         SELECT n.nspname::text, s.relname::text \
+           FROM owned o \
+           JOIN pg_catalog.pg_class s ON s.oid = o.oid AND s.relkind = 'S' \
+           JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace \
+          WHERE NOT EXISTS ( \
+              SELECT 1 FROM pg_catalog.pg_depend u JOIN pg_catalog.pg_attrdef ad ON ad.oid = u.objid \
+               WHERE u.refclassid = 'pg_catalog.pg_class'::regclass AND u.refobjid = s.oid \
+                 AND u.classid = 'pg_catalog.pg_attrdef'::regclass AND ad.adrelid NOT IN (SELECT oid FROM t)) \
+          ORDER BY 1, 2",
+        &[text_array(&quoted).into()],
+    )?;
+    Ok(rows
+        .values()?
+        .iter()
+        .filter_map(|r| Some((text(&r[0])?, text(&r[1])?)))
+        .collect())
+}
+
+/// `last_value` and `is_called` of every sequence of `tables`
+/// ([`sequences_of`]), read in the phase's transaction (a sequence reads
+/// the same in any snapshot: its value is not versioned).
+pub fn sequence_values(
+    conn: &Connection,
+    tables: &[TableName],
+) -> Result<Vec<SequenceValue>, Error> {
+    let mut out = Vec::new();
+    for (schema, name) in sequences_of(conn, tables)? {
+        let mut seq = SequenceValue {
+            schema,
+            name,
+            last_value: 0,
+            is_called: false,
+        };
+        let rows = conn.query(
+            &format!("SELECT last_value, is_called FROM {}", seq.quoted()),
+            &[],
+        )?;
+        let values = rows.values()?;
+        let [last_value, is_called] = values.first().map(Vec::as_slice).unwrap_or_default() else {
+            return Err(Error::Internal(format!(
+                "sequence `{}` read no last_value and is_called",
+                seq.display()
+            )));
+        };
+        seq.last_value = match last_value {
+            Value::Integer(i) => *i,
+            Value::Text(t) => t.parse().map_err(|_| {
+                Error::Internal(format!("sequence `{}`: last_value `{t}`", seq.display()))
+            })?,
+            other => {
+                return Err(Error::Internal(format!(
+                    "sequence `{}`: last_value {other:?}",
+                    seq.display()
+                )))
+            }
+        };
+        seq.is_called = truthy(is_called);
+        out.push(seq);
+    }
+    Ok(out)
+}
+
 /// A digest of the schemas' columns, indexes and constraints, so rollback
 /// can tell whether the step changed any of them.
 pub fn schema_digest(conn: &Connection, schemas: &[String]) -> Result<String, Error> {
-    let array = format!(
-        "{{{}}}",
-        schemas
-            .iter()
-            .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let array = text_array(schemas);
     let v = conn.query_value(
         "SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM ( \
            SELECT 'column ' || n.nspname || '.' || c.relname || ' ' || a.attname || ' ' \
@@ -406,6 +538,31 @@ mod tests {
         .map(|t| t.name)
         .collect();
         assert_eq!(order, ["customers", "orders", "products", "items"]);
+    }
+
+    #[test]
+    fn sequences_are_set_back_by_their_quoted_names() {
+        let seq = SequenceValue {
+            schema: "Sales".into(),
+            name: "o'rders \"id\"_seq".into(),
+            last_value: 200,
+            is_called: true,
+        };
+        assert_eq!(seq.display(), "Sales.o'rders \"id\"_seq");
+        assert_eq!(
+            seq.setval_statement(),
+            "SELECT pg_catalog.setval(s, 200, true) FROM (SELECT pg_catalog.to_regclass('\"Sales\".\"o''rders \"\"id\"\"_seq\"') AS s) q WHERE s IS NOT NULL"
+        );
+        assert_eq!(text_array(&["a", "b\"c"]), r#"{"a","b\"c"}"#);
+    }
+
+    #[test]
+    fn metadata_written_before_sequences_were_saved_still_reads() {
+        let old: crate::BackupMetadata = serde_json::from_str(
+            r#"{"format":1,"transactional":true,"schema_digest":"d","schemas":["public"],"baselines":{}}"#,
+        )
+        .unwrap();
+        assert!(old.sequences.is_empty());
     }
 
     #[test]

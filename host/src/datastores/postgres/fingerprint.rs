@@ -14,8 +14,9 @@ use crate::secret::Secret;
 
 /// The host's own measurement of a PostgreSQL target, in one read-only
 /// snapshot: a digest of the schema (every catalog object, see
-/// [`schema_digest`]), and for each of `tables` its row count
-/// and the checksum of its `COPY` text lines (the same formula plugins use).
+/// [`schema_digest`]), for each of `tables` its row count and the checksum
+/// of its `COPY` text lines (the same formula plugins use), and the values
+/// of those tables' sequences ([`schema_digest::sequence_values`]).
 pub async fn fingerprint(url: &Secret, tables: &[String]) -> Result<Fingerprint, DatastoreError> {
     fingerprint_in(url, tables, None).await
 }
@@ -37,6 +38,9 @@ pub async fn fingerprint_in(
         .await
         .map_err(pg_error)?;
     let catalog = schema_digest::Catalog::read(&client)
+        .await
+        .map_err(pg_error)?;
+    let sequences = schema_digest::sequence_values(&client, tables)
         .await
         .map_err(pg_error)?;
     let mut out = BTreeMap::new();
@@ -79,6 +83,7 @@ pub async fn fingerprint_in(
         schema: catalog.digest(),
         objects: catalog.summary(),
         tables: out,
+        sequences,
     })
 }
 

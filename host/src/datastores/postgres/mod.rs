@@ -183,12 +183,30 @@ impl Session {
             }
         }
         client.batch_execute(&setup).await.map_err(pg_error)?;
+        // A scoped step may read its tables' own sequences (the plugin's
+        // backup saves their values); unscoped, PostgreSQL is the judge.
+        let sequences = match tables {
+            Some(tables) => schema_digest::sequences_of_tables(&client, tables)
+                .await
+                .map_err(pg_error)?
+                .into_iter()
+                .map(|(schema, name)| {
+                    if schema == "public" {
+                        name
+                    } else {
+                        format!("{schema}.{name}")
+                    }
+                })
+                .collect(),
+            None => Default::default(),
+        };
         Ok(Session {
             client,
             cancel,
             policy: Policy {
                 access,
                 tables: tables.map(|t| t.iter().map(|n| policy::normalise_table(n)).collect()),
+                sequences,
             },
             checked: Mutex::new(BTreeMap::new()),
             aborted: AtomicBool::new(false),

@@ -48,6 +48,12 @@ pub struct Policy {
     pub access: Access,
     /// Tables the step may touch (normalised), `None` for all.
     pub tables: Option<BTreeSet<String>>,
+    /// Sequences a scoped step may read besides its tables (normalised like
+    /// table names): those its tables' serial and identity columns own,
+    /// looked up in the catalog when the session opens
+    /// (`schema_digest::SEQUENCES_OF_TABLES`), so a backup can save their
+    /// `last_value` and `is_called`. Empty when unscoped.
+    pub sequences: BTreeSet<String>,
 }
 
 /// Functions no plugin may call: they reach the server's files, processes,
@@ -363,6 +369,10 @@ impl Policy {
                     // This session's own temporary table; its name was
                     // checked by `session_private_names` not to shadow a
                     // granted table.
+                    continue;
+                }
+                if reads && self.sequences.contains(table) {
+                    // `SELECT last_value, is_called FROM <its sequence>`.
                     continue;
                 }
                 if reads
@@ -798,6 +808,7 @@ mod tests {
         Policy {
             access,
             tables: Some(tables.iter().map(|t| normalise_table(t)).collect()),
+            sequences: BTreeSet::new(),
         }
     }
 
@@ -867,6 +878,7 @@ mod tests {
         let p = Policy {
             access: Access::ReadOnly,
             tables: None,
+            sequences: BTreeSet::new(),
         };
         for sql in [
             "COMMIT",
@@ -895,6 +907,7 @@ mod tests {
             let p = Policy {
                 access: Access::ReadOnly,
                 tables: tables.map(|t| t.iter().map(|n| normalise_table(n)).collect()),
+                sequences: BTreeSet::new(),
             };
             for sql in [
                 "SET client_min_messages = warning",
@@ -951,6 +964,7 @@ mod tests {
         let unscoped = Policy {
             access: Access::ReadOnly,
             tables: None,
+            sequences: BTreeSet::new(),
         };
         assert!(unscoped.check("SET search_path TO app, public").is_ok());
         let ro = scoped(&["items"], Access::ReadOnly);
@@ -1000,6 +1014,43 @@ mod tests {
             "CREATE TABLE items_copy () INHERITS (secrets)",
         ] {
             assert!(p.check(sql).is_err(), "{sql} was allowed");
+        }
+    }
+
+    #[test]
+    fn a_scoped_step_reads_its_tables_sequences_and_no_others() {
+        let mut p = scoped(&["items", "sales.orders"], Access::ReadOnly);
+        p.sequences = ["items_id_seq", "sales.orders_id_seq"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for sql in [
+            // What the PostgreSQL plugin's backup runs.
+            "SELECT last_value, is_called FROM \"public\".\"items_id_seq\"",
+            "SELECT last_value, is_called FROM sales.orders_id_seq",
+            "SELECT * FROM items_id_seq",
+        ] {
+            assert!(p.check(sql).is_ok(), "{sql}: {:?}", p.check(sql));
+        }
+        for sql in [
+            "SELECT last_value FROM other_id_seq",
+            "SELECT last_value FROM public.orders_id_seq",
+        ] {
+            assert!(p.check(sql).is_err(), "{sql} was allowed");
+        }
+        // Reads only: a sequence is no table to write, alter or drop.
+        let mut rw = scoped(&["items"], Access::ReadWrite);
+        rw.sequences = BTreeSet::from(["items_id_seq".to_string()]);
+        // What its rollback runs (setval is built in: allowed already).
+        assert!(rw
+            .check("SELECT pg_catalog.setval(s, 200, true) FROM (SELECT pg_catalog.to_regclass('\"public\".\"items_id_seq\"') AS s) q WHERE s IS NOT NULL")
+            .is_ok());
+        for sql in [
+            "ALTER TABLE items_id_seq OWNER TO someone",
+            "DROP TABLE items_id_seq",
+            "INSERT INTO items_id_seq VALUES (1, 0, false)",
+        ] {
+            assert!(rw.check(sql).is_err(), "{sql} was allowed");
         }
     }
 

@@ -9,8 +9,8 @@
 //! type, default, nullability, identity, generated expression, collation,
 //! statistics target, storage), constraints, indexes (and validity),
 //! triggers and their enabled state, rules, policies, functions, procedures
-//! and aggregates, views and materialized views, sequences (definition; not
-//! yet their values, which restores do not bring back), types (enums with their labels in order,
+//! and aggregates, views and materialized views, sequences (definition;
+//! their values are measured apart, see below), types (enums with their labels in order,
 //! domains and their constraints, composite and range types), extended
 //! statistics, collations, operators, casts, languages, foreign data
 //! wrappers and servers, publications, event triggers, default privileges
@@ -23,6 +23,15 @@
 //! settings). Other databases of the cluster are left out: other runs and
 //! applications create and drop theirs, and a rehearsal copy must digest
 //! like its source (a step creating a database is not proven yet).
+//!
+//! Sequence values (`last_value`, `is_called`) are not catalog lines: every
+//! `nextval` moves them, outside any transaction, so a digest of all of them
+//! would fail a proof whenever an application inserted into any table during
+//! the step. [`sequence_values`] measures only the sequences of the tables a
+//! fingerprint covers (the step's backed-up tables) — which the PostgreSQL
+//! plugin saves at backup and puts back on rollback — into
+//! `Fingerprint.sequences`, so a failed proof names the sequence that
+//! differs.
 //!
 //! No OID enters a line: names, `format_type` and the `pg_get_*def`
 //! functions (with `search_path` pinned to `pg_catalog`, so every name they
@@ -151,6 +160,94 @@ pub fn summarize<'a>(lines: impl Iterator<Item = (String, &'a str)>) -> BTreeMap
         .collect()
 }
 
+/// The sequences of a set of tables, `$1` their names as `regclass` text
+/// (`"public"."items"`; names that do not resolve are skipped): each
+/// sequence a serial or identity column of one of them owns
+/// (`pg_depend` `a`/`i`), unless a column default of a table outside the
+/// set draws from it too — then the application writes through it and its
+/// value is not the step's to prove or to put back. Rows: schema, name.
+/// The PostgreSQL plugin's backup selects the sequences it saves with the
+/// same rule (`plugins/postgres/src/schema.rs`), so proof and restore agree.
+/// Driven from the tables through `pg_depend`'s reference index (~1 ms with
+/// 400 sequences in the database): starting from every sequence instead made
+/// the ownership test quadratic (~200 ms).
+pub const SEQUENCES_OF_TABLES: &str = "\
+WITH t AS MATERIALIZED (
+  SELECT DISTINCT to_regclass(x) AS oid FROM unnest($1::text[]) x WHERE to_regclass(x) IS NOT NULL),
+owned AS MATERIALIZED (
+  SELECT DISTINCT d.objid AS oid FROM t JOIN pg_catalog.pg_depend d
+      ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.oid
+   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i'))
+SELECT n.nspname::text, s.relname::text
+  FROM owned o
+  JOIN pg_catalog.pg_class s ON s.oid = o.oid AND s.relkind = 'S'
+  JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace
+ WHERE NOT EXISTS (
+     SELECT 1 FROM pg_catalog.pg_depend u JOIN pg_catalog.pg_attrdef ad ON ad.oid = u.objid
+      WHERE u.refclassid = 'pg_catalog.pg_class'::regclass AND u.refobjid = s.oid
+        AND u.classid = 'pg_catalog.pg_attrdef'::regclass AND ad.adrelid NOT IN (SELECT oid FROM t))
+ ORDER BY 1, 2";
+
+/// (schema, name) of the sequences of `tables` (plan names, as
+/// [`super::quote_table`] reads them), by [`SEQUENCES_OF_TABLES`].
+pub async fn sequences_of_tables(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let quoted: Vec<String> = tables.iter().map(|t| super::quote_table(t)).collect();
+    Ok(client
+        .query(SEQUENCES_OF_TABLES, &[&quoted])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// `schema.sequence` → `last_value=… is_called=…` for the sequences of
+/// `tables` (plan names, as [`super::quote_table`] reads them; see
+/// [`SEQUENCES_OF_TABLES`]), in the client's current transaction. Sequence
+/// values are not transactional and every `nextval` moves them, so only the
+/// backed-up tables' own sequences are measured: an application drawing ids
+/// for its other tables during a step must not fail the step's proof. Two
+/// statements: the names, then one `UNION ALL` reading every sequence
+/// relation (`pg_sequences` hides `last_value` while `is_called` is false,
+/// which is exactly the state a fresh or reset sequence is in).
+pub async fn sequence_values(
+    client: &Client,
+    tables: &[String],
+) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+    let names = sequences_of_tables(client, tables).await?;
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let reads: Vec<String> = names
+        .iter()
+        .map(|(schema, name)| {
+            format!(
+                "SELECT {}::text, last_value::text, is_called FROM {}.{}",
+                literal(&format!("{schema}.{name}")),
+                quote(schema),
+                quote(name)
+            )
+        })
+        .collect();
+    let rows = client.query(&reads.join(" UNION ALL "), &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let last_value: String = r.get(1);
+            let is_called: bool = r.get(2);
+            (name, format!("last_value={last_value} is_called={is_called}"))
+        })
+        .collect())
+}
+
 /// Reads the catalog of the database at `url`, in its own read-only
 /// snapshot.
 pub async fn read_catalog(url: &Secret) -> Result<Catalog, DatastoreError> {
@@ -224,9 +321,8 @@ objs(kind, name, def, owner, acl, cmt) AS (
          obj_description(r.oid, 'pg_class')
     FROM rel r WHERE r.relkind IN ('r', 'p', 'f', 'v', 'm', 'S')
   UNION ALL
-  -- Sequence values are not in the proof yet: the plugins' restores do not
-  -- bring them back (issue 15's follow-up), so the proof would fail every
-  -- restore of a table with a serial column.
+  -- Sequence values are not catalog lines: they move with the data, and
+  -- only the backed-up tables' own are proven (`sequence_values`).
   -- columns of tables, views and composite types
   SELECT 'column', r.qname || '.' || a.attname,
          concat_ws(' ', '#' || row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum),

@@ -308,6 +308,7 @@ pub async fn fingerprint(url: &Secret, prefixes: &[String]) -> Result<Fingerprin
         schema: SCHEMA.to_string(),
         objects: BTreeMap::new(),
         tables,
+        sequences: BTreeMap::new(),
     })
 }
 

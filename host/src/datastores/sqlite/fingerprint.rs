@@ -97,6 +97,7 @@ pub fn fingerprint(
         schema: hex::encode(schema.finalize()),
         objects,
         tables: out,
+        sequences: BTreeMap::new(),
     })
 }
 
