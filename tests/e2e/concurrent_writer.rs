@@ -180,3 +180,68 @@ query = "SELECT count(*) FROM orders"
         .unwrap();
     assert_eq!(sku, 1, "the step applied");
 }
+
+#[test]
+fn postgres_rolls_back_and_proves_it_while_an_application_draws_ids() {
+    // The step fails its gate while the application goes on inserting into
+    // `orders` (and so drawing ids from its sequence).
+    let p = PgPlan::new(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL);
+         INSERT INTO orders (note) SELECT 'seed ' || i FROM generate_series(1, 50000) i;",
+        r#"
+[[steps]]
+id = "sku"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+tables = ["orders"]
+thresholds = ["orders < 0"]
+
+[steps.params]
+tables = ["orders"]
+migrate = "ALTER TABLE orders ADD COLUMN sku text; INSERT INTO orders (note) VALUES ('step')"
+
+[[steps.params.metrics]]
+name = "orders"
+query = "SELECT count(*) FROM orders"
+"#,
+    );
+    let accepted = p.sluice(&["audit", "--accept", "sluice.toml"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    let url = p.db.url.clone();
+    let mut app = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let writer = Writer::start(move || {
+        app.execute("INSERT INTO orders (note) VALUES ('app')", &[])
+            .unwrap();
+    });
+    let run = p.sluice(&["run", "sluice.toml"]);
+    let wrote = writer.stop();
+    // The application wrote into `orders` after the step: restoring it
+    // would lose those rows, so the rollback is refused (the undo contract).
+    assert_eq!(run.code, 6, "{}", run.all());
+    let mut c = p.db.client();
+    let app_rows: i64 = c
+        .query_one("SELECT count(*) FROM orders WHERE note = 'app'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(app_rows as u64, wrote, "nothing was undone");
+    // The operator decides: the restore, and its proof — sequence values
+    // included, though the application drew ids while the backup was read.
+    let undone = p.sluice(&["rollback", "sluice.toml", "--discard-later-writes"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    let next: i64 = c
+        .query_one(
+            "INSERT INTO orders (note) VALUES ('after') RETURNING id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let max_before: i64 = c
+        .query_one("SELECT max(id) FROM orders WHERE note <> 'after'", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        next > max_before,
+        "no id is handed out twice: {next} after {max_before}"
+    );
+}
