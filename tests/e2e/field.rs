@@ -938,7 +938,7 @@ fn tally_changes() -> Vec<(String, String)> {
 }
 
 #[test]
-#[ignore = "issue 15: fails at step 1 (set_config refused in migrate), then verify SETs, \\gexec and the backup race with a concurrent writer; see tests/fixtures/field/BASELINE.md; run with --ignored"]
+#[ignore = "issue 15: fails at step 1 (set_config refused in migrate); then rollbacks refused under the writer until change-set undo; see tests/fixtures/field/BASELINE.md; run with --ignored"]
 fn tally_sqitch_on_postgres_rolls_back_every_step_keeping_the_apps_writes() {
     let suffix = run_suffix();
     let owner = format!("tally_owner_{suffix}");
@@ -1018,7 +1018,7 @@ fn tally_sqitch_on_postgres_rolls_back_every_step_keeping_the_apps_writes() {
 }
 
 #[test]
-#[ignore = "issue 15: the backup race with a concurrent writer fails step 3; see tests/fixtures/field/BASELINE.md; run with --ignored"]
+#[ignore = "issue 15: backups hold under the writer now; step 3's rollback is refused (the app wrote after the step: exit 6, nothing undone) until change-set undo keeps those writes; see tests/fixtures/field/BASELINE.md; run with --ignored"]
 fn orders_golang_migrate_on_postgres_rolls_back_every_step_keeping_the_apps_writes() {
     let db = pg_scratch();
     let scenario = Scenario::new();
@@ -1090,7 +1090,7 @@ fn orders_golang_migrate_on_postgres_rolls_back_every_step_keeping_the_apps_writ
 }
 
 #[test]
-#[ignore = "issue 15: the backup race with a concurrent writer fails step 2; see tests/fixtures/field/BASELINE.md; run with --ignored"]
+#[ignore = "issue 15: backups hold under the writer now; step 2's rollback is refused (the app wrote after the step: exit 6, nothing undone) until change-set undo keeps those writes; see tests/fixtures/field/BASELINE.md; run with --ignored"]
 fn fieldnotes_sqitch_on_sqlite_rolls_back_every_step_keeping_the_apps_writes() {
     let scenario = Scenario::new();
     copy_dir(&fixture("fieldnotes"), &scenario.path().join("fieldnotes"));
