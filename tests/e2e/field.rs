@@ -938,7 +938,7 @@ fn tally_changes() -> Vec<(String, String)> {
 }
 
 #[test]
-#[ignore = "issue 15: fails at step 1 (set_config refused in migrate); then rollbacks refused under the writer until change-set undo; see tests/fixtures/field/BASELINE.md; run with --ignored"]
+#[ignore = "issue 15: fails at step 1 (set_config refused in migrate); see tests/fixtures/field/BASELINE.md; run with --ignored"]
 fn tally_sqitch_on_postgres_rolls_back_every_step_keeping_the_apps_writes() {
     let suffix = run_suffix();
     let owner = format!("tally_owner_{suffix}");
