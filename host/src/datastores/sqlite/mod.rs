@@ -84,8 +84,18 @@ impl Datastore for Sqlite {
     ) -> BoxFuture<'a, Result<BackupHold, DatastoreError>> {
         Box::pin(async move {
             let files = endpoint.files(self.kind())?.clone();
-            let held = blocking(move || session::hold_writers(&files)).await?;
-            Ok(BackupHold::new(None, std::sync::Mutex::new(held)))
+            match blocking(move || session::hold_writers(&files)).await {
+                Ok(held) => Ok(BackupHold::new(None, std::sync::Mutex::new(held))),
+                // A file sluice may not write (its permissions, a read-only
+                // mount) cannot be held: back up without the hold, as
+                // before it existed; a write landing meanwhile fails the
+                // verification, and nothing changes.
+                Err(e) if e.code.starts_with("SQLITE_READONLY") => {
+                    tracing::info!("backup without holding writers: {e}");
+                    Ok(BackupHold::none())
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 
