@@ -50,37 +50,50 @@ impl Writer {
     }
 }
 
-#[test]
-fn postgres_backs_up_and_verifies_one_snapshot_while_an_application_writes() {
+/// `orders` (50,000 rows, a `bigserial` key) and one PostgreSQL step
+/// scoped to it, gated on its row count `orders`, its lock accepted.
+fn busy_orders(threshold: &str, migrate: &str) -> PgPlan {
     let p = PgPlan::new(
         "CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL);
          INSERT INTO orders (note) SELECT 'seed ' || i FROM generate_series(1, 50000) i;",
-        r#"
+        &format!(
+            r#"
 [[steps]]
 id = "sku"
 plugin = "pg"
 target = "shop"
 access = "read-write"
 tables = ["orders"]
-thresholds = ["orders > 0"]
+thresholds = ["{threshold}"]
 
 [steps.params]
 tables = ["orders"]
-migrate = "ALTER TABLE orders ADD COLUMN sku text"
+migrate = "{migrate}"
 
 [[steps.params.metrics]]
 name = "orders"
 query = "SELECT count(*) FROM orders"
-"#,
+"#
+        ),
     );
     let accepted = p.sluice(&["audit", "--accept", "sluice.toml"]);
     assert_eq!(accepted.code, 0, "{}", accepted.all());
-    let url = p.db.url.clone();
-    let mut app = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let writer = Writer::start(move || {
+    p
+}
+
+/// An application inserting into `orders` of `p`'s database.
+fn app_inserting_orders(p: &PgPlan) -> Writer {
+    let mut app = postgres::Client::connect(&p.db.url, postgres::NoTls).unwrap();
+    Writer::start(move || {
         app.execute("INSERT INTO orders (note) VALUES ('app')", &[])
             .unwrap();
-    });
+    })
+}
+
+#[test]
+fn postgres_backs_up_and_verifies_one_snapshot_while_an_application_writes() {
+    let p = busy_orders("orders > 0", "ALTER TABLE orders ADD COLUMN sku text");
+    let writer = app_inserting_orders(&p);
     let run = p.sluice(&["run", "sluice.toml"]);
     let wrote = writer.stop();
     assert_eq!(run.code, 0, "{}", run.all());
@@ -185,35 +198,11 @@ query = "SELECT count(*) FROM orders"
 fn postgres_rolls_back_and_proves_it_while_an_application_draws_ids() {
     // The step fails its gate while the application goes on inserting into
     // `orders` (and so drawing ids from its sequence).
-    let p = PgPlan::new(
-        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL);
-         INSERT INTO orders (note) SELECT 'seed ' || i FROM generate_series(1, 50000) i;",
-        r#"
-[[steps]]
-id = "sku"
-plugin = "pg"
-target = "shop"
-access = "read-write"
-tables = ["orders"]
-thresholds = ["orders < 0"]
-
-[steps.params]
-tables = ["orders"]
-migrate = "ALTER TABLE orders ADD COLUMN sku text; INSERT INTO orders (note) VALUES ('step')"
-
-[[steps.params.metrics]]
-name = "orders"
-query = "SELECT count(*) FROM orders"
-"#,
+    let p = busy_orders(
+        "orders < 0",
+        "ALTER TABLE orders ADD COLUMN sku text; INSERT INTO orders (note) VALUES ('step')",
     );
-    let accepted = p.sluice(&["audit", "--accept", "sluice.toml"]);
-    assert_eq!(accepted.code, 0, "{}", accepted.all());
-    let url = p.db.url.clone();
-    let mut app = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let writer = Writer::start(move || {
-        app.execute("INSERT INTO orders (note) VALUES ('app')", &[])
-            .unwrap();
-    });
+    let writer = app_inserting_orders(&p);
     let run = p.sluice(&["run", "sluice.toml"]);
     let wrote = writer.stop();
     // The application wrote into `orders` after the step: restoring it

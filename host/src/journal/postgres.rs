@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::lease::{host_name, LeaseError, LeaseHolder};
-use super::record::{decode_cause, Cause, Metric, Why, FORMAT};
+use super::record::{decode_cause, format_1_cause_json, Metric, Why, FORMAT};
 use super::{
     now, Approval, Journal, JournalError, RawStep, RunRecord, StepRecord, StepState, StoredBackup,
     Transition,
@@ -469,9 +469,8 @@ fn create_schema(client: &mut Client) -> Result<Format, postgres::Error> {
             tx.prepare("UPDATE sluice_journal.transitions SET cause = $2 WHERE seq = $1")?;
         for row in rows {
             let (seq, state, detail): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
-            if let Ok(state) = state.parse() {
-                let cause = Cause::of_format_1(state, &detail);
-                tx.execute(&update, &[&seq, &Why::new(cause, detail).cause_json()])?;
+            if let Some(cause) = format_1_cause_json(&state, &detail) {
+                tx.execute(&update, &[&seq, &cause])?;
             }
         }
     }

@@ -235,6 +235,14 @@ pub fn decode_cause(stored: Option<&str>, state: StepState, detail: &str) -> Res
     }
 }
 
+/// The stored cause (JSON) of a format-1 transition, read from its words;
+/// `None` for a state no sluice wrote (reading the row reports it corrupt,
+/// as before). Both journals' 1 → 2 migrations store this.
+pub fn format_1_cause_json(state: &str, detail: &str) -> Option<String> {
+    let state = state.parse().ok()?;
+    Some(serde_json::to_string(&Cause::of_format_1(state, detail)).expect("causes serialize"))
+}
+
 impl Cause {
     /// Whether this transition took over a step an interrupted run left.
     pub fn is_resumption(&self) -> bool {

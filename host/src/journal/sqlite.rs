@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
-use super::record::{self, Cause, Metric, Why, FORMAT};
+use super::record::{self, Metric, Why, FORMAT};
 use super::{
     lease, now, Approval, Journal, JournalError, RawStep, RunRecord, StepRecord, StepState,
     StoredBackup, Transition,
@@ -55,11 +55,8 @@ fn migrate_sqlite_1_to_2(tx: &rusqlite::Transaction) -> Result<(), rusqlite::Err
     };
     let mut update = tx.prepare("UPDATE transitions SET cause = ?2 WHERE seq = ?1")?;
     for (seq, state, detail) in rows {
-        // An unreadable state stays without a cause: reading it reports the
-        // row as corrupt, as before.
-        if let Ok(state) = state.parse() {
-            let cause = Cause::of_format_1(state, &detail);
-            update.execute(params![seq, Why::new(cause, detail).cause_json()])?;
+        if let Some(cause) = record::format_1_cause_json(&state, &detail) {
+            update.execute(params![seq, cause])?;
         }
     }
     Ok(())
@@ -553,6 +550,7 @@ impl Journal for SqliteJournal {
 mod tests {
     use super::*;
     use crate::journal::outcome::Phase;
+    use crate::journal::record::Cause;
 
     /// A journal as format 1 left it: no `meta`, transitions without causes.
     fn format_1(dir: &Path) {
