@@ -89,6 +89,12 @@ impl TableChecksum {
         self.rows
     }
 
+    /// The sum of the row hashes: the checksum as a number, so the
+    /// checksums of two states can be subtracted (modulo 2^128).
+    pub fn sum(&self) -> u128 {
+        self.sum
+    }
+
     /// The checksum as 32 hex digits.
     pub fn hex(&self) -> String {
         format!("{:032x}", self.sum)

@@ -86,6 +86,7 @@ async fn plugin_copy(
         tables: None,
         statement_timeout: Duration::from_secs(600),
         snapshot: None,
+        capture: None,
     });
     let ctx = StepContext {
         step_id: "bench".into(),

@@ -177,6 +177,7 @@ async fn plugin_copy(
             tables,
             statement_timeout: Duration::from_secs(600),
             snapshot: None,
+            capture: None,
         }),
         kv: None,
         backup: BackupAccess::None,

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bad_plans;
+mod change_set;
 mod concurrent_writer;
 mod conformance;
 mod crash;

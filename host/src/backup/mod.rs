@@ -115,6 +115,15 @@ impl BackupStore {
         })
     }
 
+    /// Stores `bytes` as one artifact, durably.
+    pub fn store(&self, name: &str, bytes: &[u8]) -> Result<ArtifactRef, BackupError> {
+        let mut writer = self.create(name)?;
+        writer
+            .write(bytes)
+            .map_err(self.io(format!("writing artifact `{name}`")))?;
+        self.finish(writer)
+    }
+
     /// Makes a written artifact durable under its digest.
     pub fn finish(&self, mut writer: ArtifactWriter) -> Result<ArtifactRef, BackupError> {
         // The file stays in the writer until it is stored, so a failure

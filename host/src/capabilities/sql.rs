@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
+use crate::datastores::changes::ChangeCapture;
 use crate::datastores::{
     self, CopyInStream, CopyOutStream, DatastoreError, Endpoint, Interrupt, Rows, SessionOptions,
     SqlCursor, SqlSession, SqlValue,
@@ -39,6 +40,8 @@ pub struct SqlGrant {
     /// The snapshot read-only sessions read in: the backup's, held by the
     /// engine until it has verified the backup.
     pub snapshot: Option<String>,
+    /// Where the sessions record the rows they change (migrate's).
+    pub capture: Option<ChangeCapture>,
 }
 
 impl SqlGrant {
@@ -170,6 +173,7 @@ impl wit::Host for SqlCapability {
             statement_timeout: grant.statement_timeout,
             authorize: self.authorize,
             snapshot: grant.snapshot.clone(),
+            capture: grant.capture.clone(),
         };
         let session = match datastores::driver(grant.kind)
             .open_sql(&grant.endpoint, options)
@@ -405,6 +409,7 @@ mod tests {
             tables: None,
             statement_timeout: std::time::Duration::from_secs(1),
             snapshot: None,
+            capture: None,
         };
         let cases = [
             ("shop", true),

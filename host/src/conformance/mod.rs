@@ -474,7 +474,7 @@ impl Kit {
             elapsed: report.elapsed,
         });
         let backup = backup.map_err(|f| f.message)?;
-        let (migrated, report) = run.engine.call_migrate(&run.step, plugin).await;
+        let (migrated, report, _) = run.engine.call_migrate(&run.step, plugin).await;
         calls.push(Call {
             phase: "migrate",
             elapsed: report.elapsed,
@@ -631,7 +631,7 @@ impl Kit {
             }
         };
         let once = self.whole(&run).await?;
-        let (again, report) = run.engine.call_migrate(&run.step, run.plugin()).await;
+        let (again, report, _) = run.engine.call_migrate(&run.step, run.plugin()).await;
         calls.push(Call {
             phase: "migrate",
             elapsed: report.elapsed,

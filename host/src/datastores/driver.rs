@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+use super::changes::{ChangeSet, UndoOutcome};
 use super::kv_session::KvSession;
 use super::sql_session::{SessionOptions, SqlSession};
 use super::{DatastoreError, Endpoint, Fingerprint};
@@ -111,6 +112,32 @@ pub trait Datastore: Send + Sync {
     ) -> BoxFuture<'a, Result<Fingerprint, DatastoreError>> {
         let _ = snapshot;
         self.fingerprint(endpoint, scope)
+    }
+
+    /// Whether read-write sessions record the rows they change into
+    /// [`SessionOptions::capture`], so a rollback can undo exactly the
+    /// step's changes ([`Datastore::undo_changes`]).
+    fn captures_changes(&self) -> bool {
+        false
+    }
+
+    /// Undoes a step's change set (see [`super::changes`]): every row back
+    /// to its pre-step image, in one transaction, unless a row changed since
+    /// the step and `discard_later_writes` is off.
+    fn undo_changes<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        changes: ChangeSet,
+        discard_later_writes: bool,
+    ) -> BoxFuture<'a, Result<UndoOutcome, DatastoreError>> {
+        let _ = (endpoint, changes, discard_later_writes);
+        let kind = self.kind();
+        Box::pin(async move {
+            Ok(UndoOutcome::Unusable(format!(
+                "{} targets are not undone by change set",
+                kind.as_str()
+            )))
+        })
     }
 
     /// Estimates, read-only, how many bytes a backup of `scope` will hold;

@@ -6,6 +6,7 @@
 //! sessions plugins use), and one line in the `drivers!` list below;
 //! everything else reaches it through [`driver`].
 
+pub mod changes;
 mod driver;
 mod kv_session;
 mod sql_session;
@@ -316,6 +317,7 @@ mod tests {
                     statement_timeout: std::time::Duration::from_secs(1),
                     authorize: true,
                     snapshot: None,
+                    capture: None,
                 },
             )
             .await

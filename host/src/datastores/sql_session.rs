@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use super::changes::ChangeCapture;
 use super::{DatastoreError, Rows, SqlValue};
 use crate::plan::Access;
 
@@ -23,6 +24,9 @@ pub struct SessionOptions {
     pub authorize: bool,
     /// The snapshot a read-only session reads in (a held backup's).
     pub snapshot: Option<String>,
+    /// Where a read-write session records the rows it changes (migrate's,
+    /// on datastores that [capture changes](super::Datastore::captures_changes)).
+    pub capture: Option<ChangeCapture>,
 }
 
 /// Stops the statement a session is running, from any thread.

@@ -175,6 +175,7 @@ impl Engine {
             fingerprint,
             baseline: Vec::new(),
             post_step: None,
+            change_set: None,
         })
     }
 }

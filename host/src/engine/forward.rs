@@ -7,6 +7,7 @@ use super::step::{Forward, Verdict, STOPPED_AFTER_MIGRATE};
 use super::StepSummary;
 use super::{Engine, EngineError, Phase};
 use crate::capabilities::backup_store::BackupAccess;
+use crate::datastores::changes::ChangeCapture;
 use crate::journal::outcome::metric_values;
 use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::StepState;
@@ -51,13 +52,18 @@ impl Engine {
         Ok((metrics, report.elapsed))
     }
 
-    /// Migrate with the step's access.
+    /// Migrate with the step's access; the capture holds the rows it
+    /// changed, on datastores that record them.
     pub(crate) async fn call_migrate(
         &self,
         step: &Step,
         plugin: &LoadedPlugin,
-    ) -> (Result<(), StepFailure>, CallReport) {
-        let grants = self.grants(step, Some(step.access), BackupAccess::None);
+    ) -> (Result<(), StepFailure>, CallReport, Option<ChangeCapture>) {
+        let mut grants = self.grants(step, Some(step.access), BackupAccess::None);
+        let capture = self.change_capture(step);
+        if let Some(sql) = grants.sql.as_mut() {
+            sql.capture = capture.clone();
+        }
         let (result, report) = self
             .caller
             .call(plugin, grants, PhaseInput::Migrate(self.context(step)))
@@ -67,6 +73,7 @@ impl Engine {
                 StepFailure::new(Phase::Migrate, e.kind(), format!("migrate failed: {e}"))
             }),
             report,
+            capture,
         )
     }
 
@@ -93,12 +100,12 @@ impl Engine {
             ),
             None,
         )?;
-        let (result, report) = self.call_migrate(step, plugin).await;
+        let (result, report, capture) = self.call_migrate(step, plugin).await;
         s.phases.push((Phase::Migrate, report.elapsed));
         if let Err(failure) = result {
             return Ok(Err(failure));
         }
-        if let Err(e) = self.record_post_step(run_id, step).await? {
+        if let Err(e) = self.record_post_step(run_id, step, capture).await? {
             return Ok(Err(StepFailure::new(Phase::Migrate, FailureKind::Host, e)));
         }
         if self.stop_requested() {

@@ -11,6 +11,7 @@ mod pause;
 mod rollback;
 mod run;
 mod step;
+mod undo;
 mod watch;
 
 #[cfg(test)]
@@ -192,6 +193,7 @@ impl Engine {
                     tables: step.tables.clone(),
                     statement_timeout: std::time::Duration::from_secs(step.limits.phase_seconds),
                     snapshot: None,
+                    capture: None,
                 }),
             kv: access
                 .filter(|_| !target.kind.is_sql())

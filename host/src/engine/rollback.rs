@@ -5,6 +5,7 @@ use super::{Engine, EngineError, Phase};
 use super::{StepOutcome, StepSummary};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::datastores;
+use crate::datastores::changes::ChangeCapture;
 use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::{Journal, StepRecord, StepState, StoredBackup};
 use crate::plan::{Access, Step};
@@ -60,6 +61,22 @@ impl Engine {
             Some(StepState::RollbackRefused) => PhaseReached::Completed,
             _ => PhaseReached::BackedUp,
         };
+        // A step that changed only rows, recorded as a change set, is
+        // undone row by row: the application's other writes stay.
+        if step.access != Access::ReadOnly {
+            if let Some((backup, stored)) = record
+                .backup
+                .as_ref()
+                .and_then(|b| Some((b, b.change_set.as_ref()?)))
+            {
+                if let Some(outcome) = self
+                    .undo_change_set(run_id, step, backup, stored, &failure, s)
+                    .await?
+                {
+                    return Ok(outcome);
+                }
+            }
+        }
         // Before anything is undone: writes made after the step would be
         // lost by a restore. Refuse, unless the operator decided otherwise.
         // An interrupted rollback (rolling-back) passed this check already.
@@ -188,6 +205,7 @@ impl Engine {
         &mut self,
         run_id: &str,
         step: &Step,
+        capture: Option<ChangeCapture>,
     ) -> Result<Result<(), String>, EngineError> {
         if step.access == Access::ReadOnly {
             return Ok(Ok(()));
@@ -199,6 +217,9 @@ impl Engine {
         let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
         match datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables).await {
             Ok(after) => {
+                if let Some(capture) = capture {
+                    backup.change_set = self.store_change_set(step, &backup, &after, capture)?;
+                }
                 backup.post_step = Some(after);
                 self.journal.record_backup(run_id, &step.id, &backup)?;
                 Ok(Ok(()))

@@ -230,6 +230,30 @@ pub struct StoredBackup {
     /// changed since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_step: Option<Fingerprint>,
+    /// The rows migrate changed, recorded by the host on the step's own
+    /// connections and stored as an artifact beside the plugin's: a
+    /// rollback undoes exactly those and keeps every other write. `None`
+    /// where the datastore records none, where the step changed the schema
+    /// or too much to keep, and in journals before change sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_set: Option<StoredChangeSet>,
+}
+
+/// A step's change set in the backup store (see
+/// [`crate::datastores::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredChangeSet {
+    /// The artifact holding it (JSON), written by the host.
+    pub artifact: ArtifactRef,
+    /// Rows the step changed, per table.
+    pub rows: std::collections::BTreeMap<String, u64>,
+}
+
+impl StoredChangeSet {
+    /// Rows the step changed, all tables.
+    pub fn total(&self) -> u64 {
+        self.rows.values().sum()
+    }
 }
 
 /// An operator's decision on a paused step.

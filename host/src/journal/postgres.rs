@@ -1279,6 +1279,7 @@ mod tests {
             },
             baseline: Vec::new(),
             post_step: None,
+            change_set: None,
         }
     }
 

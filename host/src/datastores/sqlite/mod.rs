@@ -3,6 +3,7 @@
 //! and estimates (`fingerprint.rs`), rehearsal copies (`copy.rs`) and
 //! conformance scratch files (`scratch.rs`).
 
+mod changes;
 mod connection;
 mod copy;
 mod fingerprint;
@@ -22,6 +23,7 @@ use super::{
     BackupHold, CopyError, Datastore, DatastoreError, Endpoint, Fingerprint, RehearsalCopy, ScratchSource,
     ScratchTarget, SessionOptions, SqlSession, TargetState,
 };
+use super::changes::{ChangeSet, UndoOutcome};
 use crate::plan::TargetKind;
 
 pub use self::fingerprint::{estimate_backup, fingerprint};
@@ -56,7 +58,9 @@ impl Datastore for Sqlite {
                 .authorize
                 .then(|| TableScope::new(options.tables.clone()));
             let access = options.access;
-            let session = tokio::task::spawn_blocking(move || Session::open(&files, access, scope))
+            let capture = options.capture;
+            let session =
+                tokio::task::spawn_blocking(move || Session::open(&files, access, scope, capture))
                 .await
                 .map_err(|e| DatastoreError::host("SLUICE_TASK", e.to_string()))??;
             Ok(Arc::new(session) as Arc<dyn SqlSession>)
@@ -96,6 +100,22 @@ impl Datastore for Sqlite {
                 }
                 Err(e) => Err(e),
             }
+        })
+    }
+
+    fn captures_changes(&self) -> bool {
+        true
+    }
+
+    fn undo_changes<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        changes: ChangeSet,
+        discard_later_writes: bool,
+    ) -> BoxFuture<'a, Result<UndoOutcome, DatastoreError>> {
+        Box::pin(async move {
+            let files = endpoint.files(self.kind())?.clone();
+            blocking(move || changes::undo(&files, &changes, discard_later_writes)).await
         })
     }
 

@@ -46,6 +46,11 @@ impl TableScope {
                 .any(|p| p.eq_ignore_ascii_case(pragma));
         }
         let database = database.unwrap_or("main");
+        // The host's change log of this connection (see `changes.rs`):
+        // private to it, written by the host's own triggers.
+        if database.eq_ignore_ascii_case("temp") && name.starts_with(super::changes::LOG_PREFIX) {
+            return true;
+        }
         let own = database.eq_ignore_ascii_case("main") || database.eq_ignore_ascii_case("temp");
         match &self.tables {
             None => true,

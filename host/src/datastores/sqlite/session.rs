@@ -17,6 +17,7 @@ use sluice_sdk::row::{Decoder, Encoder, ValueRef as RowValue};
 use tokio::sync::oneshot;
 
 use super::{error, TableScope};
+use crate::datastores::changes::ChangeCapture;
 use crate::datastores::{DatastoreError, Rows, SqlValue};
 use crate::plan::{Access, SqliteFiles};
 
@@ -79,7 +80,8 @@ impl Interrupter {
 
 impl Session {
     /// Opens the target's database file with `access`, with the files the
-    /// plan attaches to it attached under their schema names. Read-only is
+    /// plan attaches to it attached under their schema names; a read-write
+    /// session records the rows it changes into `capture`, when given. Read-only is
     /// enforced by SQLite itself, for the attached files too: the database
     /// (whose open flags attached files inherit) is opened read-only and
     /// `query_only` is set.
@@ -87,6 +89,7 @@ impl Session {
         files: &SqliteFiles,
         access: Access,
         scope: Option<TableScope>,
+        capture: Option<ChangeCapture>,
     ) -> Result<Session, DatastoreError> {
         let path = files.path.as_path();
         if !path.is_file() {
@@ -114,6 +117,11 @@ impl Session {
             files.attach.len() as i32,
         )
         .map_err(error)?;
+        // The change log's triggers are the host's: made before the
+        // authorizer, which would refuse them to a plugin.
+        let recorder = capture
+            .filter(|_| access == Access::ReadWrite)
+            .and_then(|capture| super::changes::record(&conn, capture));
         // The table scope is enforced by SQLite as each statement is prepared.
         if let Some(scope) = scope {
             conn.authorizer(Some(move |ctx: AuthContext<'_>| {
@@ -128,7 +136,12 @@ impl Session {
         let (requests, inbox) = mpsc::channel();
         std::thread::Builder::new()
             .name("sluice-sqlite".into())
-            .spawn(move || serve(conn, inbox))
+            .spawn(move || {
+                serve(&conn, inbox);
+                if let Some(recorder) = recorder {
+                    recorder.finish(&conn);
+                }
+            })
             .map_err(|e| DatastoreError::host("SLUICE_THREAD", e.to_string()))?;
         Ok(Session {
             requests,
@@ -225,7 +238,7 @@ impl Session {
 /// creates the database of `ATTACH`); a read-only session sees an empty
 /// in-memory database under that name instead, so nothing is created by a
 /// phase that may not write, and `query_only` still refuses writes to it.
-fn attach(conn: &Connection, files: &SqliteFiles, access: Access) -> Result<(), DatastoreError> {
+pub(super) fn attach(conn: &Connection, files: &SqliteFiles, access: Access) -> Result<(), DatastoreError> {
     for (schema, path) in &files.attach {
         let file = if path.is_file() {
             path.to_string_lossy().into_owned()
@@ -287,11 +300,11 @@ pub(super) fn quote(name: &str) -> String {
 }
 
 /// The worker loop: plain requests, and a nested loop while a cursor is open.
-fn serve(conn: Connection, inbox: mpsc::Receiver<Request>) {
+fn serve(conn: &Connection, inbox: mpsc::Receiver<Request>) {
     while let Ok(request) = inbox.recv() {
         match request {
             Request::OpenCursor { sql, params, reply } => {
-                serve_cursor(&conn, &inbox, sql, params, reply)
+                serve_cursor(conn, &inbox, sql, params, reply)
             }
             Request::NextBatch { reply, .. } => {
                 let _ = reply.send(Err(DatastoreError::host(
@@ -300,7 +313,7 @@ fn serve(conn: Connection, inbox: mpsc::Receiver<Request>) {
                 )));
             }
             Request::CloseCursor => {}
-            other => serve_plain(&conn, other),
+            other => serve_plain(conn, other),
         }
     }
 }

@@ -32,7 +32,7 @@ fn scope(tables: &[&str]) -> Option<TableScope> {
 async fn declared_files_are_attached_and_nothing_else_can_be() {
     let dir = tempfile::tempdir().unwrap();
     let files = files(dir.path());
-    let s = Session::open(&files, Access::ReadWrite, Some(TableScope::new(None))).unwrap();
+    let s = Session::open(&files, Access::ReadWrite, Some(TableScope::new(None)), None).unwrap();
     let rows = s
         .query("SELECT id FROM sqitch.changes".into(), vec![], 10)
         .await
@@ -53,7 +53,7 @@ async fn declared_files_are_attached_and_nothing_else_can_be() {
     assert!(err.code.starts_with("SQLITE_"), "{err}");
 
     // Without the authorizer, the attach slot limit alone refuses it.
-    let s = Session::open(&files, Access::ReadWrite, None).unwrap();
+    let s = Session::open(&files, Access::ReadWrite, None, None).unwrap();
     let err = s
         .script(format!("ATTACH DATABASE '{}' AS other", other.display()))
         .await
@@ -62,7 +62,7 @@ async fn declared_files_are_attached_and_nothing_else_can_be() {
 
     // A target that declares no attachment gets none and may not attach.
     let single = SqliteFiles::single(files.path.clone());
-    let s = Session::open(&single, Access::ReadWrite, None).unwrap();
+    let s = Session::open(&single, Access::ReadWrite, None, None).unwrap();
     let err = s
         .query("SELECT id FROM sqitch.changes".into(), vec![], 10)
         .await
@@ -82,7 +82,7 @@ async fn declared_files_are_attached_and_nothing_else_can_be() {
 async fn read_only_sessions_cannot_write_attached_files() {
     let dir = tempfile::tempdir().unwrap();
     let files = files(dir.path());
-    let s = Session::open(&files, Access::ReadOnly, Some(TableScope::new(None))).unwrap();
+    let s = Session::open(&files, Access::ReadOnly, Some(TableScope::new(None)), None).unwrap();
     for sql in [
         "INSERT INTO sqitch.changes VALUES ('b')",
         "CREATE TABLE sqitch.more (x)",
@@ -98,7 +98,7 @@ async fn read_only_sessions_cannot_write_attached_files() {
     let mut missing = files.clone();
     let fresh = dir.path().join("fresh.db");
     missing.attach.insert("sqitch".into(), fresh.clone());
-    let s = Session::open(&missing, Access::ReadOnly, None).unwrap();
+    let s = Session::open(&missing, Access::ReadOnly, None, None).unwrap();
     let rows = s
         .query(
             "SELECT count(*) FROM sqitch.sqlite_master".into(),
@@ -110,7 +110,7 @@ async fn read_only_sessions_cannot_write_attached_files() {
     assert_eq!(rows.rows, 1);
     assert!(s.script("CREATE TABLE sqitch.x (y)".into()).await.is_err());
     assert!(!fresh.exists());
-    let s = Session::open(&missing, Access::ReadWrite, None).unwrap();
+    let s = Session::open(&missing, Access::ReadWrite, None, None).unwrap();
     s.script("CREATE TABLE sqitch.x (y)".into()).await.unwrap();
     assert!(fresh.is_file());
 }
@@ -119,12 +119,12 @@ async fn read_only_sessions_cannot_write_attached_files() {
 async fn scopes_name_attached_tables_by_schema() {
     let dir = tempfile::tempdir().unwrap();
     let files = files(dir.path());
-    let s = Session::open(&files, Access::ReadWrite, scope(&["t", "sqitch.changes"])).unwrap();
+    let s = Session::open(&files, Access::ReadWrite, scope(&["t", "sqitch.changes"]), None).unwrap();
     s.script("INSERT INTO sqitch.changes VALUES ('b'); INSERT INTO t VALUES (2);".into())
         .await
         .unwrap();
     // `changes` alone is a table of the database itself, not the attached one.
-    let s = Session::open(&files, Access::ReadWrite, scope(&["t", "changes"])).unwrap();
+    let s = Session::open(&files, Access::ReadWrite, scope(&["t", "changes"]), None).unwrap();
     assert!(s
         .script("INSERT INTO sqitch.changes VALUES ('c')".into())
         .await
@@ -134,7 +134,7 @@ async fn scopes_name_attached_tables_by_schema() {
         .await
         .is_err());
     // And `sqitch.t` is not the database's `t`.
-    let s = Session::open(&files, Access::ReadWrite, scope(&["sqitch.t"])).unwrap();
+    let s = Session::open(&files, Access::ReadWrite, scope(&["sqitch.t"]), None).unwrap();
     assert!(s.script("INSERT INTO t VALUES (3)".into()).await.is_err());
 }
 
@@ -161,4 +161,79 @@ fn fingerprints_cover_attached_tables() {
     let scoped = fingerprint(&files, Some(&["sqitch.changes".to_string()])).unwrap();
     assert_eq!(scoped.tables.keys().collect::<Vec<_>>(), ["sqitch.changes"]);
     assert!(estimate_backup(&files, Some(&["sqitch.changes".to_string()])).unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_session_records_its_committed_changes_and_nothing_else() {
+    use crate::datastores::changes::{Cell, ChangeCapture, UndoOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let files = files(dir.path());
+    let capture = ChangeCapture::new();
+    let s = Session::open(
+        &files,
+        Access::ReadWrite,
+        scope(&["t", "sqitch.changes"]),
+        Some(capture.clone()),
+    )
+    .unwrap();
+    s.script("UPDATE t SET x = 2; INSERT INTO sqitch.changes VALUES ('b')".into())
+        .await
+        .unwrap();
+    // A transaction rolled back leaves nothing to undo.
+    s.script("BEGIN; INSERT INTO t VALUES (99); ROLLBACK".into())
+        .await
+        .unwrap();
+    // Another connection (the application) is not the step.
+    let app = Connection::open(&files.path).unwrap();
+    app.execute_batch("INSERT INTO t VALUES (7)").unwrap();
+    drop(s);
+    let set = capture.take(std::time::Duration::from_secs(10)).unwrap();
+    let got: Vec<(String, Option<Vec<Cell>>, Option<Vec<Cell>>)> = set
+        .rows
+        .iter()
+        .map(|r| (r.qualified_table(), r.before.clone(), r.after.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "t".into(),
+                Some(vec![Cell::Integer(1)]),
+                Some(vec![Cell::Integer(2)])
+            ),
+            (
+                "sqitch.changes".into(),
+                None,
+                Some(vec![Cell::Text("b".into())])
+            ),
+        ]
+    );
+
+    // The application changes the row the step changed: a conflict, and
+    // nothing is undone.
+    app.execute_batch("UPDATE t SET x = 3 WHERE x = 2").unwrap();
+    let outcome = changes::undo(&files, &set, false).unwrap();
+    assert!(
+        matches!(&outcome, UndoOutcome::Conflicts(c) if c.len() == 1 && c[0].key == 1),
+        "{outcome:?}"
+    );
+    let registry: i64 = Connection::open(dir.path().join("sqitch.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(registry, 2, "nothing undone");
+    // Put back as the step left it: undone, the application's row kept.
+    app.execute_batch("UPDATE t SET x = 2 WHERE x = 3").unwrap();
+    let UndoOutcome::Undone(undone) = changes::undo(&files, &set, false).unwrap() else {
+        panic!("undone")
+    };
+    assert_eq!(undone.rows.values().sum::<u64>(), 2);
+    let rows: Vec<i64> = app
+        .prepare("SELECT x FROM t ORDER BY x")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, vec![1, 7]);
 }

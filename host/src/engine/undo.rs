@@ -1,0 +1,223 @@
+//! Undo by change set: a step whose migrate changed only rows (no schema)
+//! on a datastore that records them is rolled back by putting exactly
+//! those rows back, so the application's writes to the same tables stay.
+//! A row the step changed that was changed since is a conflict: the
+//! rollback is refused before anything is undone, unless the operator
+//! decided to discard such writes.
+
+use std::time::Instant;
+
+use super::{Engine, EngineError, Phase, StepOutcome, StepSummary};
+use crate::datastores::changes::{describe_conflicts, ChangeCapture, ChangeSet, UndoOutcome};
+use crate::datastores::{self, Fingerprint};
+use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
+use crate::journal::{StepState, StoredBackup, StoredChangeSet};
+use crate::plan::Step;
+
+/// The artifact name of a change set in the backup store.
+const CHANGE_SET_ARTIFACT: &str = "sluice-change-set.json";
+
+impl Engine {
+    /// A capture for the rows `step`'s migrate changes, when its target's
+    /// datastore records them.
+    pub(super) fn change_capture(&self, step: &Step) -> Option<ChangeCapture> {
+        let kind = self.plan.targets[&step.target].kind;
+        (step.access == crate::plan::Access::ReadWrite
+            && datastores::driver(kind).captures_changes())
+        .then(ChangeCapture::new)
+    }
+
+    /// Stores what `capture` recorded as the step's change set, when a
+    /// rollback can undo by it: migrate left the schema as it was
+    /// (`post_step` has the pre-step schema). `None` otherwise, with why in
+    /// the log; the rollback then restores the backup.
+    pub(super) fn store_change_set(
+        &self,
+        step: &Step,
+        backup: &StoredBackup,
+        post_step: &Fingerprint,
+        capture: ChangeCapture,
+    ) -> Result<Option<StoredChangeSet>, EngineError> {
+        let set = match capture.take(std::time::Duration::from_secs(60)) {
+            Ok(set) => set,
+            Err(why) => {
+                tracing::info!(step = %step.id, "no change set: {why}; a rollback restores the backup");
+                return Ok(None);
+            }
+        };
+        if post_step.schema != backup.fingerprint.schema {
+            tracing::info!(step = %step.id, "no change set: migrate changed the schema; a rollback restores the backup");
+            return Ok(None);
+        }
+        // Never trust the recording alone: it must explain every change the
+        // host's own fingerprints saw between backup and migrate's end.
+        if let Err(why) = set.accounts_for(&backup.fingerprint, post_step) {
+            tracing::info!(step = %step.id, "no change set: {why}; a rollback restores the backup");
+            return Ok(None);
+        }
+        let bytes = serde_json::to_vec(&set).expect("a change set serializes");
+        let artifact = self.backups.store(CHANGE_SET_ARTIFACT, &bytes)?;
+        Ok(Some(StoredChangeSet {
+            artifact,
+            rows: set.rows_per_table(),
+        }))
+    }
+
+    fn read_change_set(&self, stored: &StoredChangeSet) -> Result<ChangeSet, String> {
+        let mut reader = self
+            .backups
+            .open_artifact(&stored.artifact)
+            .map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read_chunk(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a change set: {e}"))
+    }
+
+    /// Rolls `step` back by its change set. `None`: the change set cannot
+    /// be used (damaged, or the target no longer has the shape it was
+    /// recorded on), nothing was touched, and the caller restores the
+    /// backup instead.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn undo_change_set(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        backup: &StoredBackup,
+        stored: &StoredChangeSet,
+        failure: &StepFailure,
+        s: &mut StepSummary,
+    ) -> Result<Option<StepOutcome>, EngineError> {
+        let phase = failure.phase;
+        let reason = failure.message.clone();
+        let set = match self.read_change_set(stored) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!(step = %step.id, "the change set cannot be read ({e}); restoring the backup instead");
+                return Ok(None);
+            }
+        };
+        let target = &self.plan.targets[&step.target];
+        let driver = datastores::driver(target.kind);
+        let endpoint = &self.endpoints[&target.name];
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::RollingBack,
+            &Why::failed(failure),
+            None,
+        )?;
+        let started = Instant::now();
+        let outcome = driver
+            .undo_changes(endpoint, set, self.options.discard_later_writes)
+            .await;
+        s.phases.push((Phase::Rollback, started.elapsed()));
+        let fail = |journal: &mut Box<dyn crate::journal::Journal>,
+                    kind: FailureKind,
+                    message: String|
+         -> Result<Option<StepOutcome>, EngineError> {
+            let why = StepFailure::new(Phase::Rollback, kind, message);
+            journal.transition(
+                run_id,
+                &step.id,
+                StepState::RollbackFailed,
+                &Why::failed(&why),
+                None,
+            )?;
+            Ok(Some(StepOutcome::RollbackFailed {
+                phase,
+                reason: reason.clone(),
+                rollback_error: why.message,
+            }))
+        };
+        let undone = match outcome {
+            Err(e) => {
+                return fail(
+                    &mut self.journal,
+                    FailureKind::Host,
+                    format!("undoing the step's row changes failed, nothing was undone: {e}"),
+                )
+            }
+            Ok(UndoOutcome::Unusable(why)) => {
+                tracing::info!(step = %step.id, "the change set cannot be applied ({why}); restoring the backup instead");
+                return Ok(None);
+            }
+            Ok(UndoOutcome::Conflicts(conflicts)) => {
+                let lines = describe_conflicts(&conflicts);
+                let detail = format!(
+                    "{reason}; rollback refused, nothing undone: {} ; undoing the step would discard those writes",
+                    lines.join("; ")
+                );
+                self.journal.transition(
+                    run_id,
+                    &step.id,
+                    StepState::RollbackRefused,
+                    &Why::new(
+                        Cause::LaterWrites {
+                            changed: lines.clone(),
+                        },
+                        detail,
+                    ),
+                    None,
+                )?;
+                return Ok(Some(StepOutcome::RollbackRefused {
+                    phase,
+                    reason,
+                    later_writes: lines,
+                }));
+            }
+            Ok(UndoOutcome::Undone(undone)) => undone,
+        };
+        // The host's proof of what it did not read back: the schema is the
+        // pre-step schema.
+        let mut expected = backup.fingerprint.clone();
+        expected.tables.clear();
+        expected.sequences.clear();
+        let differences = match datastores::fingerprint(target.kind, endpoint, Vec::new()).await {
+            Ok(now) => expected.differences(&now),
+            Err(e) => vec![format!("cannot fingerprint target `{}`: {e}", target.name)],
+        };
+        if !differences.is_empty() {
+            return fail(
+                &mut self.journal,
+                FailureKind::Unproven,
+                format!(
+                    "rollback: the target does not equal its pre-step state: {}",
+                    differences.join("; ")
+                ),
+            );
+        }
+        let put_back: u64 = undone.rows.values().sum();
+        let mut detail = format!(
+            "undone by change set: {put_back} row{} the step changed put back and read back ({}), {} already as before; schema equals the pre-step state; writes made since to other rows kept",
+            if put_back == 1 { "" } else { "s" },
+            undone
+                .rows
+                .iter()
+                .map(|(t, n)| format!("`{t}` {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            undone.already,
+        );
+        if !undone.discarded.is_empty() {
+            detail.push_str(&format!(
+                "; discarded, as the operator decided (--discard-later-writes): {}",
+                describe_conflicts(&undone.discarded).join("; ")
+            ));
+        }
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::RolledBack,
+            &Why::new(Cause::RolledBack, detail),
+            None,
+        )?;
+        Ok(Some(StepOutcome::RolledBack { phase, reason }))
+    }
+}
