@@ -42,6 +42,7 @@ fn main() {
         copy(dir.path(), &plugin_ref).await;
         enforcement(dir.path(), &plugin_ref).await;
     });
+    undo();
 }
 
 fn plugin_ref() -> PluginRef {
@@ -344,4 +345,80 @@ fn paired_overhead(on: &[Duration], off: &[Duration]) -> f64 {
         .collect();
     ratios.sort_by(f64::total_cmp);
     ratios[ratios.len() / 2]
+}
+
+/// Rows of the undo benchmark's table: 8 M rows of ~125 bytes, about 1 GB
+/// (`SLUICE_BENCH_UNDO_ROWS` for a smaller run).
+fn undo_rows() -> i64 {
+    std::env::var("SLUICE_BENCH_UNDO_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8_000_000)
+}
+
+/// A step that changes one row in 8,000 (1,000 of 8 M) of a large table, rolled back with
+/// `sluice rollback`: undone by its change set, against the baseline of
+/// the same step with a schema change too, which restores the backup.
+fn undo() {
+    let rows = undo_rows();
+    let time_rollback = |extra: &str| -> Duration {
+        let s = sluice_e2e::Scenario::new();
+        s.seed(
+            "big.db",
+            &format!(
+                "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, note TEXT NOT NULL, total REAL);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+                 INSERT INTO orders SELECT i, 'customer-' || (i % 10000), hex(randomblob(48)), i * 0.5 FROM n;"
+            ),
+        );
+        s.write(
+            "sluice.toml",
+            &format!(
+                r#"[plan]
+name = "undo-bench"
+
+[targets.big]
+kind = "sqlite"
+path = "big.db"
+
+[plugins.sqlite]
+path = "{}"
+
+[[steps]]
+id = "mark"
+plugin = "sqlite"
+target = "big"
+access = "read-write"
+tables = ["orders"]
+thresholds = ["orders > 0"]
+
+[steps.params]
+tables = ["orders"]
+migrate = "{extra}UPDATE orders SET note = 'marked' WHERE id % 8000 = 0"
+
+[[steps.params.metrics]]
+name = "orders"
+query = "SELECT count(*) FROM orders WHERE id < 10"
+"#,
+                plugin("sqlite.wasm").display()
+            ),
+        );
+        let run = s.run("sluice.toml");
+        assert_eq!(run.code, 0, "{}", run.all());
+        let t = Instant::now();
+        let rolled = s.sluice(&["rollback", "sluice.toml"]);
+        let took = t.elapsed();
+        assert_eq!(rolled.code, 0, "{}", rolled.all());
+        took
+    };
+    let change_set = time_rollback("");
+    let restore = time_rollback("ALTER TABLE orders ADD COLUMN sku TEXT; ");
+    println!(
+        "undo     {} of {rows} rows: by change set {:>8.2} s   by restore {:>8.2} s   {:>6.1}× faster   (target ≤ 1 s: {})",
+        rows / 8000,
+        change_set.as_secs_f64(),
+        restore.as_secs_f64(),
+        restore.as_secs_f64() / change_set.as_secs_f64(),
+        verdict(change_set <= Duration::from_secs(1))
+    );
 }

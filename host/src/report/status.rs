@@ -116,6 +116,22 @@ pub fn text(plan_name: &str, steps: &[StepStatus]) -> String {
         if let Some((kind, what)) = kind {
             let _ = writeln!(out, "  {:<24} {kind:<16} {:<26} {what}", "", "");
         }
+        // Which undo a rollback of a migrated step will use.
+        if matches!(r.state, StepState::Completed | StepState::AwaitingReview)
+            || r.state == StepState::RollbackRefused
+        {
+            if let Some(backup) = &r.backup {
+                let how = match &backup.change_set {
+                    Some(set) => format!(
+                        "by change set: the {} row{} the step changed are put back, other writes kept",
+                        set.total(),
+                        if set.total() == 1 { "" } else { "s" }
+                    ),
+                    None => "by restoring the backup (refused if the target changed since)".into(),
+                };
+                let _ = writeln!(out, "  {:<24} {:<16} {:<26} {how}", "", "undo", "");
+            }
+        }
     }
     out
 }
