@@ -188,7 +188,8 @@ async fn a_session_records_its_committed_changes_and_nothing_else() {
     app.execute_batch("INSERT INTO t VALUES (7)").unwrap();
     drop(s);
     let set = capture.take(std::time::Duration::from_secs(10)).unwrap();
-    let got: Vec<(String, Option<Vec<Cell>>, Option<Vec<Cell>>)> = set
+    type Change = (String, Option<Vec<Cell>>, Option<Vec<Cell>>);
+    let got: Vec<Change> = set
         .rows
         .iter()
         .map(|r| (r.qualified_table(), r.before.clone(), r.after.clone()))
