@@ -6,6 +6,7 @@ use super::{StepOutcome, StepSummary};
 use crate::capabilities::backup_store::BackupAccess;
 use crate::datastores;
 use crate::datastores::changes::ChangeCapture;
+use crate::journal::outcome::UndoneBy;
 use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::{Journal, StepRecord, StepState, StoredBackup};
 use crate::plan::{Access, Step};
@@ -195,7 +196,11 @@ impl Engine {
             &Why::new(Cause::RolledBack, detail),
             None,
         )?;
-        Ok(StepOutcome::RolledBack { phase, reason })
+        Ok(StepOutcome::RolledBack {
+            phase,
+            reason,
+            undo: UndoneBy::Restore,
+        })
     }
 
     /// Fingerprints what the step backed up right after its migrate and

@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::{Engine, EngineError, Phase, StepOutcome, StepSummary};
 use crate::datastores::changes::{describe_conflicts, ChangeCapture, ChangeSet, UndoOutcome};
 use crate::datastores::{self, Fingerprint};
+use crate::journal::outcome::UndoneBy;
 use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
 use crate::journal::{StepState, StoredBackup, StoredChangeSet};
 use crate::plan::Step;
@@ -218,6 +219,10 @@ impl Engine {
             &Why::new(Cause::RolledBack, detail),
             None,
         )?;
-        Ok(Some(StepOutcome::RolledBack { phase, reason }))
+        Ok(Some(StepOutcome::RolledBack {
+            phase,
+            reason,
+            undo: UndoneBy::ChangeSet { rows: put_back },
+        }))
     }
 }

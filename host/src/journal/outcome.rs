@@ -79,6 +79,8 @@ pub enum StepOutcome {
         phase: Phase,
         /// Why.
         reason: String,
+        /// How it was undone.
+        undo: UndoneBy,
     },
     /// Failed and could not be rolled back: needs attention.
     RollbackFailed {
@@ -164,4 +166,33 @@ pub fn metric_values(metrics: &[Metric], baseline: &[Metric]) -> BTreeMap<String
                 .map(|m| (format!("{BASELINE}{}", m.name), m.value)),
         )
         .collect()
+}
+
+/// How a rolled-back step was undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UndoneBy {
+    /// The backup was restored: every backed-up table equals its pre-step
+    /// state.
+    Restore,
+    /// The rows the step changed were put back (`rows` of them); other
+    /// writes made since were kept.
+    ChangeSet {
+        /// Rows put back.
+        rows: u64,
+    },
+}
+
+impl UndoneBy {
+    /// The report's line for it, after `rollback: `.
+    pub fn proof(&self) -> String {
+        match self {
+            UndoneBy::Restore => {
+                "restored; schema and table checksums equal the pre-step state".into()
+            }
+            UndoneBy::ChangeSet { rows } => format!(
+                "undone by change set: the {rows} row{} the step changed hold their pre-step values again and the schema equals the pre-step state; writes made since to other rows were kept",
+                if *rows == 1 { "" } else { "s" }
+            ),
+        }
+    }
 }

@@ -181,7 +181,7 @@ fn outcome_word(o: &StepOutcome) -> (&'static str, Option<String>) {
             "failed-unchanged",
             Some(format!("{}: {reason}", phase.as_str())),
         ),
-        StepOutcome::RolledBack { phase, reason } => {
+        StepOutcome::RolledBack { phase, reason, .. } => {
             ("rolled-back", Some(format!("{}: {reason}", phase.as_str())))
         }
         StepOutcome::RollbackFailed {

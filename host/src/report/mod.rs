@@ -8,7 +8,7 @@ pub mod status;
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::journal::outcome::{Phase, RunSummary, StepOutcome, StepSummary};
+use crate::journal::outcome::{Phase, RunSummary, StepOutcome, StepSummary, UndoneBy};
 use crate::plan::PlanError;
 
 /// A number as operators read it; thresholds own the format (`plan::number`).
@@ -132,12 +132,9 @@ fn step_lines(out: &mut String, step: &StepSummary) {
         StepOutcome::FailedUnchanged { reason, .. } | StepOutcome::AwaitingApproval { reason } => {
             let _ = writeln!(out, "      {reason}");
         }
-        StepOutcome::RolledBack { reason, .. } => {
+        StepOutcome::RolledBack { reason, undo, .. } => {
             let _ = writeln!(out, "      {reason}");
-            let _ = writeln!(
-                out,
-                "      rollback: restored; schema and table checksums equal the pre-step state"
-            );
+            let _ = writeln!(out, "      rollback: {}", undo.proof());
         }
         StepOutcome::RollbackFailed {
             reason,
@@ -209,8 +206,17 @@ fn verdict(s: &RunSummary) -> String {
             step.id,
             phase.as_str()
         ),
-        StepOutcome::RolledBack { phase, reason } => format!(
+        StepOutcome::RolledBack {
+            phase,
+            reason,
+            undo: UndoneBy::Restore,
+        } => format!(
             "result: FAILED at step `{}` ({}): {reason}. Rolled back; the target equals its pre-step state.",
+            step.id,
+            phase.as_str()
+        ),
+        StepOutcome::RolledBack { phase, reason, .. } => format!(
+            "result: FAILED at step `{}` ({}): {reason}. Rolled back: the step's changes are undone, writes made since kept.",
             step.id,
             phase.as_str()
         ),

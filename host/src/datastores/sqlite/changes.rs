@@ -360,7 +360,11 @@ pub(super) fn undo(
     conn.execute_batch("BEGIN IMMEDIATE").map_err(error)?;
     let outcome = undo_in(&conn, set, discard_later_writes);
     match &outcome {
-        Ok(UndoOutcome::Undone(_)) => conn.execute_batch("COMMIT").map_err(error)?,
+        Ok(UndoOutcome::Undone(_)) => {
+            crate::failpoint!("undo:before-commit");
+            conn.execute_batch("COMMIT").map_err(error)?;
+            crate::failpoint!("undo:after-commit");
+        }
         _ => {
             let _ = conn.execute_batch("ROLLBACK");
         }

@@ -204,7 +204,7 @@ pub(crate) fn first(summary: &RunSummary) -> &StepOutcome {
 pub(crate) fn failed(outcome: &StepOutcome) -> (Phase, &str) {
     match outcome {
         StepOutcome::FailedUnchanged { phase, reason }
-        | StepOutcome::RolledBack { phase, reason }
+        | StepOutcome::RolledBack { phase, reason, .. }
         | StepOutcome::RollbackFailed { phase, reason, .. } => (*phase, reason),
         other => panic!("not a failure: {other:?}"),
     }
