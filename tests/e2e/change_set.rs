@@ -165,3 +165,32 @@ fn a_step_that_changes_the_schema_is_restored_from_its_backup() {
     assert!(why.contains("restored and verified"), "{why}");
     assert_eq!(s.state("shop.db"), seeded);
 }
+
+#[test]
+fn a_step_that_only_adds_objects_drops_them_and_keeps_the_applications_rows() {
+    // The common migration: a new table (and an index on an old one), with
+    // rows in both; the application writes into both afterwards.
+    let s = scenario(
+        "marked == 10",
+        "CREATE TABLE notebooks (id INTEGER PRIMARY KEY, title TEXT); CREATE INDEX src_note ON src (note); INSERT INTO notebooks (title) VALUES ('first'); UPDATE src SET note = 'marked' WHERE id <= 10",
+    );
+    let run = s.run("sluice.toml");
+    assert_eq!(run.code, 0, "{}", run.all());
+    exec(
+        &s,
+        "shop.db",
+        &format!("{APP} INSERT INTO notebooks (title) VALUES ('app');"),
+    );
+    let undone = s.sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    let (_, why) = s.entered("mark", "rolled-back");
+    assert!(
+        why.contains("undone by change set: 10 rows")
+            && why.contains("table notebooks (2 rows went with it)")
+            && why.contains("index src_note"),
+        "{why}"
+    );
+    s.seed("expected.db", SEED);
+    exec(&s, "expected.db", APP);
+    assert_eq!(s.state("shop.db"), s.state("expected.db"));
+}

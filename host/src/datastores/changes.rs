@@ -411,6 +411,9 @@ pub struct Undone {
     /// Rows the application had changed since, overwritten because the
     /// operator decided so (`--discard-later-writes`).
     pub discarded: Vec<Conflict>,
+    /// Objects the step created, dropped, with the rows a table held then
+    /// (the step's and any the application wrote into it).
+    pub dropped: Vec<(String, Option<u64>)>,
 }
 
 /// The result of asking a driver to undo a change set.

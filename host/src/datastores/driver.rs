@@ -122,15 +122,17 @@ pub trait Datastore: Send + Sync {
     }
 
     /// Undoes a step's change set (see [`super::changes`]): every row back
-    /// to its pre-step image, in one transaction, unless a row changed since
-    /// the step and `discard_later_writes` is off.
+    /// to its pre-step image and the schema objects the step `created`
+    /// (`table notebooks`) dropped, in one transaction, unless a row changed
+    /// since the step and `discard_later_writes` is off.
     fn undo_changes<'a>(
         &'a self,
         endpoint: &'a Endpoint,
         changes: ChangeSet,
+        created: Vec<String>,
         discard_later_writes: bool,
     ) -> BoxFuture<'a, Result<UndoOutcome, DatastoreError>> {
-        let _ = (endpoint, changes, discard_later_writes);
+        let _ = (endpoint, changes, created, discard_later_writes);
         let kind = self.kind();
         Box::pin(async move {
             Ok(UndoOutcome::Unusable(format!(

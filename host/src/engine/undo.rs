@@ -46,10 +46,13 @@ impl Engine {
                 return Ok(None);
             }
         };
-        if post_step.schema != backup.fingerprint.schema {
-            tracing::info!(step = %step.id, "no change set: migrate changed the schema; a rollback restores the backup");
-            return Ok(None);
-        }
+        let created = match created_objects(&backup.fingerprint, post_step) {
+            Ok(created) => created,
+            Err(why) => {
+                tracing::info!(step = %step.id, "no change set: {why}; a rollback restores the backup");
+                return Ok(None);
+            }
+        };
         // Never trust the recording alone: it must explain every change the
         // host's own fingerprints saw between backup and migrate's end.
         if let Err(why) = set.accounts_for(&backup.fingerprint, post_step) {
@@ -61,6 +64,7 @@ impl Engine {
         Ok(Some(StoredChangeSet {
             artifact,
             rows: set.rows_per_table(),
+            created,
         }))
     }
 
@@ -116,7 +120,12 @@ impl Engine {
         )?;
         let started = Instant::now();
         let outcome = driver
-            .undo_changes(endpoint, set, self.options.discard_later_writes)
+            .undo_changes(
+                endpoint,
+                set,
+                stored.created.clone(),
+                self.options.discard_later_writes,
+            )
             .await;
         s.phases.push((Phase::Rollback, started.elapsed()));
         let fail = |journal: &mut Box<dyn crate::journal::Journal>,
@@ -206,6 +215,20 @@ impl Engine {
                 .join(", "),
             undone.already,
         );
+        if !undone.dropped.is_empty() {
+            detail.push_str(&format!(
+                "; dropped what the step created: {}",
+                undone
+                    .dropped
+                    .iter()
+                    .map(|(object, rows)| match rows {
+                        Some(rows) => format!("{object} ({rows} rows went with it)"),
+                        None => object.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if !undone.discarded.is_empty() {
             detail.push_str(&format!(
                 "; discarded, as the operator decided (--discard-later-writes): {}",
@@ -224,5 +247,66 @@ impl Engine {
             reason,
             undo: UndoneBy::ChangeSet { rows: put_back },
         }))
+    }
+}
+
+/// The schema objects `post` has and `pre` had not (`table notebooks`),
+/// when every object `pre` had is unchanged in `post`: a step that only
+/// added objects can be undone by dropping them. `Err` says what else
+/// changed.
+fn created_objects(pre: &Fingerprint, post: &Fingerprint) -> Result<Vec<String>, String> {
+    if pre.schema == post.schema {
+        return Ok(Vec::new());
+    }
+    if pre.objects.is_empty() {
+        return Err("migrate changed the schema".into());
+    }
+    for (object, digest) in &pre.objects {
+        match post.objects.get(object) {
+            None => return Err(format!("migrate dropped {object}")),
+            Some(now) if now != digest => return Err(format!("migrate changed {object}")),
+            Some(_) => {}
+        }
+    }
+    Ok(post
+        .objects
+        .keys()
+        .filter(|o| !pre.objects.contains_key(*o))
+        .cloned()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprint(objects: &[(&str, &str)]) -> Fingerprint {
+        Fingerprint {
+            schema: format!("{objects:?}"),
+            objects: objects
+                .iter()
+                .map(|(o, d)| (o.to_string(), d.to_string()))
+                .collect(),
+            tables: Default::default(),
+            sequences: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_step_that_added_objects_is_undone_by_dropping_them() {
+        let pre = fingerprint(&[("table users", "1")]);
+        let added = fingerprint(&[("table users", "1"), ("table notebooks", "2")]);
+        assert_eq!(
+            created_objects(&pre, &added).unwrap(),
+            vec!["table notebooks".to_string()]
+        );
+        assert_eq!(created_objects(&pre, &pre).unwrap(), Vec::<String>::new());
+        let altered = fingerprint(&[("table users", "9")]);
+        assert_eq!(
+            created_objects(&pre, &altered).unwrap_err(),
+            "migrate changed table users"
+        );
+        let dropped = fingerprint(&[("table notebooks", "2")]);
+        assert!(created_objects(&pre, &dropped).is_err());
     }
 }

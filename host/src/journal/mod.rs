@@ -247,6 +247,10 @@ pub struct StoredChangeSet {
     pub artifact: ArtifactRef,
     /// Rows the step changed, per table.
     pub rows: std::collections::BTreeMap<String, u64>,
+    /// Schema objects the step created (`table notebooks`), which the undo
+    /// drops; the step changed no object that existed before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created: Vec<String>,
 }
 
 impl StoredChangeSet {

@@ -345,6 +345,7 @@ fn write(
 pub(super) fn undo(
     files: &SqliteFiles,
     set: &ChangeSet,
+    created: &[String],
     discard_later_writes: bool,
 ) -> Result<UndoOutcome, DatastoreError> {
     let conn = Connection::open_with_flags(
@@ -358,7 +359,7 @@ pub(super) fn undo(
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
         .map_err(error)?;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(error)?;
-    let outcome = undo_in(&conn, set, discard_later_writes);
+    let outcome = undo_in(&conn, set, created, discard_later_writes);
     match &outcome {
         Ok(UndoOutcome::Undone(_)) => {
             crate::failpoint!("undo:before-commit");
@@ -372,13 +373,45 @@ pub(super) fn undo(
     outcome
 }
 
+/// A created object as the fingerprint names it (`table notebooks`,
+/// `index sqitch.by_name`): its kind, database and name.
+fn object_of(object: &str) -> Option<(&str, &str, &str)> {
+    let (kind, full) = object.split_once(' ')?;
+    let (database, name) = match full.split_once('.') {
+        Some((database, name)) if !database.is_empty() => (database, name),
+        _ => ("main", full),
+    };
+    Some((kind, database, name))
+}
+
 fn undo_in(
     conn: &Connection,
     set: &ChangeSet,
+    created: &[String],
     discard_later_writes: bool,
 ) -> Result<UndoOutcome, DatastoreError> {
+    let mut objects = Vec::new();
+    for object in created {
+        match object_of(object) {
+            Some((kind @ ("table" | "index" | "view" | "trigger"), database, name)) => {
+                objects.push((object.as_str(), kind, database, name))
+            }
+            _ => return Ok(UndoOutcome::Unusable(format!("cannot drop {object}"))),
+        }
+    }
+    // Rows of tables the step created go with them.
+    let created_tables: Vec<(&str, &str)> = objects
+        .iter()
+        .filter(|(_, kind, ..)| *kind == "table")
+        .map(|(_, _, database, name)| (*database, *name))
+        .collect();
+    let rows: Vec<&RowChange> = set
+        .rows
+        .iter()
+        .filter(|r| !created_tables.contains(&(r.database.as_str(), r.table.as_str())))
+        .collect();
     let mut shapes: BTreeMap<(String, String), Shape> = BTreeMap::new();
-    for row in &set.rows {
+    for row in rows.iter().copied() {
         let id = (row.database.clone(), row.table.clone());
         if shapes.contains_key(&id) {
             continue;
@@ -393,7 +426,7 @@ fn undo_in(
     fn shape_of<'s>(shapes: &'s BTreeMap<(String, String), Shape>, row: &RowChange) -> &'s Shape {
         &shapes[&(row.database.clone(), row.table.clone())]
     }
-    for row in &set.rows {
+    for row in rows.iter().copied() {
         let width = shape_of(&shapes, row).columns.len();
         let widths = [&row.before, &row.after].map(|i| i.as_ref().map(Vec::len));
         if widths.iter().flatten().any(|w| *w != width) {
@@ -408,7 +441,7 @@ fn undo_in(
     let mut undone = Undone::default();
     let mut conflicts = Vec::new();
     let mut to_write: Vec<(&RowChange, Option<Image>)> = Vec::new();
-    for row in &set.rows {
+    for row in rows.iter().copied() {
         let now = current(conn, shape_of(&shapes, row), row.key)?;
         if now == row.after {
             to_write.push((row, now));
@@ -446,8 +479,27 @@ fn undo_in(
         write(conn, shape_of(&shapes, row), row.key, now, &row.before)?;
         *undone.rows.entry(row.qualified_table()).or_insert(0) += 1;
     }
+    // What the step created goes, dependants first.
+    for kind in ["trigger", "view", "index", "table"] {
+        for (object, _, database, name) in objects.iter().filter(|o| o.1 == kind) {
+            let sql_name = format!("{}.{}", quote(database), quote(name));
+            let held = if kind == "table" {
+                Some(
+                    conn.query_row(&format!("SELECT count(*) FROM {sql_name}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map_err(error)? as u64,
+                )
+            } else {
+                None
+            };
+            conn.execute_batch(&format!("DROP {} IF EXISTS {sql_name}", kind.to_uppercase()))
+                .map_err(error)?;
+            undone.dropped.push((object.to_string(), held));
+        }
+    }
     // Read back: every key holds its pre-step image.
-    for row in &set.rows {
+    for row in rows.iter().copied() {
         let now = current(conn, shape_of(&shapes, row), row.key)?;
         if now != row.before {
             return Err(DatastoreError::host(

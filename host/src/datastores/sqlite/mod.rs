@@ -111,11 +111,13 @@ impl Datastore for Sqlite {
         &'a self,
         endpoint: &'a Endpoint,
         changes: ChangeSet,
+        created: Vec<String>,
         discard_later_writes: bool,
     ) -> BoxFuture<'a, Result<UndoOutcome, DatastoreError>> {
         Box::pin(async move {
             let files = endpoint.files(self.kind())?.clone();
-            blocking(move || changes::undo(&files, &changes, discard_later_writes)).await
+            blocking(move || changes::undo(&files, &changes, &created, discard_later_writes))
+                .await
         })
     }
 

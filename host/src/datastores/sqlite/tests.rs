@@ -213,7 +213,7 @@ async fn a_session_records_its_committed_changes_and_nothing_else() {
     // The application changes the row the step changed: a conflict, and
     // nothing is undone.
     app.execute_batch("UPDATE t SET x = 3 WHERE x = 2").unwrap();
-    let outcome = changes::undo(&files, &set, false).unwrap();
+    let outcome = changes::undo(&files, &set, &[], false).unwrap();
     assert!(
         matches!(&outcome, UndoOutcome::Conflicts(c) if c.len() == 1 && c[0].key == 1),
         "{outcome:?}"
@@ -225,7 +225,7 @@ async fn a_session_records_its_committed_changes_and_nothing_else() {
     assert_eq!(registry, 2, "nothing undone");
     // Put back as the step left it: undone, the application's row kept.
     app.execute_batch("UPDATE t SET x = 2 WHERE x = 3").unwrap();
-    let UndoOutcome::Undone(undone) = changes::undo(&files, &set, false).unwrap() else {
+    let UndoOutcome::Undone(undone) = changes::undo(&files, &set, &[], false).unwrap() else {
         panic!("undone")
     };
     assert_eq!(undone.rows.values().sum::<u64>(), 2);
