@@ -22,8 +22,10 @@ fn seed(s: &Scenario) {
     );
 }
 
-/// One step `copy`: creates `dst` from `src` and marks `src` rows; `extra`
-/// is more TOML for the step (thresholds, a watch window).
+/// One step `copy`: creates `dst` from `src`, adds a column to `src` and
+/// marks its rows; `extra` is more TOML for the step (thresholds, a watch
+/// window). Altering `src` makes the backup the way back (a step that only
+/// adds objects and changes rows is undone by change set: `change_set.rs`).
 fn plan(s: &Scenario, extra: &str) {
     s.write(
         "sluice.toml",
@@ -47,7 +49,7 @@ thresholds = ["duplicates == 0"]
 {extra}
 
 [steps.params]
-migrate = "CREATE TABLE dst AS SELECT id FROM src; UPDATE src SET note = 'copied' WHERE id <= 10"
+migrate = "CREATE TABLE dst AS SELECT id FROM src; ALTER TABLE src ADD COLUMN copied INTEGER; UPDATE src SET note = 'copied' WHERE id <= 10"
 
 [[steps.params.metrics]]
 name = "duplicates"

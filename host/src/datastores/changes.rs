@@ -87,11 +87,16 @@ pub struct RowChange {
 impl RowChange {
     /// `database.table`, as reports name it (`main.` left out).
     pub fn qualified_table(&self) -> String {
-        if self.database == "main" {
-            self.table.clone()
-        } else {
-            format!("{}.{}", self.database, self.table)
-        }
+        qualified(&self.database, &self.table)
+    }
+}
+
+/// `database.table` as fingerprints and reports name it (`main.` left out).
+pub fn qualified(database: &str, table: &str) -> String {
+    if database == "main" {
+        table.to_string()
+    } else {
+        format!("{database}.{table}")
     }
 }
 
@@ -103,6 +108,10 @@ pub struct ChangeSet {
     pub format: u32,
     /// The changed rows; a row changed and changed back is left out.
     pub rows: Vec<RowChange>,
+    /// The tables every session of the step logged (`database.table`,
+    /// `main.` left out): a change to any other table could go unseen.
+    #[serde(default)]
+    pub logged: std::collections::BTreeSet<String>,
 }
 
 impl ChangeSet {
@@ -118,11 +127,14 @@ impl ChangeSet {
 
 impl ChangeSet {
     /// Whether the change set accounts for every change between two
-    /// fingerprints of the tables they both measure: the checksums are sums
-    /// of row hashes, so `after − before` of a table must equal the hashes
-    /// of the rows the step left minus those it found, and the row counts
-    /// alike. A change the recording missed (or an application's write in
-    /// between) fails it, with the table named.
+    /// fingerprints of the tables it records changes in: the checksums are
+    /// sums of row hashes, so `after − before` of such a table must equal
+    /// the hashes of the rows the step left minus those it found, and the
+    /// row counts alike. A change the recording missed (or an application's
+    /// write in between) fails it, with the table named. A table it records
+    /// nothing in is the application's business: the log's guard
+    /// (`log_untouched` on SQLite) makes "nothing recorded" mean the step
+    /// did not write it.
     pub fn accounts_for(
         &self,
         before: &super::Fingerprint,
@@ -143,7 +155,13 @@ impl ChangeSet {
             let Some(now) = after.tables.get(table) else {
                 return Err(format!("table `{table}` is gone"));
             };
-            let (found, left) = sums.remove(table).unwrap_or_default();
+            let (found, left) = match sums.remove(table) {
+                Some(sums) => sums,
+                // Logged and nothing recorded: the step did not write it.
+                None if self.logged.contains(table) => continue,
+                // Not logged: the step must have left it as it was.
+                None => Default::default(),
+            };
             let parse = |hex: &str| u128::from_str_radix(hex, 16).ok();
             let (Some(then_sum), Some(now_sum)) = (parse(&then.checksum), parse(&now.checksum))
             else {
@@ -245,6 +263,8 @@ struct Captured {
     /// Sessions still recording: their changes reach the capture when
     /// they close.
     open_sessions: usize,
+    /// Tables every session so far logged (`None` before the first).
+    logged: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Where a step's sessions record the rows its migrate changes; shared by
@@ -284,9 +304,15 @@ impl ChangeCapture {
         })
     }
 
-    /// A session started recording.
-    pub fn session_opened(&self) {
-        self.lock().open_sessions += 1;
+    /// A session started recording, logging `tables`.
+    pub fn session_opened(&self, tables: std::collections::BTreeSet<String>) {
+        let mut c = self.lock();
+        c.open_sessions += 1;
+        let logged = match c.logged.take() {
+            Some(before) => before.intersection(&tables).cloned().collect(),
+            None => tables,
+        };
+        c.logged = Some(logged);
     }
 
     /// A session closed with what its committed transactions changed (or
@@ -384,6 +410,7 @@ impl ChangeCapture {
         Ok(ChangeSet {
             format: 1,
             rows: rows.into_iter().map(|(_, row)| row).collect(),
+            logged: c.logged.take().unwrap_or_default(),
         })
     }
 }

@@ -18,13 +18,14 @@
 use std::collections::BTreeMap;
 
 use rusqlite::config::DbConfig;
+use rusqlite::hooks::AuthAction;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::error;
 use super::session::{attach, quote, BUSY_TIMEOUT};
 use crate::datastores::changes::{
-    Cell, ChangeCapture, ChangeSet, Conflict, Image, RowChange, RowEvent, Undone, UndoOutcome,
+    qualified, Cell, ChangeCapture, ChangeSet, Conflict, Image, RowChange, RowEvent, Undone, UndoOutcome,
     MAX_CAPTURE_BYTES,
 };
 use crate::datastores::DatastoreError;
@@ -33,6 +34,34 @@ use crate::plan::{Access, SqliteFiles};
 /// The prefix of the host's `temp` log tables and triggers; the table
 /// scope lets a session's own triggers write them.
 pub(super) const LOG_PREFIX: &str = "sluice_capture_";
+
+fn is_log(name: &str) -> bool {
+    name.starts_with(LOG_PREFIX)
+}
+
+/// Whether a statement leaves the host's change log alone: only the log's
+/// own triggers (`accessor`) insert into it, and nothing else writes,
+/// drops, alters or hooks a trigger onto it or its triggers — so what the
+/// log says the step did is all it did on the logged tables.
+pub(super) fn log_untouched(accessor: Option<&str>, action: &AuthAction<'_>) -> bool {
+    use AuthAction as A;
+    match action {
+        A::Insert { table_name } if is_log(table_name) => accessor.is_some_and(is_log),
+        A::Delete { table_name }
+        | A::Update { table_name, .. }
+        | A::DropTable { table_name }
+        | A::DropTempTable { table_name }
+        | A::AlterTable { table_name, .. }
+        | A::CreateTrigger { table_name, .. }
+        | A::CreateTempTrigger { table_name, .. }
+        | A::CreateIndex { table_name, .. }
+        | A::CreateTempIndex { table_name, .. } => !is_log(table_name),
+        A::DropTrigger { trigger_name, .. } | A::DropTempTrigger { trigger_name, .. } => {
+            !is_log(trigger_name)
+        }
+        _ => true,
+    }
+}
 
 /// One logged table.
 struct Log {
@@ -54,7 +83,11 @@ pub(super) struct Recorder {
 pub(super) fn record(conn: &Connection, capture: ChangeCapture) -> Option<Recorder> {
     match install(conn) {
         Ok(logs) => {
-            capture.session_opened();
+            capture.session_opened(
+                logs.iter()
+                    .map(|l| qualified(&l.database, &l.table))
+                    .collect(),
+            );
             Some(Recorder { logs, capture })
         }
         Err(e) => {

@@ -125,7 +125,9 @@ impl Session {
         // The table scope is enforced by SQLite as each statement is prepared.
         if let Some(scope) = scope {
             conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-                if scope.allows(ctx.database_name, &ctx.action) {
+                if scope.allows(ctx.database_name, &ctx.action)
+                    && super::changes::log_untouched(ctx.accessor, &ctx.action)
+                {
                     Authorization::Allow
                 } else {
                     Authorization::Deny
