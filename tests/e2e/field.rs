@@ -1090,7 +1090,7 @@ fn orders_golang_migrate_on_postgres_rolls_back_every_step_keeping_the_apps_writ
 }
 
 #[test]
-#[ignore = "issue 15: backups hold under the writer now; step 2's rollback is refused (the app wrote after the step: exit 6, nothing undone) until change-set undo keeps those writes; see tests/fixtures/field/BASELINE.md; run with --ignored"]
+#[ignore = "issue 15: steps 1–9 roll back by change set keeping the writer's rows; step 10 alters a table, whose restore is refused while the app writes (exit 6); see tests/fixtures/field/BASELINE.md; run with --ignored"]
 fn fieldnotes_sqitch_on_sqlite_rolls_back_every_step_keeping_the_apps_writes() {
     let scenario = Scenario::new();
     copy_dir(&fixture("fieldnotes"), &scenario.path().join("fieldnotes"));

@@ -552,7 +552,7 @@ thresholds = ["renamed == 0"]
 
 [steps.params]
 tables = ["customers"]
-migrate = "UPDATE customers SET name = upper(name) WHERE id % 4 = 0"
+migrate = "ALTER TABLE customers ADD COLUMN tag TEXT; UPDATE customers SET name = upper(name) WHERE id % 4 = 0"
 
 [[steps.params.metrics]]
 name = "renamed"

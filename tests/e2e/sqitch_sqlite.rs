@@ -262,7 +262,10 @@ fn a_failing_verify_on_sqlite_reverts_the_change_with_the_hosts_proof() {
             &s.registry(),
             "SELECT event || ' ' || change FROM events ORDER BY committed_at"
         ),
-        ["deploy users", "deploy flips", "revert flips"]
+        // The host undid the step's rows by change set, its registry
+        // event among them: the history reads as if `flips` never ran
+        // (the plugin's revert path appends `revert flips` instead).
+        ["deploy users"]
     );
 }
 

@@ -27,7 +27,8 @@ fn assert_proved(scenario: &Scenario, step: &str) {
         transitions
             .last()
             .is_some_and(|(state, detail)| state == "rolled-back"
-                && detail.contains("table checksums equal the pre-step state")),
+                && (detail.contains("table checksums equal the pre-step state")
+                    || detail.contains("schema equals the pre-step state"))),
         "the host proved the pre-step state: {transitions:?}"
     );
 }
@@ -136,10 +137,13 @@ fn a_change_sqitch_deployed_on_sqlite_is_left_alone_by_the_rollback() {
         "{}",
         run.stderr
     );
+    // The host's change set of a migrate that applied nothing is empty:
+    // nothing is undone, as the plugin's own rollback would decide.
     assert!(
-        run.stderr.contains(SQITCH_NOTHING_TO_UNDO),
+        run.stdout
+            .contains("undone by change set: the 0 rows the step changed"),
         "{}",
-        run.stderr
+        run.stdout
     );
     assert!(
         !run.stderr.contains("running the revert script"),

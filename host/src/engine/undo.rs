@@ -245,7 +245,10 @@ impl Engine {
         Ok(Some(StepOutcome::RolledBack {
             phase,
             reason,
-            undo: UndoneBy::ChangeSet { rows: put_back },
+            undo: UndoneBy::ChangeSet {
+                rows: put_back,
+                dropped: undone.dropped.len(),
+            },
         }))
     }
 }

@@ -179,6 +179,8 @@ pub enum UndoneBy {
     ChangeSet {
         /// Rows put back.
         rows: u64,
+        /// Objects the step had created, dropped.
+        dropped: usize,
     },
 }
 
@@ -189,9 +191,14 @@ impl UndoneBy {
             UndoneBy::Restore => {
                 "restored; schema and table checksums equal the pre-step state".into()
             }
-            UndoneBy::ChangeSet { rows } => format!(
-                "undone by change set: the {rows} row{} the step changed hold their pre-step values again and the schema equals the pre-step state; writes made since to other rows were kept",
-                if *rows == 1 { "" } else { "s" }
+            UndoneBy::ChangeSet { rows, dropped } => format!(
+                "undone by change set: the {rows} row{} the step changed hold their pre-step values again{}, and the schema equals the pre-step state; writes made since to other rows were kept",
+                if *rows == 1 { "" } else { "s" },
+                match dropped {
+                    0 => String::new(),
+                    1 => ", the object it created is dropped".into(),
+                    n => format!(", the {n} objects it created are dropped"),
+                }
             ),
         }
     }

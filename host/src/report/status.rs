@@ -120,15 +120,18 @@ pub fn text(plan_name: &str, steps: &[StepStatus]) -> String {
         if matches!(r.state, StepState::Completed | StepState::AwaitingReview)
             || r.state == StepState::RollbackRefused
         {
-            if let Some(backup) = &r.backup {
-                let how = match &backup.change_set {
-                    Some(set) => format!(
-                        "by change set: the {} row{} the step changed are put back, other writes kept",
-                        set.total(),
-                        if set.total() == 1 { "" } else { "s" }
-                    ),
-                    None => "by restoring the backup (refused if the target changed since)".into(),
-                };
+            // Without a change set the undo is a restore, as it always was.
+            if let Some(set) = r.backup.as_ref().and_then(|b| b.change_set.as_ref()) {
+                let how = format!(
+                    "by change set: the {} row{} the step changed are put back{}, other writes kept",
+                    set.total(),
+                    if set.total() == 1 { "" } else { "s" },
+                    if set.created.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and the {} object(s) it created dropped", set.created.len())
+                    }
+                );
                 let _ = writeln!(out, "  {:<24} {:<16} {:<26} {how}", "", "undo", "");
             }
         }
