@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// How many bytes of row images one migrate may record before the change
 /// set is given up (the rollback then restores the backup): bounded memory
 /// whatever a step changes.
-pub const MAX_CAPTURE_BYTES: usize = 256 << 20;
+pub const MAX_CAPTURE_BYTES: usize = 64 << 20;
 
 /// One cell of a row image, exactly as the datastore holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -547,7 +547,7 @@ mod tests {
     fn a_capture_over_its_bound_is_given_up() {
         let capture = ChangeCapture::new();
         let big = "x".repeat(1 << 20);
-        for key in 0..300 {
+        for key in 0..80 {
             capture.commit(vec![RowEvent::Insert {
                 database: "main".into(),
                 table: "t".into(),
@@ -556,7 +556,7 @@ mod tests {
             }]);
         }
         let why = capture.take(Duration::ZERO).unwrap_err();
-        assert!(why.contains("256 MiB"), "{why}");
+        assert!(why.contains("64 MiB"), "{why}");
     }
 
     #[test]
