@@ -124,6 +124,20 @@ impl BackupStore {
         self.finish(writer)
     }
 
+    /// The bytes of one artifact, checked against its digest.
+    pub fn read(&self, artifact: &ArtifactRef) -> Result<Vec<u8>, BackupError> {
+        let mut reader = self.open_artifact(artifact)?;
+        let mut bytes = Vec::with_capacity(artifact.size as usize);
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read_chunk(&mut chunk)?;
+            if n == 0 {
+                return Ok(bytes);
+            }
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Makes a written artifact durable under its digest.
     pub fn finish(&self, mut writer: ArtifactWriter) -> Result<ArtifactRef, BackupError> {
         // The file stays in the writer until it is stored, so a failure

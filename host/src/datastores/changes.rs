@@ -56,7 +56,7 @@ impl PartialEq for Cell {
 
 impl Cell {
     /// Bytes it takes, roughly, for the capture's bound.
-    pub(crate) fn size(&self) -> usize {
+    fn size(&self) -> usize {
         match self {
             Cell::Text(t) => t.len() + 16,
             Cell::TextBytes(b) | Cell::Blob(b) => b.len() + 16,
@@ -378,6 +378,12 @@ impl ChangeCapture {
             entry.1.after = inserted.then_some(image);
             c.next += 1;
         }
+    }
+
+    /// Whether the change set was given up already (more recording is
+    /// wasted work).
+    pub fn is_given_up(&self) -> bool {
+        self.lock().given_up.is_some()
     }
 
     /// Gives the change set up (a rollback then restores the backup).

@@ -8,7 +8,7 @@ use crate::datastores;
 use crate::datastores::changes::ChangeCapture;
 use crate::journal::outcome::UndoneBy;
 use crate::journal::record::{Cause, FailureKind, StepFailure, Why};
-use crate::journal::{Journal, StepRecord, StepState, StoredBackup};
+use crate::journal::{StepRecord, StepState, StoredBackup};
 use crate::plan::{Access, Step};
 use crate::runtime::{CallReport, LoadedPlugin, PhaseInput, PhaseReached};
 
@@ -64,18 +64,16 @@ impl Engine {
         };
         // A step that changed only rows, recorded as a change set, is
         // undone row by row: the application's other writes stay.
-        if step.access != Access::ReadOnly {
-            if let Some((backup, stored)) = record
-                .backup
-                .as_ref()
-                .and_then(|b| Some((b, b.change_set.as_ref()?)))
+        if let Some(backup) = record
+            .backup
+            .as_ref()
+            .filter(|_| step.access != Access::ReadOnly)
+        {
+            if let Some(outcome) = self
+                .undo_change_set(run_id, step, backup, &failure, s)
+                .await?
             {
-                if let Some(outcome) = self
-                    .undo_change_set(run_id, step, backup, stored, &failure, s)
-                    .await?
-                {
-                    return Ok(outcome);
-                }
+                return Ok(outcome);
             }
         }
         // Before anything is undone: writes made after the step would be
@@ -125,37 +123,16 @@ impl Engine {
             None,
         )?;
         let reason = failure.message.clone();
-        let fail = |journal: &mut Box<dyn Journal>,
-                    kind: FailureKind,
-                    rollback_error: String|
-         -> Result<StepOutcome, EngineError> {
-            let why = StepFailure::new(Phase::Rollback, kind, rollback_error);
-            journal.transition(
-                run_id,
-                &step.id,
-                StepState::RollbackFailed,
-                &Why::failed(&why),
-                None,
-            )?;
-            Ok(StepOutcome::RollbackFailed {
-                phase,
-                reason: reason.clone(),
-                rollback_error: why.message,
-            })
+        let fail = |engine: &mut Self, kind: FailureKind, rollback_error: String| {
+            engine.rollback_failed(run_id, step, phase, &reason, kind, rollback_error)
         };
         let backup = match undo_for(step, record) {
-            Undo::Refuse(why) => {
-                return fail(&mut self.journal, FailureKind::BackupUnverified, why)
-            }
+            Undo::Refuse(why) => return fail(self, FailureKind::BackupUnverified, why),
             Undo::ProveUnchanged(backup) => {
                 // The datastore refused every write: prove nothing changed
                 // instead of asking the plugin to undo what it could not do.
                 if let Err(e) = self.prove_pre_step_state(step, &backup).await {
-                    return fail(
-                        &mut self.journal,
-                        FailureKind::Unproven,
-                        format!("read-only step: {e}"),
-                    );
+                    return fail(self, FailureKind::Unproven, format!("read-only step: {e}"));
                 }
                 let detail = format!("{reason} (read-only step: target verified unchanged)");
                 self.journal.transition(
@@ -171,19 +148,15 @@ impl Engine {
         };
         let (result, report) = match self.call_rollback(step, plugin, &backup, reached).await {
             Ok(called) => called,
-            Err(refused) => return fail(&mut self.journal, refused.kind, refused.message),
+            Err(refused) => return fail(self, refused.kind, refused.message),
         };
         s.phases.push((Phase::Rollback, report.elapsed));
         if let Err(e) = result {
-            return fail(&mut self.journal, e.kind, e.message);
+            return fail(self, e.kind, e.message);
         }
         // The host's own proof: schema and backed-up tables equal the pre-step state.
         if let Err(e) = self.prove_pre_step_state(step, &backup).await {
-            return fail(
-                &mut self.journal,
-                FailureKind::Unproven,
-                format!("rollback: {e}"),
-            );
+            return fail(self, FailureKind::Unproven, format!("rollback: {e}"));
         }
         let detail = format!(
             "restored and verified: schema and {} table checksums equal the pre-step state",
@@ -200,6 +173,32 @@ impl Engine {
             phase,
             reason,
             undo: UndoneBy::Restore,
+        })
+    }
+
+    /// Records that rolling `step` back failed (`kind`, `message`) after the
+    /// step itself failed in `phase` for `reason`: `rollback-failed`.
+    pub(super) fn rollback_failed(
+        &mut self,
+        run_id: &str,
+        step: &Step,
+        phase: Phase,
+        reason: &str,
+        kind: FailureKind,
+        message: String,
+    ) -> Result<StepOutcome, EngineError> {
+        let why = StepFailure::new(Phase::Rollback, kind, message);
+        self.journal.transition(
+            run_id,
+            &step.id,
+            StepState::RollbackFailed,
+            &Why::failed(&why),
+            None,
+        )?;
+        Ok(StepOutcome::RollbackFailed {
+            phase,
+            reason: reason.to_string(),
+            rollback_error: why.message,
         })
     }
 
@@ -223,7 +222,9 @@ impl Engine {
         match datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables).await {
             Ok(after) => {
                 if let Some(capture) = capture {
-                    backup.change_set = self.store_change_set(step, &backup, &after, capture)?;
+                    backup.change_set = self
+                        .store_change_set(step, &backup, &after, capture)
+                        .await?;
                 }
                 backup.post_step = Some(after);
                 self.journal.record_backup(run_id, &step.id, &backup)?;
@@ -317,12 +318,22 @@ impl Engine {
         step: &Step,
         backup: &StoredBackup,
     ) -> Result<(), String> {
+        self.prove_equal(step, &backup.fingerprint).await
+    }
+
+    /// The host's own check that the target equals `expected`: its schema,
+    /// and the tables (and their sequences) `expected` measured.
+    pub(super) async fn prove_equal(
+        &self,
+        step: &Step,
+        expected: &datastores::Fingerprint,
+    ) -> Result<(), String> {
         let target = &self.plan.targets[&step.target];
-        let tables: Vec<String> = backup.fingerprint.tables.keys().cloned().collect();
+        let tables: Vec<String> = expected.tables.keys().cloned().collect();
         let after = datastores::fingerprint(target.kind, &self.endpoints[&target.name], tables)
             .await
             .map_err(|e| format!("cannot fingerprint target `{}`: {e}", target.name))?;
-        let differences = backup.fingerprint.differences(&after);
+        let differences = expected.differences(&after);
         if differences.is_empty() {
             Ok(())
         } else {

@@ -18,6 +18,10 @@ use crate::plan::Step;
 /// The artifact name of a change set in the backup store.
 const CHANGE_SET_ARTIFACT: &str = "sluice-change-set.json";
 
+/// How long migrate's sessions may take to hand their logs over once the
+/// plugin is done.
+const SESSIONS_CLOSING: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Engine {
     /// A capture for the rows `step`'s migrate changes, when its target's
     /// datastore records them.
@@ -32,14 +36,19 @@ impl Engine {
     /// rollback can undo by it: migrate left the schema as it was
     /// (`post_step` has the pre-step schema). `None` otherwise, with why in
     /// the log; the rollback then restores the backup.
-    pub(super) fn store_change_set(
+    pub(super) async fn store_change_set(
         &self,
         step: &Step,
         backup: &StoredBackup,
         post_step: &Fingerprint,
         capture: ChangeCapture,
     ) -> Result<Option<StoredChangeSet>, EngineError> {
-        let set = match capture.take(std::time::Duration::from_secs(60)) {
+        // Sessions hand their logs over as they close, on their own threads:
+        // wait for them off the async runtime.
+        let taken = tokio::task::spawn_blocking(move || capture.take(SESSIONS_CLOSING))
+            .await
+            .unwrap_or_else(|e| Err(format!("the change recording failed: {e}")));
+        let set = match taken {
             Ok(set) => set,
             Err(why) => {
                 tracing::info!(step = %step.id, "no change set: {why}; a rollback restores the backup");
@@ -68,40 +77,31 @@ impl Engine {
         }))
     }
 
-    fn read_change_set(&self, stored: &StoredChangeSet) -> Result<ChangeSet, String> {
-        let mut reader = self
-            .backups
-            .open_artifact(&stored.artifact)
-            .map_err(|e| e.to_string())?;
-        let mut bytes = Vec::new();
-        let mut chunk = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.read_chunk(&mut chunk).map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&chunk[..n]);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| format!("not a change set: {e}"))
-    }
-
-    /// Rolls `step` back by its change set. `None`: the change set cannot
-    /// be used (damaged, or the target no longer has the shape it was
-    /// recorded on), nothing was touched, and the caller restores the
+    /// Rolls `step` back by its backup's change set. `None`: it has none, or
+    /// it cannot be used (damaged, or the target no longer has the shape it
+    /// was recorded on), nothing was touched, and the caller restores the
     /// backup instead.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn undo_change_set(
         &mut self,
         run_id: &str,
         step: &Step,
         backup: &StoredBackup,
-        stored: &StoredChangeSet,
         failure: &StepFailure,
         s: &mut StepSummary,
     ) -> Result<Option<StepOutcome>, EngineError> {
+        let Some(stored) = &backup.change_set else {
+            return Ok(None);
+        };
         let phase = failure.phase;
         let reason = failure.message.clone();
-        let set = match self.read_change_set(stored) {
+        let read = self
+            .backups
+            .read(&stored.artifact)
+            .map_err(|e| e.to_string());
+        let set = match read.and_then(|bytes| {
+            serde_json::from_slice::<ChangeSet>(&bytes)
+                .map_err(|e| format!("not a change set: {e}"))
+        }) {
             Ok(set) => set,
             Err(e) => {
                 tracing::warn!(step = %step.id, "the change set cannot be read ({e}); restoring the backup instead");
@@ -128,31 +128,18 @@ impl Engine {
             )
             .await;
         s.phases.push((Phase::Rollback, started.elapsed()));
-        let fail = |journal: &mut Box<dyn crate::journal::Journal>,
-                    kind: FailureKind,
-                    message: String|
-         -> Result<Option<StepOutcome>, EngineError> {
-            let why = StepFailure::new(Phase::Rollback, kind, message);
-            journal.transition(
-                run_id,
-                &step.id,
-                StepState::RollbackFailed,
-                &Why::failed(&why),
-                None,
-            )?;
-            Ok(Some(StepOutcome::RollbackFailed {
-                phase,
-                reason: reason.clone(),
-                rollback_error: why.message,
-            }))
-        };
         let undone = match outcome {
             Err(e) => {
-                return fail(
-                    &mut self.journal,
-                    FailureKind::Host,
-                    format!("undoing the step's row changes failed, nothing was undone: {e}"),
-                )
+                return self
+                    .rollback_failed(
+                        run_id,
+                        step,
+                        phase,
+                        &reason,
+                        FailureKind::Host,
+                        format!("undoing the step's row changes failed, nothing was undone: {e}"),
+                    )
+                    .map(Some)
             }
             Ok(UndoOutcome::Unusable(why)) => {
                 tracing::info!(step = %step.id, "the change set cannot be applied ({why}); restoring the backup instead");
@@ -186,22 +173,20 @@ impl Engine {
         };
         // The host's proof of what it did not read back: the schema is the
         // pre-step schema.
-        let mut expected = backup.fingerprint.clone();
-        expected.tables.clear();
-        expected.sequences.clear();
-        let differences = match datastores::fingerprint(target.kind, endpoint, Vec::new()).await {
-            Ok(now) => expected.differences(&now),
-            Err(e) => vec![format!("cannot fingerprint target `{}`: {e}", target.name)],
-        };
-        if !differences.is_empty() {
-            return fail(
-                &mut self.journal,
-                FailureKind::Unproven,
-                format!(
-                    "rollback: the target does not equal its pre-step state: {}",
-                    differences.join("; ")
-                ),
-            );
+        let mut schema = backup.fingerprint.clone();
+        schema.tables.clear();
+        schema.sequences.clear();
+        if let Err(e) = self.prove_equal(step, &schema).await {
+            return self
+                .rollback_failed(
+                    run_id,
+                    step,
+                    phase,
+                    &reason,
+                    FailureKind::Unproven,
+                    format!("rollback: {e}"),
+                )
+                .map(Some);
         }
         let put_back: u64 = undone.rows.values().sum();
         let mut detail = format!(

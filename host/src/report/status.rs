@@ -117,9 +117,10 @@ pub fn text(plan_name: &str, steps: &[StepStatus]) -> String {
             let _ = writeln!(out, "  {:<24} {kind:<16} {:<26} {what}", "", "");
         }
         // Which undo a rollback of a migrated step will use.
-        if matches!(r.state, StepState::Completed | StepState::AwaitingReview)
-            || r.state == StepState::RollbackRefused
-        {
+        if matches!(
+            r.state,
+            StepState::Completed | StepState::AwaitingReview | StepState::RollbackRefused
+        ) {
             // Without a change set the undo is a restore, as it always was.
             if let Some(set) = r.backup.as_ref().and_then(|b| b.change_set.as_ref()) {
                 let how = format!(

@@ -24,9 +24,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::error;
 use super::session::{attach, quote, BUSY_TIMEOUT};
+use super::TableScope;
 use crate::datastores::changes::{
     qualified, Cell, ChangeCapture, ChangeSet, Conflict, Image, RowChange, RowEvent, Undone, UndoOutcome,
-    MAX_CAPTURE_BYTES,
 };
 use crate::datastores::DatastoreError;
 use crate::plan::{Access, SqliteFiles};
@@ -78,14 +78,21 @@ pub(super) struct Recorder {
 }
 
 /// Installs the logging triggers on `conn` (before its authorizer, which
-/// would refuse them). A failure gives the change set up and leaves the
-/// session usable.
-pub(super) fn record(conn: &Connection, capture: ChangeCapture) -> Option<Recorder> {
-    match install(conn) {
-        Ok(logs) => {
+/// would refuse them) for every table the session may write (`scope`). A
+/// failure gives the change set up and leaves the session usable.
+pub(super) fn record(
+    conn: &Connection,
+    capture: ChangeCapture,
+    scope: Option<&TableScope>,
+) -> Option<Recorder> {
+    match install(conn, scope) {
+        Ok((logs, out_of_scope)) => {
+            // What the session cannot write counts as logged with nothing
+            // in it: the authorizer refuses the step every write there.
             capture.session_opened(
                 logs.iter()
                     .map(|l| qualified(&l.database, &l.table))
+                    .chain(out_of_scope)
                     .collect(),
             );
             Some(Recorder { logs, capture })
@@ -97,66 +104,66 @@ pub(super) fn record(conn: &Connection, capture: ChangeCapture) -> Option<Record
     }
 }
 
-fn install(conn: &Connection) -> Result<Vec<Log>, DatastoreError> {
-    let databases: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_database_list WHERE name <> 'temp'")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+/// The logs made, and the tables left out because the session may not
+/// write them.
+fn install(
+    conn: &Connection,
+    scope: Option<&TableScope>,
+) -> Result<(Vec<Log>, Vec<String>), DatastoreError> {
+    let tables: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT schema, name FROM pragma_table_list \
+             WHERE schema <> 'temp' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+        )
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(error)?;
     let mut logs = Vec::new();
-    for database in databases {
-        let tables: Vec<String> = conn
-            .prepare(
-                "SELECT name FROM pragma_table_list WHERE schema = ?1 AND type = 'table' \
-                 AND wr = 0 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
-            )
-            .and_then(|mut s| s.query_map([&database], |r| r.get(0))?.collect())
-            .map_err(error)?;
-        for table in tables {
-            let columns: Vec<(String, i64)> = conn
-                .prepare("SELECT name, hidden FROM pragma_table_xinfo(?1, ?2)")
-                .and_then(|mut s| {
-                    s.query_map([&table, &database], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect()
-                })
-                .map_err(error)?;
-            if columns.is_empty() || columns.iter().any(|(_, hidden)| *hidden != 0) {
-                continue;
-            }
-            let i = logs.len();
-            let log = format!("{LOG_PREFIX}{i}");
-            let width = columns.len();
-            let old: Vec<String> = columns.iter().map(|(c, _)| format!("OLD.{}", quote(c))).collect();
-            let new: Vec<String> = columns.iter().map(|(c, _)| format!("NEW.{}", quote(c))).collect();
-            let o: Vec<String> = (0..width).map(|k| format!("o{k}")).collect();
-            let n: Vec<String> = (0..width).map(|k| format!("n{k}")).collect();
-            let on = format!("{}.{}", quote(&database), quote(&table));
-            conn.execute_batch(&format!(
-                "CREATE TEMP TABLE {log} (seq INTEGER PRIMARY KEY, op, k_old, k_new, {o}, {n});
-                 CREATE TEMP TRIGGER {log}_i AFTER INSERT ON {on} BEGIN
-                   INSERT INTO {log} (op, k_new, {n}) VALUES ('i', NEW.rowid, {new}); END;
-                 CREATE TEMP TRIGGER {log}_u AFTER UPDATE ON {on} BEGIN
-                   INSERT INTO {log} (op, k_old, k_new, {o}, {n})
-                   VALUES ('u', OLD.rowid, NEW.rowid, {old}, {new}); END;
-                 CREATE TEMP TRIGGER {log}_d AFTER DELETE ON {on} BEGIN
-                   INSERT INTO {log} (op, k_old, {o}) VALUES ('d', OLD.rowid, {old}); END;",
-                o = o.join(", "),
-                n = n.join(", "),
-                new = new.join(", "),
-                old = old.join(", "),
-            ))
-            .map_err(|e| {
-                let e = error(e);
-                DatastoreError::host(&e.code, format!("logging table `{table}`: {}", e.message))
-            })?;
-            logs.push(Log {
-                log,
-                database: database.clone(),
-                table: table.clone(),
-                width,
-            });
+    let mut out_of_scope = Vec::new();
+    for (database, table) in tables {
+        if scope.is_some_and(|scope| !scope.covers(&database, &table)) {
+            out_of_scope.push(qualified(&database, &table));
+            continue;
         }
+        // A table that cannot be undone by rowid is not logged; the
+        // engine's check of the log then refuses it a change set.
+        let Ok(shape) = shape(conn, &database, &table)? else {
+            continue;
+        };
+        let log = format!("{LOG_PREFIX}{}", logs.len());
+        let width = shape.columns.len();
+        let image = |row: &str| -> String {
+            let cells: Vec<String> =
+                shape.columns.iter().map(|c| format!("{row}.{}", quote(c))).collect();
+            cells.join(", ")
+        };
+        let (old, new) = (image("OLD"), image("NEW"));
+        let o: Vec<String> = (0..width).map(|k| format!("o{k}")).collect();
+        let n: Vec<String> = (0..width).map(|k| format!("n{k}")).collect();
+        let on = &shape.sql_name;
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE {log} (seq INTEGER PRIMARY KEY, op, k_old, k_new, {o}, {n});
+             CREATE TEMP TRIGGER {log}_i AFTER INSERT ON {on} BEGIN
+               INSERT INTO {log} (op, k_new, {n}) VALUES ('i', NEW.rowid, {new}); END;
+             CREATE TEMP TRIGGER {log}_u AFTER UPDATE ON {on} BEGIN
+               INSERT INTO {log} (op, k_old, k_new, {o}, {n})
+               VALUES ('u', OLD.rowid, NEW.rowid, {old}, {new}); END;
+             CREATE TEMP TRIGGER {log}_d AFTER DELETE ON {on} BEGIN
+               INSERT INTO {log} (op, k_old, {o}) VALUES ('d', OLD.rowid, {old}); END;",
+            o = o.join(", "),
+            n = n.join(", "),
+        ))
+        .map_err(|e| {
+            let e = error(e);
+            DatastoreError::host(&e.code, format!("logging table `{table}`: {}", e.message))
+        })?;
+        logs.push(Log {
+            log,
+            database,
+            table,
+            width,
+        });
     }
-    Ok(logs)
+    Ok((logs, out_of_scope))
 }
 
 impl Recorder {
@@ -167,13 +174,15 @@ impl Recorder {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        let events = self.read(conn);
-        self.capture.session_closed(events);
+        let rest = self.read(conn);
+        self.capture.session_closed(rest);
     }
 
+    /// Reads the logs in order, handing the capture a batch at a time (it
+    /// bounds what it keeps); returns the last batch.
     fn read(&self, conn: &Connection) -> Result<Vec<RowEvent>, String> {
+        const BATCH: usize = 4096;
         let mut events = Vec::new();
-        let mut bytes = 0usize;
         for log in &self.logs {
             let mut stmt = conn
                 .prepare(&format!("SELECT * FROM temp.{} ORDER BY seq", log.log))
@@ -209,17 +218,11 @@ impl Recorder {
                         events.push(insert(image(new_at)?, key(3)?));
                     }
                 }
-                bytes += 64 * log.width;
-                if let Some(RowEvent::Insert { new: im, .. } | RowEvent::Delete { old: im, .. }) =
-                    events.last()
-                {
-                    bytes += im.iter().map(Cell::size).sum::<usize>();
-                }
-                if bytes > MAX_CAPTURE_BYTES {
-                    return Err(format!(
-                        "the step changed more than {} MiB of rows",
-                        MAX_CAPTURE_BYTES >> 20
-                    ));
+                if events.len() >= BATCH {
+                    self.capture.commit(std::mem::take(&mut events));
+                    if self.capture.is_given_up() {
+                        return Ok(Vec::new());
+                    }
                 }
             }
         }

@@ -33,6 +33,12 @@ impl TableScope {
         TableScope { tables }
     }
 
+    /// Whether table `name` of `database` (`main`, `temp` or an attached
+    /// schema) is within the scope.
+    pub fn covers(&self, database: &str, name: &str) -> bool {
+        self.table(Some(database), name)
+    }
+
     fn table(&self, database: Option<&str>, name: &str) -> bool {
         // The schema catalogue is readable so plugins can describe tables;
         // user SQL cannot write it (writable_schema is refused below).

@@ -121,7 +121,7 @@ impl Session {
         // authorizer, which would refuse them to a plugin.
         let recorder = capture
             .filter(|_| access == Access::ReadWrite)
-            .and_then(|capture| super::changes::record(&conn, capture));
+            .and_then(|capture| super::changes::record(&conn, capture, scope.as_ref()));
         // The table scope is enforced by SQLite as each statement is prepared.
         if let Some(scope) = scope {
             conn.authorizer(Some(move |ctx: AuthContext<'_>| {
