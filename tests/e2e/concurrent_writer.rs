@@ -234,3 +234,72 @@ fn postgres_rolls_back_and_proves_it_while_an_application_draws_ids() {
         "no id is handed out twice: {next} after {max_before}"
     );
 }
+
+#[test]
+fn sqlite_rolls_back_a_row_step_by_change_set_while_an_application_writes() {
+    // The step changes rows of `orders` and fails its gate while the
+    // application inserts into `events` the whole time: the rollback puts
+    // `orders` back and every application row stays.
+    let s = Scenario::new();
+    s.seed(
+        "shop.db",
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+         INSERT INTO orders (note) SELECT 'seed ' || i FROM n;
+         CREATE TABLE events (id INTEGER PRIMARY KEY, what TEXT NOT NULL);",
+    );
+    s.write(
+        "sluice.toml",
+        &format!(
+            r#"[plan]
+name = "busy-sqlite-rows"
+
+[targets.shop]
+kind = "sqlite"
+path = "shop.db"
+
+[plugins.sqlite]
+path = "{}"
+
+[[steps]]
+id = "mark"
+plugin = "sqlite"
+target = "shop"
+access = "read-write"
+thresholds = ["marked == 0"]
+
+[steps.params]
+migrate = "UPDATE orders SET note = 'marked' WHERE id % 10 = 0"
+
+[[steps.params.metrics]]
+name = "marked"
+query = "SELECT count(*) FROM orders WHERE note = 'marked'"
+"#,
+            plugin("sqlite.wasm").display()
+        ),
+    );
+    let accepted = s.sluice(&["audit", "--accept", "sluice.toml"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    let seeded_orders = s.state("shop.db").tables["orders"].clone();
+    let app = rusqlite::Connection::open(s.path().join("shop.db")).unwrap();
+    app.busy_timeout(Duration::from_secs(30)).unwrap();
+    let writer = Writer::start(move || {
+        app.execute("INSERT INTO events (what) VALUES ('app')", [])
+            .unwrap();
+    });
+    let run = s.sluice(&["run", "sluice.toml"]);
+    let wrote = writer.stop();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("rollback: undone by change set: the 500 rows"),
+        "{}",
+        run.stdout
+    );
+    // The tests' own reader: `orders` as seeded, every application row there.
+    let after = s.state("shop.db");
+    assert_eq!(after.tables["orders"], seeded_orders);
+    assert_eq!(after.rows("events") as u64, wrote);
+    assert!(wrote > 0, "the application wrote during the run");
+}
