@@ -435,7 +435,7 @@ fn sort_statements(dump: &str) -> String {
 
 /// A PostgreSQL client tool of the server's major version (the Debian
 /// layout the services use), else the one on the PATH.
-fn pg_tool(name: &str) -> PathBuf {
+pub(crate) fn pg_tool(name: &str) -> PathBuf {
     static MAJOR: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     let major = MAJOR.get_or_init(|| {
         postgres::Client::connect(&pg_url(), postgres::NoTls)
@@ -453,7 +453,7 @@ fn pg_tool(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn run_tool(tool: &Path, args: &[&str]) -> String {
+pub(crate) fn run_tool(tool: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(tool)
         .args(args)
         .output()

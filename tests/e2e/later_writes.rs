@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use sluice_e2e::services::pg_scratch;
+use sluice_e2e::services::{pg_scratch, PgScratch};
 use sluice_e2e::{plugin, sluice_bin, Scenario};
 
 /// `src` with 100 rows and `audit_log`, a table the step never changes.
@@ -190,8 +190,8 @@ fn an_automatic_rollback_meeting_a_later_write_pauses_instead_of_discarding_it()
     );
 }
 
-#[test]
-fn postgres_a_rollback_that_would_discard_later_writes_is_refused() {
+/// A shop database and a plan whose one step runs `migrate` on it.
+fn pg_shop(migrate: &str) -> (PgScratch, Scenario) {
     let db = pg_scratch();
     db.client()
         .batch_execute(
@@ -221,10 +221,21 @@ target = "shop"
 access = "read-write"
 
 [steps.params]
-migrate = "UPDATE items SET name = upper(name) WHERE id <= 5"
+migrate = "{migrate}"
 "#,
             plugin("postgres.wasm").display()
         ),
+    );
+    (db, s)
+}
+
+/// A step that changed the schema as well as rows is rolled back by
+/// restore, which would discard the application's later writes: refused
+/// unless the operator decides.
+#[test]
+fn postgres_a_rollback_that_would_discard_later_writes_is_refused() {
+    let (db, s) = pg_shop(
+        "UPDATE items SET name = upper(name) WHERE id <= 5; ALTER TABLE items ADD COLUMN note text",
     );
     let env = [("SHOP_PG_URL", db.url.as_str())];
     let sluice = |args: &[&str]| s.sluice_with(&sluice_bin(), args, &env);
@@ -256,4 +267,83 @@ migrate = "UPDATE items SET name = upper(name) WHERE id <= 5"
         rows("SELECT count(*) FROM items WHERE name LIKE 'ITEM%'"),
         0
     );
+}
+
+/// A step that changed only rows is undone by its change set: the
+/// application's later writes (new orders, an item the step did not touch)
+/// stay; an item the step changed that the application changed since is a
+/// conflict, refused until the operator decides. `pg_dump` of the tables
+/// is the oracle.
+#[test]
+fn postgres_a_later_rollback_undoes_only_the_steps_rows() {
+    let (db, s) = pg_shop("UPDATE items SET name = upper(name) WHERE id <= 5");
+    let env = [("SHOP_PG_URL", db.url.as_str())];
+    let sluice = |args: &[&str]| s.sluice_with(&sluice_bin(), args, &env);
+    // pg_dump's rows, sorted: a row put back may sit elsewhere in the heap.
+    let dump = || {
+        let mut lines: Vec<String> = crate::field::run_tool(
+            &crate::field::pg_tool("pg_dump"),
+            &["--data-only", "--table=items", &db.url],
+        )
+        .lines()
+        .map(String::from)
+        .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let pre_step = dump();
+    let out = sluice(&["run", "sluice.toml"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    // The application goes on: orders, and an item the step did not touch.
+    db.client()
+        .batch_execute(
+            "INSERT INTO orders (item) VALUES (3), (4); UPDATE items SET name = 'app' WHERE id = 40",
+        )
+        .unwrap();
+    let rows = |sql: &str| -> i64 { db.client().query_one(sql, &[]).unwrap().get(0) };
+    // …and one the step changed: a conflict.
+    db.client()
+        .batch_execute("UPDATE items SET name = 'app' WHERE id = 2")
+        .unwrap();
+    let refused = sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(refused.code, 6, "{}", refused.all());
+    assert!(
+        refused.stdout.contains(
+            "table `items`: 1 row the step changed was changed since (keys 2 (updated since))"
+        ),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM items WHERE name LIKE 'ITEM%'"),
+        4,
+        "nothing undone"
+    );
+
+    db.client()
+        .batch_execute("UPDATE items SET name = 'ITEM 2' WHERE id = 2")
+        .unwrap();
+    let undone = sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    assert!(
+        undone.stdout.contains("undone by change set"),
+        "{}",
+        undone.stdout
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM orders"),
+        2,
+        "the application's orders kept"
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM items WHERE name LIKE 'ITEM%'"),
+        0
+    );
+    // The items are as before the step but for the application's own write.
+    db.client()
+        .batch_execute("UPDATE items SET name = 'item 40' WHERE id = 40")
+        .unwrap();
+    assert_eq!(dump(), pre_step);
 }

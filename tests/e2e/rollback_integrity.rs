@@ -143,11 +143,14 @@ query = "SELECT count(*) FROM items WHERE sku IS NULL"
 /// updated_at := now()` on a table other tables reference (restored by an
 /// upsert), `BEFORE INSERT` stamping and `AFTER INSERT … pg_notify` plus an
 /// event row on a table reloaded with `COPY`, one trigger disabled, one
-/// `ENABLE REPLICA`, one `ENABLE ALWAYS`. The restore must write exactly
-/// the saved rows, fire nothing (no event row appears), pass its proof, and
-/// leave every trigger enabled as it was.
+/// `ENABLE REPLICA`, one `ENABLE ALWAYS`. Migrate changes only rows, so
+/// the host undoes them by change set: it must write exactly the pre-step
+/// rows, fire nothing (no event row appears), pass its proof, and leave
+/// every trigger enabled as it was. (The restore's own trigger handling:
+/// `a_restore_that_cannot_disable_triggers_fails_naming_the_table` and the
+/// crash suites.)
 #[test]
-fn user_triggers_do_not_fire_while_a_restore_reloads_rows() {
+fn user_triggers_do_not_fire_while_rows_are_put_back() {
     let p = PgPlan::new(
         r#"
 CREATE TABLE accounts (
@@ -213,17 +216,10 @@ query = "SELECT count(*) FROM accounts WHERE balance = 0"
     let run = p.run();
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
-        run.stderr
-            .contains("user triggers disabled for the restore"),
-        "{}",
-        run.stderr
+        run.stdout.contains("rollback: undone by change set"),
+        "migrate changed only rows: the host undoes them, its triggers off too: {}",
+        run.stdout
     );
-    assert!(
-        run.stderr.contains("table merged back by primary key"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("restore verified"), "{}", run.stderr);
     assert_eq!(p.states("rebalance"), ROLLED_BACK);
     let after = pg_state(&p.db);
     assert_eq!(
@@ -607,10 +603,10 @@ INSERT INTO audit_log (note) VALUES ('first');
 "#;
 
 /// A step that inserts rows into tables with a serial and an identity
-/// column, then fails its threshold: the restore puts the rows back and
-/// the sequences too, so the next insert gets the id it would have got
-/// before the step. Checked with this test's own reads of the sequences;
-/// the host's proof covers their values too (it would fail otherwise).
+/// column, then fails its threshold: the undo by change set takes the rows
+/// out and sets the sequences back too (no one drew from them since), so
+/// the next insert gets the id it would have got before the step. Checked
+/// with this test's own reads of the sequences.
 #[test]
 fn a_rolled_back_step_puts_its_tables_sequences_back() {
     let p = PgPlan::new(
@@ -646,8 +642,13 @@ query = "SELECT count(*) FROM orders"
         "{}",
         run.stdout
     );
-    assert!(run.stderr.contains("restore verified"), "{}", run.stderr);
-    assert!(run.stderr.contains("sequence restored"), "{}", run.stderr);
+    // Undone by change set: the rows the step inserted go, and each
+    // sequence it moved is set back, as no one drew from it since.
+    assert!(
+        run.stdout.contains("rollback: undone by change set"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(p.states("bulk"), ROLLED_BACK);
     assert_eq!(pg_state(&p.db), before, "rows as before");
     assert_eq!(sequence(&p.db, "orders_id_seq"), (100, true));

@@ -39,6 +39,9 @@ pub enum Cell {
     TextBytes(Vec<u8>),
     /// Bytes.
     Blob(Vec<u8>),
+    /// A whole row in its datastore's canonical text form (PostgreSQL: a
+    /// `COPY` text line, the form the host's fingerprint hashes).
+    Line(String),
 }
 
 impl PartialEq for Cell {
@@ -49,6 +52,7 @@ impl PartialEq for Cell {
             (Cell::Real(a), Cell::Real(b)) => a.to_bits() == b.to_bits(),
             (Cell::Text(a), Cell::Text(b)) => a == b,
             (Cell::TextBytes(a), Cell::TextBytes(b)) | (Cell::Blob(a), Cell::Blob(b)) => a == b,
+            (Cell::Line(a), Cell::Line(b)) => a == b,
             _ => false,
         }
     }
@@ -58,15 +62,36 @@ impl Cell {
     /// Bytes it takes, roughly, for the capture's bound.
     fn size(&self) -> usize {
         match self {
-            Cell::Text(t) => t.len() + 16,
+            Cell::Text(t) | Cell::Line(t) => t.len() + 16,
             Cell::TextBytes(b) | Cell::Blob(b) => b.len() + 16,
             _ => 16,
         }
     }
 }
 
-/// A row image: every column of the table, in its declared order.
+/// A row image: every column of the table, in its declared order (or one
+/// [`Cell::Line`] holding them all).
 pub type Image = Vec<Cell>;
+
+/// How a change set names a row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Key {
+    /// SQLite: the rowid.
+    Rowid(i64),
+    /// PostgreSQL: the primary key's columns, each in `COPY` text form.
+    Columns(Vec<String>),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Rowid(id) => write!(f, "{id}"),
+            Key::Columns(columns) if columns.len() == 1 => f.write_str(&columns[0]),
+            Key::Columns(columns) => write!(f, "({})", columns.join(", ")),
+        }
+    }
+}
 
 /// What the step did to one row: the row before its first change and after
 /// its last (`None`: absent — inserted by the step, or deleted by it).
@@ -76,8 +101,8 @@ pub struct RowChange {
     pub database: String,
     /// The table.
     pub table: String,
-    /// The row's key (SQLite: its rowid).
-    pub key: i64,
+    /// The row's key.
+    pub key: Key,
     /// The row before the step changed it.
     pub before: Option<Image>,
     /// The row as the step left it.
@@ -91,13 +116,22 @@ impl RowChange {
     }
 }
 
-/// `database.table` as fingerprints and reports name it (`main.` left out).
+/// `database.table` as fingerprints and reports name it (SQLite's `main.`
+/// and PostgreSQL's `public.` left out).
 pub fn qualified(database: &str, table: &str) -> String {
-    if database == "main" {
+    if database == "main" || database == "public" {
         table.to_string()
     } else {
         format!("{database}.{table}")
     }
+}
+
+/// A plan's or fingerprint's table name as [`qualified`] spells it.
+fn canonical(table: &str) -> &str {
+    table
+        .strip_prefix("main.")
+        .or_else(|| table.strip_prefix("public."))
+        .unwrap_or(table)
 }
 
 /// Everything a step's migrate changed, in the order each row was first
@@ -112,6 +146,12 @@ pub struct ChangeSet {
     /// `main.` left out): a change to any other table could go unseen.
     #[serde(default)]
     pub logged: std::collections::BTreeSet<String>,
+    /// Sequences of the step's tables that migrate moved: name → (value
+    /// before, value after), as fingerprints spell them. An undo sets one
+    /// back only while it still holds the step's value (no one drew from
+    /// it since).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sequences: BTreeMap<String, (String, String)>,
 }
 
 impl ChangeSet {
@@ -155,10 +195,10 @@ impl ChangeSet {
             let Some(now) = after.tables.get(table) else {
                 return Err(format!("table `{table}` is gone"));
             };
-            let (found, left) = match sums.remove(table) {
+            let (found, left) = match sums.remove(canonical(table)) {
                 Some(sums) => sums,
                 // Logged and nothing recorded: the step did not write it.
-                None if self.logged.contains(table) => continue,
+                None if self.logged.contains(canonical(table)) => continue,
                 // Not logged: the step must have left it as it was.
                 None => Default::default(),
             };
@@ -182,6 +222,10 @@ impl ChangeSet {
 /// Adds a row image as the host's fingerprint hashes rows (text made UTF-8).
 fn add_image(checksum: &mut sluice_sdk::checksum::TableChecksum, image: &Image) {
     use sluice_sdk::row::ValueRef;
+    if let [Cell::Line(line)] = image.as_slice() {
+        checksum.add_encoded_row(line.as_bytes());
+        return;
+    }
     let lossy: Vec<Option<String>> = image
         .iter()
         .map(|c| match c {
@@ -200,6 +244,7 @@ fn add_image(checksum: &mut sluice_sdk::checksum::TableChecksum, image: &Image) 
                 (Cell::Real(r), _) => ValueRef::Real(*r),
                 (Cell::Text(t), _) => ValueRef::Text(t),
                 (Cell::TextBytes(_), None) => unreachable!("text bytes are made UTF-8 above"),
+                (Cell::Line(line), _) => ValueRef::Text(line),
                 (Cell::Blob(b), _) => ValueRef::Blob(b),
             }),
     );
@@ -215,7 +260,7 @@ pub enum RowEvent {
         /// Table.
         table: String,
         /// Its key.
-        key: i64,
+        key: Key,
         /// The new row.
         new: Image,
     },
@@ -226,7 +271,7 @@ pub enum RowEvent {
         /// Table.
         table: String,
         /// Its key.
-        key: i64,
+        key: Key,
         /// The row deleted.
         old: Image,
     },
@@ -255,7 +300,7 @@ impl RowEvent {
 #[derive(Default)]
 struct Captured {
     /// Row changes by (database, table, key), with the order of first change.
-    rows: BTreeMap<(String, String, i64), (usize, RowChange)>,
+    rows: BTreeMap<(String, String, Key), (usize, RowChange)>,
     next: usize,
     bytes: usize,
     /// Why the change set was given up, once it was.
@@ -361,7 +406,7 @@ impl ChangeCapture {
             let next = c.next;
             let entry = c
                 .rows
-                .entry((database.clone(), table.clone(), key))
+                .entry((database.clone(), table.clone(), key.clone()))
                 .or_insert_with(|| {
                     (
                         next,
@@ -393,18 +438,25 @@ impl ChangeCapture {
         c.given_up.get_or_insert(why);
     }
 
-    /// The change set, or why there is none to undo by, once every session
-    /// has closed (waiting up to `wait` for the last ones).
-    pub fn take(&self, wait: Duration) -> Result<ChangeSet, String> {
+    /// Waits up to `wait` for every session to hand its changes over (and,
+    /// on PostgreSQL, remove its recording); whether they all did.
+    pub fn wait_closed(&self, wait: Duration) -> bool {
         let c = self.lock();
-        let (mut c, timeout) = self
+        let (_c, timeout) = self
             .0
              .1
             .wait_timeout_while(c, wait, |c| c.open_sessions > 0)
             .unwrap_or_else(|e| e.into_inner());
-        if timeout.timed_out() {
+        !timeout.timed_out()
+    }
+
+    /// The change set, or why there is none to undo by, once every session
+    /// has closed (waiting up to `wait` for the last ones).
+    pub fn take(&self, wait: Duration) -> Result<ChangeSet, String> {
+        if !self.wait_closed(wait) {
             return Err("a session of the step did not finish recording its changes".into());
         }
+        let mut c = self.lock();
         if let Some(why) = c.given_up.take() {
             return Err(why);
         }
@@ -417,6 +469,7 @@ impl ChangeCapture {
             format: 1,
             rows: rows.into_iter().map(|(_, row)| row).collect(),
             logged: c.logged.take().unwrap_or_default(),
+            sequences: BTreeMap::new(),
         })
     }
 }
@@ -428,7 +481,7 @@ pub struct Conflict {
     /// `database.table` (`main.` left out).
     pub table: String,
     /// The row's key.
-    pub key: i64,
+    pub key: Key,
     /// What the application did to it.
     pub what: String,
 }
@@ -447,6 +500,9 @@ pub struct Undone {
     /// Objects the step created, dropped, with the rows a table held then
     /// (the step's and any the application wrote into it).
     pub dropped: Vec<(String, Option<u64>)>,
+    /// Sequences migrate moved that were drawn from since, so they keep
+    /// their values (ids handed out stay unique).
+    pub sequences_kept: Vec<String>,
 }
 
 /// The result of asking a driver to undo a change set.
@@ -497,7 +553,7 @@ mod tests {
         RowEvent::Insert {
             database: "main".into(),
             table: "t".into(),
-            key,
+            key: Key::Rowid(key),
             new: vec![Cell::Integer(v)],
         }
     }
@@ -506,7 +562,7 @@ mod tests {
         RowEvent::Delete {
             database: "main".into(),
             table: "t".into(),
-            key,
+            key: Key::Rowid(key),
             old: vec![Cell::Integer(v)],
         }
     }
@@ -529,21 +585,21 @@ mod tests {
         // Inserted and deleted by the step: nothing to undo.
         capture.commit(vec![insert(5, 50), delete(5, 50)]);
         let set = capture.take(Duration::ZERO).unwrap();
-        let got: Vec<(i64, Option<Image>, Option<Image>)> = set
+        let got: Vec<(Key, Option<Image>, Option<Image>)> = set
             .rows
             .iter()
-            .map(|r| (r.key, r.before.clone(), r.after.clone()))
+            .map(|r| (r.key.clone(), r.before.clone(), r.after.clone()))
             .collect();
         assert_eq!(
             got,
             vec![
                 (
-                    1,
+                    Key::Rowid(1),
                     Some(vec![Cell::Integer(10)]),
                     Some(vec![Cell::Integer(12)])
                 ),
-                (2, None, Some(vec![Cell::Integer(20)])),
-                (3, Some(vec![Cell::Integer(30)]), None),
+                (Key::Rowid(2), None, Some(vec![Cell::Integer(20)])),
+                (Key::Rowid(3), Some(vec![Cell::Integer(30)]), None),
             ]
         );
         assert_eq!(set.rows_per_table()["t"], 3);
@@ -557,7 +613,7 @@ mod tests {
             capture.commit(vec![RowEvent::Insert {
                 database: "main".into(),
                 table: "t".into(),
-                key,
+                key: Key::Rowid(key),
                 new: vec![Cell::Text(big.clone())],
             }]);
         }
@@ -576,12 +632,12 @@ mod tests {
         let lines = describe_conflicts(&[
             Conflict {
                 table: "orders".into(),
-                key: 3,
+                key: Key::Rowid(3),
                 what: "updated".into(),
             },
             Conflict {
                 table: "orders".into(),
-                key: 9,
+                key: Key::Columns(vec!["9".into()]),
                 what: "deleted".into(),
             },
         ]);

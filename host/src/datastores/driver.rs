@@ -121,6 +121,14 @@ pub trait Datastore: Send + Sync {
         false
     }
 
+    /// Whether [`Datastore::undo_changes`] can drop a schema object a step
+    /// created (`table notebooks`, as fingerprints name objects); a step
+    /// that created one it cannot is rolled back by restore.
+    fn drops_created(&self, object: &str) -> bool {
+        let _ = object;
+        false
+    }
+
     /// Undoes a step's change set (see [`super::changes`]): every row back
     /// to its pre-step image and the schema objects the step `created`
     /// (`table notebooks`) dropped, in one transaction, unless a row changed

@@ -68,6 +68,11 @@ impl Engine {
             .caller
             .call(plugin, grants, PhaseInput::Migrate(self.context(step)))
             .await;
+        if let Some(capture) = capture.clone() {
+            // The sessions hand their changes over as they close, on their
+            // own tasks; past this point none of them touches the target.
+            super::undo::sessions_closed(capture).await;
+        }
         (
             result.map(|_| ()).map_err(|e| {
                 StepFailure::new(Phase::Migrate, e.kind(), format!("migrate failed: {e}"))

@@ -22,6 +22,17 @@ const CHANGE_SET_ARTIFACT: &str = "sluice-change-set.json";
 /// plugin is done.
 const SESSIONS_CLOSING: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Waits, off the async runtime, for every session that records into
+/// `capture` to have handed its changes over.
+pub(super) async fn sessions_closed(capture: ChangeCapture) {
+    let closed = tokio::task::spawn_blocking(move || capture.wait_closed(SESSIONS_CLOSING))
+        .await
+        .unwrap_or(false);
+    if !closed {
+        tracing::warn!("a session of the step did not finish recording its changes");
+    }
+}
+
 impl Engine {
     /// A capture for the rows `step`'s migrate changes, when its target's
     /// datastore records them.
@@ -48,7 +59,7 @@ impl Engine {
         let taken = tokio::task::spawn_blocking(move || capture.take(SESSIONS_CLOSING))
             .await
             .unwrap_or_else(|e| Err(format!("the change recording failed: {e}")));
-        let set = match taken {
+        let mut set = match taken {
             Ok(set) => set,
             Err(why) => {
                 tracing::info!(step = %step.id, "no change set: {why}; a rollback restores the backup");
@@ -62,11 +73,25 @@ impl Engine {
                 return Ok(None);
             }
         };
+        let driver = datastores::driver(self.plan.targets[&step.target].kind);
+        if let Some(object) = created.iter().find(|o| !driver.drops_created(o)) {
+            tracing::info!(step = %step.id, "no change set: migrate created {object}, which an undo cannot drop; a rollback restores the backup");
+            return Ok(None);
+        }
         // Never trust the recording alone: it must explain every change the
         // host's own fingerprints saw between backup and migrate's end.
         if let Err(why) = set.accounts_for(&backup.fingerprint, post_step) {
             tracing::info!(step = %step.id, "no change set: {why}; a rollback restores the backup");
             return Ok(None);
+        }
+        for (sequence, before) in &backup.fingerprint.sequences {
+            match post_step.sequences.get(sequence) {
+                Some(after) if after != before => {
+                    set.sequences
+                        .insert(sequence.clone(), (before.clone(), after.clone()));
+                }
+                _ => {}
+            }
         }
         let bytes = serde_json::to_vec(&set).expect("a change set serializes");
         let artifact = self.backups.store(CHANGE_SET_ARTIFACT, &bytes)?;
@@ -212,6 +237,12 @@ impl Engine {
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
+            ));
+        }
+        if !undone.sequences_kept.is_empty() {
+            detail.push_str(&format!(
+                "; sequences drawn from since keep their values (ids handed out stay unique): {}",
+                undone.sequences_kept.join(", ")
             ));
         }
         if !undone.discarded.is_empty() {

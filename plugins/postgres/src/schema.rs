@@ -216,7 +216,7 @@ pub fn user_tables(conn: &Connection) -> Result<Vec<TableName>, Error> {
         "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
-         AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal') \
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal', 'sluice_capture') \
          AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') \

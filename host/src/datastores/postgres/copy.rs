@@ -97,7 +97,7 @@ pub(super) async fn all_tables(url: &Secret) -> Result<Vec<String>, DatastoreErr
         .query(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables \
              WHERE table_type = 'BASE TABLE' \
-               AND table_schema NOT IN ('pg_catalog', 'information_schema', 'sluice_journal') \
+               AND table_schema NOT IN ('pg_catalog', 'information_schema', 'sluice_journal', 'sluice_capture') \
              ORDER BY 1",
             &[],
         )

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::{copy, scratch, Canceller, CopyIn, CopyOut, PgCursor, Session};
+use crate::datastores::changes::{ChangeSet, UndoOutcome};
 use crate::datastores::{
     BackupHold, CopyError, CopyInStream, CopyOutStream, Datastore, DatastoreError, Endpoint, Fingerprint,
     Interrupt, RehearsalCopy, Rows, ScratchSource, ScratchTarget, SessionOptions, SqlCursor,
@@ -37,9 +38,32 @@ impl Datastore for Postgres {
                 options.tables.as_deref(),
                 options.statement_timeout,
                 options.snapshot,
+                options.capture,
             )
             .await?;
             Ok(Arc::new(session) as Arc<dyn SqlSession>)
+        })
+    }
+
+    fn captures_changes(&self) -> bool {
+        true
+    }
+
+    fn undo_changes<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        changes: ChangeSet,
+        created: Vec<String>,
+        discard_later_writes: bool,
+    ) -> BoxFuture<'a, Result<UndoOutcome, DatastoreError>> {
+        Box::pin(async move {
+            super::changes::undo(
+                endpoint.url(self.kind())?,
+                &changes,
+                &created,
+                discard_later_writes,
+            )
+            .await
         })
     }
 

@@ -136,7 +136,7 @@ pub async fn estimate_backup(
                 "SELECT coalesce(sum(pg_table_size(c.oid)), 0)::bigint FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') \
-                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal') \
+                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal', 'sluice_capture') \
                  AND n.nspname NOT LIKE 'pg_toast%'",
                 &[],
             )

@@ -9,6 +9,7 @@
 //! enforced there and, for names only the catalog can resolve (functions,
 //! indexes), against the catalog.
 
+pub mod changes;
 mod copy;
 mod driver;
 mod fingerprint;
@@ -135,6 +136,23 @@ pub struct Session {
     /// The snapshot import a read-only transaction starts with (a held
     /// backup's), repeated when an error replaced the transaction.
     snapshot: Option<String>,
+    /// What records the rows this session changes, read when it closes.
+    recorder: Option<changes::Recorder>,
+}
+
+impl Drop for Session {
+    /// The connection closes with the session (an open transaction rolls
+    /// back); its change log is read on a connection of the host's.
+    fn drop(&mut self) {
+        if let Some(recorder) = self.recorder.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(recorder.finish());
+                }
+                Err(_) => recorder.abandon(),
+            }
+        }
+    }
 }
 
 /// Rows of a running query.
@@ -164,6 +182,7 @@ impl Session {
         tables: Option<&[String]>,
         statement_timeout: Duration,
         snapshot: Option<String>,
+        capture: Option<crate::datastores::changes::ChangeCapture>,
     ) -> Result<Session, DatastoreError> {
         let (client, cancel) = connect_client(url).await?;
         let snapshot = match snapshot {
@@ -200,6 +219,12 @@ impl Session {
                 .collect(),
             None => Default::default(),
         };
+        let recorder = match capture {
+            Some(capture) if access == Access::ReadWrite => {
+                changes::record(&client, url, tables, capture).await
+            }
+            _ => None,
+        };
         Ok(Session {
             client,
             cancel,
@@ -211,6 +236,7 @@ impl Session {
             checked: Mutex::new(BTreeMap::new()),
             aborted: AtomicBool::new(false),
             snapshot,
+            recorder,
         })
     }
 
@@ -623,7 +649,7 @@ mod tests {
     #[tokio::test]
     async fn values_scopes_read_only_and_copy_on_a_real_server() {
         let db = Scratch::new().await;
-        let rw = Session::open(&db.url, Access::ReadWrite, None, Duration::from_secs(30), None)
+        let rw = Session::open(&db.url, Access::ReadWrite, None, Duration::from_secs(30), None, None)
             .await
             .unwrap();
         rw.script(
@@ -676,7 +702,7 @@ mod tests {
 
         // Read-only: PostgreSQL refuses writes; the plugin cannot leave the
         // transaction; an error does not poison later statements.
-        let ro = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30), None)
+        let ro = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30), None, None)
             .await
             .unwrap();
         let e = ro.execute("DELETE FROM t", &[]).await.unwrap_err();
@@ -706,6 +732,7 @@ mod tests {
             None,
             Duration::from_secs(30),
             hold.snapshot.clone(),
+            None,
         )
         .await
         .unwrap();
@@ -714,7 +741,7 @@ mod tests {
         assert!(held.query("SELECT 1/0", &[], 1).await.is_err());
         let again = count(held.query("SELECT count(*) FROM t", &[], 1).await.unwrap());
         assert_eq!(before, again, "the same snapshot after an error");
-        let now = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30), None)
+        let now = Session::open(&db.url, Access::ReadOnly, None, Duration::from_secs(30), None, None)
             .await
             .unwrap();
         assert_ne!(
@@ -744,6 +771,7 @@ mod tests {
             Access::ReadWrite,
             Some(&["t".to_string()]),
             Duration::from_secs(30),
+            None,
             None,
         )
         .await
@@ -832,6 +860,151 @@ mod tests {
             assert_ne!(digest().await, before, "{what} changes the digest");
         }
         drop(client);
+        db.drop().await;
+    }
+
+    /// Rows of `sql` as text, one string per row.
+    async fn lines(client: &Client, sql: &str) -> Vec<String> {
+        client
+            .query(&format!("SELECT t::text FROM ({sql}) t"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_session_records_its_changes_and_the_undo_keeps_the_applications() {
+        use crate::datastores::changes::{ChangeCapture, Key, UndoOutcome};
+        let db = Scratch::new().await;
+        let (app, _) = connect_client(&db.url).await.unwrap();
+        app.batch_execute(
+            "CREATE TYPE mood AS ENUM ('calm', 'busy'); \
+             CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, \
+               mood mood, tags text[], price numeric, at timestamptz, updated_at timestamptz, \
+               total numeric GENERATED ALWAYS AS (price * 2) STORED); \
+             CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$; \
+             CREATE TRIGGER touch BEFORE INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION touch(); \
+             CREATE TABLE pairs (a text, b int, v text, PRIMARY KEY (a, b)); \
+             CREATE TABLE nokey (v int); \
+             INSERT INTO items (name, mood, tags, price, at) VALUES \
+               ('one', 'calm', '{a,\"b c\"}', 1.5, '2026-01-01 10:00+02'), \
+               ('two', 'busy', NULL, 2, NULL), ('three', NULL, '{}', 3, now()); \
+             INSERT INTO pairs VALUES ('x\ty', 1, 'tab'), ('z', 2, 'z')",
+        )
+        .await
+        .unwrap();
+        let tables: Vec<String> = ["items", "pairs", "nokey"].map(String::from).to_vec();
+        let pre = fingerprint(&db.url, &tables).await.unwrap();
+        let items_before = lines(&app, "SELECT * FROM items ORDER BY id").await;
+        let pairs_before = lines(&app, "SELECT * FROM pairs ORDER BY a, b").await;
+
+        let capture = ChangeCapture::new();
+        let step = Session::open(
+            &db.url,
+            Access::ReadWrite,
+            None,
+            Duration::from_secs(30),
+            None,
+            Some(capture.clone()),
+        )
+        .await
+        .unwrap();
+        // The application writes while the step's session is open: never
+        // recorded.
+        app.batch_execute("INSERT INTO items (name, price) VALUES ('app', 9)")
+            .await
+            .unwrap();
+        step.script(
+            "UPDATE items SET mood = 'busy', tags = tags || '{d}' WHERE name = 'one'; \
+             DELETE FROM items WHERE name = 'two'; \
+             INSERT INTO items (name, price) VALUES ('step', 7); \
+             UPDATE pairs SET b = 3 WHERE a = 'z'; \
+             INSERT INTO pairs VALUES ('new', 1, 'n')",
+        )
+        .await
+        .unwrap();
+        // Rolled back: nothing to undo.
+        step.script("BEGIN; DELETE FROM pairs; ROLLBACK").await.unwrap();
+        drop(step);
+        let set = tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap();
+        let per_table = set.rows_per_table();
+        assert_eq!(per_table["items"], 3, "{set:?}");
+        assert_eq!(per_table["pairs"], 3, "{set:?}");
+        // The recording is gone once the session closed.
+        let left: i64 = app
+            .query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sluice_capture%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
+        assert!(app
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = 'sluice_capture'", &[])
+            .await
+            .unwrap()
+            .is_none());
+
+        // The log explains every change of the step's tables, checked
+        // against the host's fingerprints — once the application's insert,
+        // which it does not record, is taken out again.
+        app.batch_execute("DELETE FROM items WHERE name = 'app'")
+            .await
+            .unwrap();
+        let post = fingerprint(&db.url, &tables).await.unwrap();
+        set.accounts_for(&pre, &post).unwrap();
+        assert_eq!(pre.schema, post.schema, "the recording left no trace in the digest");
+
+        // The application writes again: a new row (kept by the undo) and an
+        // update of a row the step changed (a conflict).
+        app.batch_execute(
+            "INSERT INTO items (name, price) VALUES ('app2', 5); \
+             UPDATE pairs SET v = 'app' WHERE a = 'new'",
+        )
+        .await
+        .unwrap();
+        let outcome = changes::undo(&db.url, &set, &[], false).await.unwrap();
+        let UndoOutcome::Conflicts(conflicts) = outcome else {
+            panic!("a conflict: {outcome:?}")
+        };
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].key, Key::Columns(vec!["new".into(), "1".into()]));
+        assert_eq!(conflicts[0].table, "pairs");
+        app.batch_execute("UPDATE pairs SET v = 'n' WHERE a = 'new'")
+            .await
+            .unwrap();
+        let UndoOutcome::Undone(undone) = changes::undo(&db.url, &set, &[], false).await.unwrap()
+        else {
+            panic!("undone")
+        };
+        assert_eq!(undone.rows.values().sum::<u64>(), 6);
+        // Every row the step changed is back byte for byte (the user's
+        // trigger did not rewrite `updated_at`), the application's row kept.
+        let mut expected = items_before.clone();
+        let app_row = lines(&app, "SELECT * FROM items WHERE name = 'app2'").await;
+        expected.extend(app_row);
+        assert_eq!(lines(&app, "SELECT * FROM items ORDER BY id").await, expected);
+        assert_eq!(lines(&app, "SELECT * FROM pairs ORDER BY a, b").await, pairs_before);
+        let enabled: String = app
+            .query_one("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'touch'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(enabled, "O", "the user's trigger is enabled again");
+        // Undoing again finds every row as before: nothing to do.
+        let UndoOutcome::Undone(again) = changes::undo(&db.url, &set, &[], false).await.unwrap()
+        else {
+            panic!("undone")
+        };
+        assert_eq!(again.already, 6);
+        drop(app);
         db.drop().await;
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! What it covers, in every non-system schema (`pg_catalog`,
 //! `information_schema`, TOAST and temporary schemas and sluice's own
-//! `sluice_journal` left out): schemas, tables (persistence, partitioning,
+//! `sluice_journal` and the change recording's `sluice_capture` with its
+//! `sluice_capture_*` triggers left out): schemas, tables (persistence, partitioning,
 //! inheritance, options, RLS flags, replica identity), columns (position,
 //! type, default, nullability, identity, generated expression, collation,
 //! statistics target, storage), constraints, indexes (and validity),
@@ -268,7 +269,7 @@ pub async fn read_catalog(url: &Secret) -> Result<Catalog, DatastoreError> {
 const CATALOG_QUERY: &str = r#"
 WITH ns AS (
   SELECT oid, nspname FROM pg_namespace
-   WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal')
+   WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'sluice_journal', 'sluice_capture')
      AND nspname !~ '^pg_(toast|temp_)'
 ),
 ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
@@ -368,6 +369,7 @@ objs(kind, name, def, owner, acl, cmt) AS (
          pg_get_triggerdef(g.oid) || ' | enabled=' || g.tgenabled::text, NULL, NULL,
          obj_description(g.oid, 'pg_trigger')
     FROM pg_trigger g JOIN rel r ON r.oid = g.tgrelid WHERE NOT g.tgisinternal
+     AND g.tgname !~ '^sluice_capture_'
   UNION ALL
   -- rules (a view's own _RETURN rule is its definition)
   SELECT 'rule', r.qname || '.' || w.rulename, pg_get_ruledef(w.oid) || ' | enabled=' || w.ev_enabled::text,

@@ -26,7 +26,8 @@ use super::error;
 use super::session::{attach, quote, BUSY_TIMEOUT};
 use super::TableScope;
 use crate::datastores::changes::{
-    qualified, Cell, ChangeCapture, ChangeSet, Conflict, Image, RowChange, RowEvent, Undone, UndoOutcome,
+    qualified, Cell, ChangeCapture, ChangeSet, Conflict, Image, Key, RowChange, RowEvent, Undone,
+    UndoOutcome,
 };
 use crate::datastores::DatastoreError;
 use crate::plan::{Access, SqliteFiles};
@@ -193,8 +194,8 @@ impl Recorder {
                 let image = |from: usize| -> Result<Image, String> {
                     (from..from + log.width).map(|i| get(i).map(cell)).collect()
                 };
-                let key = |i: usize| -> Result<i64, String> {
-                    get(i)?.as_i64().map_err(|e| e.to_string())
+                let key = |i: usize| -> Result<Key, String> {
+                    get(i)?.as_i64().map(Key::Rowid).map_err(|e| e.to_string())
                 };
                 let op = get(1)?.as_str().map_err(|e| e.to_string())?.to_string();
                 let (old_at, new_at) = (4, 4 + log.width);
@@ -254,6 +255,7 @@ impl rusqlite::ToSql for Bound<'_> {
             Cell::Text(t) => ValueRef::Text(t.as_bytes()),
             Cell::TextBytes(b) => ValueRef::Text(b),
             Cell::Blob(b) => ValueRef::Blob(b),
+            Cell::Line(l) => ValueRef::Text(l.as_bytes()),
         }))
     }
 }
@@ -420,6 +422,14 @@ fn object_of(object: &str) -> Option<(&str, &str, &str)> {
     Some((kind, database, name))
 }
 
+/// Whether the undo drops `object` (a table, index, view or trigger).
+pub(super) fn drops(object: &str) -> bool {
+    matches!(
+        object_of(object),
+        Some(("table" | "index" | "view" | "trigger", _, _))
+    )
+}
+
 fn undo_in(
     conn: &Connection,
     set: &ChangeSet,
@@ -459,6 +469,15 @@ fn undo_in(
             Err(why) => return Ok(UndoOutcome::Unusable(why)),
         }
     }
+    fn rowid(row: &RowChange) -> Result<i64, DatastoreError> {
+        match row.key {
+            Key::Rowid(id) => Ok(id),
+            Key::Columns(_) => Err(DatastoreError::host(
+                "SLUICE_CHANGE_SET",
+                format!("a row of `{}` is not keyed by rowid", row.qualified_table()),
+            )),
+        }
+    }
     fn shape_of<'s>(shapes: &'s BTreeMap<(String, String), Shape>, row: &RowChange) -> &'s Shape {
         &shapes[&(row.database.clone(), row.table.clone())]
     }
@@ -478,7 +497,7 @@ fn undo_in(
     let mut conflicts = Vec::new();
     let mut to_write: Vec<(&RowChange, Option<Image>)> = Vec::new();
     for row in rows.iter().copied() {
-        let now = current(conn, shape_of(&shapes, row), row.key)?;
+        let now = current(conn, shape_of(&shapes, row), rowid(row)?)?;
         if now == row.after {
             to_write.push((row, now));
         } else if now == row.before {
@@ -491,7 +510,7 @@ fn undo_in(
             };
             conflicts.push(Conflict {
                 table: row.qualified_table(),
-                key: row.key,
+                key: row.key.clone(),
                 what: what.into(),
             });
             to_write.push((row, now));
@@ -512,7 +531,7 @@ fn undo_in(
         (Some(_), None) => 2,
     });
     for (row, now) in &to_write {
-        write(conn, shape_of(&shapes, row), row.key, now, &row.before)?;
+        write(conn, shape_of(&shapes, row), rowid(row)?, now, &row.before)?;
         *undone.rows.entry(row.qualified_table()).or_insert(0) += 1;
     }
     // What the step created goes, dependants first.
@@ -536,7 +555,7 @@ fn undo_in(
     }
     // Read back: every key holds its pre-step image.
     for row in rows.iter().copied() {
-        let now = current(conn, shape_of(&shapes, row), row.key)?;
+        let now = current(conn, shape_of(&shapes, row), rowid(row)?)?;
         if now != row.before {
             return Err(DatastoreError::host(
                 "SLUICE_UNDO_UNPROVEN",

@@ -107,6 +107,10 @@ impl Datastore for Sqlite {
         true
     }
 
+    fn drops_created(&self, object: &str) -> bool {
+        changes::drops(object)
+    }
+
     fn undo_changes<'a>(
         &'a self,
         endpoint: &'a Endpoint,

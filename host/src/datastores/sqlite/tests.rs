@@ -215,7 +215,7 @@ async fn a_session_records_its_committed_changes_and_nothing_else() {
     app.execute_batch("UPDATE t SET x = 3 WHERE x = 2").unwrap();
     let outcome = changes::undo(&files, &set, &[], false).unwrap();
     assert!(
-        matches!(&outcome, UndoOutcome::Conflicts(c) if c.len() == 1 && c[0].key == 1),
+        matches!(&outcome, UndoOutcome::Conflicts(c) if c.len() == 1 && c[0].key == crate::datastores::changes::Key::Rowid(1)),
         "{outcome:?}"
     );
     let registry: i64 = Connection::open(dir.path().join("sqitch.db"))
