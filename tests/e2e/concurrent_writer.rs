@@ -303,3 +303,69 @@ query = "SELECT count(*) FROM orders WHERE note = 'marked'"
     assert_eq!(after.rows("events") as u64, wrote);
     assert!(wrote > 0, "the application wrote during the run");
 }
+
+#[test]
+fn postgres_rolls_back_a_row_step_by_change_set_while_an_application_writes() {
+    // The PostgreSQL twin of the SQLite test above: an unscoped step (its
+    // backup covers every table, `events` too) changes rows of `orders` and
+    // fails its gate while the application inserts into `events` the whole
+    // time. The rollback puts `orders` back, every application row stays;
+    // `pg_dump` of `orders` is the oracle.
+    let p = PgPlan::new(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL);
+         INSERT INTO orders (note) SELECT 'seed ' || i FROM generate_series(1, 5000) i;
+         CREATE TABLE events (id bigserial PRIMARY KEY, what text NOT NULL);",
+        r#"
+[[steps]]
+id = "mark"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+thresholds = ["marked == 0"]
+
+[steps.params]
+migrate = "UPDATE orders SET note = 'marked' WHERE id % 10 = 0"
+
+[[steps.params.metrics]]
+name = "marked"
+query = "SELECT count(*) FROM orders WHERE note = 'marked'"
+"#,
+    );
+    let accepted = p.sluice(&["audit", "--accept", "sluice.toml"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.all());
+    let dump = || {
+        let mut lines: Vec<String> = crate::field::run_tool(
+            &crate::field::pg_tool("pg_dump"),
+            &["--data-only", "--table=orders", &p.db.url],
+        )
+        .lines()
+        .map(String::from)
+        .collect();
+        lines.sort();
+        lines
+    };
+    let seeded = dump();
+    let mut app = postgres::Client::connect(&p.db.url, postgres::NoTls).unwrap();
+    let writer = Writer::start(move || {
+        app.execute("INSERT INTO events (what) VALUES ('app')", &[])
+            .unwrap();
+    });
+    let run = p.sluice(&["run", "sluice.toml"]);
+    let wrote = writer.stop();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("rollback: undone by change set: the 500 rows"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(dump(), seeded);
+    let events: i64 = p
+        .db
+        .client()
+        .query_one("SELECT count(*) FROM events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(events as u64, wrote);
+    assert!(wrote > 0, "the application wrote during the run");
+}
