@@ -9,6 +9,11 @@
 //! what an operator would type: `psql -c '\copy (SELECT * FROM src) TO
 //! STDOUT' | psql -c '\copy dst FROM STDIN'`. Rounds are interleaved; the
 //! medians and their ratio are printed (target: plugin ≥ 0.7× psql's speed).
+//!
+//! Then the undo: a step that changes 1,000 rows of a ~0.9 GB table and is
+//! rolled back with `sluice rollback` — by its change set, against the same
+//! step with a schema change too, which restores the backup (target: the
+//! change set ≤ 1 s).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,6 +74,74 @@ fn main() {
     println!(
         "RATIO plugin-fed COPY / psql \\copy speed: {:.2}x (target >= 0.7)",
         psql.as_secs_f64() / plugin.as_secs_f64()
+    );
+    undo();
+}
+
+/// Rows of the undo benchmark's table: 6 M rows of ~150 bytes, about
+/// 0.9 GB with its index (`SLUICE_BENCH_PG_UNDO_ROWS` for a smaller run).
+fn undo_rows() -> i64 {
+    std::env::var("SLUICE_BENCH_PG_UNDO_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6_000_000)
+}
+
+/// `sluice rollback` of a completed step that changed `rows / 6000` rows:
+/// by change set, and by restore (the same step with a schema change).
+fn undo() {
+    let rows = undo_rows();
+    let time_rollback = |extra: &str| -> (Duration, String) {
+        let p = sluice_e2e::pg_plan::PgPlan::new(
+            &format!(
+                "CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, note text NOT NULL, total numeric(12,2));
+                 INSERT INTO orders SELECT g, 'customer-' || (g % 10000), md5(g::text) || md5((g * 7)::text), g * 0.5
+                   FROM generate_series(1, {rows}) g;
+                 ANALYZE orders;"
+            ),
+            &format!(
+                r#"
+[[steps]]
+id = "mark"
+plugin = "pg"
+target = "shop"
+access = "read-write"
+tables = ["orders"]
+thresholds = ["orders > 0"]
+
+[steps.params]
+tables = ["orders"]
+migrate = "{extra}UPDATE orders SET note = 'marked' WHERE id % 6000 = 0"
+
+[[steps.params.metrics]]
+name = "orders"
+query = "SELECT count(*) FROM orders WHERE id < 10"
+"#
+            ),
+        );
+        let size: String = p
+            .db
+            .client()
+            .query_one("SELECT pg_size_pretty(pg_total_relation_size('orders'))", &[])
+            .unwrap()
+            .get(0);
+        let run = p.run();
+        assert_eq!(run.code, 0, "{}", run.all());
+        let t = Instant::now();
+        let rolled = p.sluice(&["rollback", "sluice.toml"]);
+        let took = t.elapsed();
+        assert_eq!(rolled.code, 0, "{}", rolled.all());
+        (took, size)
+    };
+    let (change_set, size) = time_rollback("");
+    let (restore, _) = time_rollback("ALTER TABLE orders ADD COLUMN sku text; ");
+    println!(
+        "undo     {} of {rows} rows ({size}): by change set {:>8.2} s   by restore {:>8.2} s   {:>6.1}× faster   (target ≤ 1 s: {})",
+        rows / 6000,
+        change_set.as_secs_f64(),
+        restore.as_secs_f64(),
+        restore.as_secs_f64() / change_set.as_secs_f64(),
+        if change_set <= Duration::from_secs(1) { "target met" } else { "TARGET MISSED" }
     );
 }
 
