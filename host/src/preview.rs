@@ -112,6 +112,8 @@ pub struct StepPreview {
     pub backup_scope: Vec<String>,
     /// The host's estimate of the backup size; `None` when not measured.
     pub backup_estimate: Option<BackupEstimate>,
+    /// How a rollback of the step undoes it (the undo contract, README).
+    pub undo: String,
     /// The thresholds, as written.
     pub thresholds: Vec<String>,
     /// Why the plugin gave no preview, when it gave none.
@@ -229,11 +231,25 @@ pub async fn preview(
             metrics: declared.map(|p| p.metrics),
             backup_scope,
             backup_estimate,
+            undo: undo_words(step.access, target.kind),
             thresholds: step.thresholds.iter().map(|t| t.source.clone()).collect(),
             no_preview,
         });
     }
     Ok(out)
+}
+
+/// How a rollback of a step with `access` on a `kind` target undoes it
+/// (the undo contract, README).
+fn undo_words(access: crate::plan::Access, kind: crate::plan::TargetKind) -> String {
+    const RESTORE: &str = "restore the backup (refused if written since)";
+    if access == crate::plan::Access::ReadOnly {
+        "nothing (read-only)".into()
+    } else if crate::datastores::driver(kind).captures_changes() {
+        format!("put back the rows migrate changed (by change set); a schema change: {RESTORE}")
+    } else {
+        RESTORE.into()
+    }
 }
 
 /// The plan check before anything runs (`sluice check`, and the engine
@@ -519,6 +535,7 @@ pub fn text(plan: &Plan, previews: &[StepPreview]) -> String {
             None => String::new(),
         };
         let _ = writeln!(out, "  backup      {scope}{size}");
+        let _ = writeln!(out, "  undo        {}", wrap(&p.undo, TEXT_WIDTH, 14));
         match &p.metrics {
             Some(m) if m.is_empty() => {
                 let _ = writeln!(out, "  metrics     none");

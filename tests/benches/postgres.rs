@@ -119,12 +119,14 @@ query = "SELECT count(*) FROM orders WHERE id < 10"
 "#
             ),
         );
-        let size: String = p
-            .db
-            .client()
-            .query_one("SELECT pg_size_pretty(pg_total_relation_size('orders'))", &[])
-            .unwrap()
-            .get(0);
+        let size: String =
+            p.db.client()
+                .query_one(
+                    "SELECT pg_size_pretty(pg_total_relation_size('orders'))",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
         let run = p.run();
         assert_eq!(run.code, 0, "{}", run.all());
         let t = Instant::now();

@@ -360,12 +360,11 @@ query = "SELECT count(*) FROM orders WHERE note = 'marked'"
         run.stdout
     );
     assert_eq!(dump(), seeded);
-    let events: i64 = p
-        .db
-        .client()
-        .query_one("SELECT count(*) FROM events", &[])
-        .unwrap()
-        .get(0);
+    let events: i64 =
+        p.db.client()
+            .query_one("SELECT count(*) FROM events", &[])
+            .unwrap()
+            .get(0);
     assert_eq!(events as u64, wrote);
     assert!(wrote > 0, "the application wrote during the run");
 }

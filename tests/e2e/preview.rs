@@ -44,6 +44,7 @@ fn the_quickstart_preview_shows_every_step_and_changes_nothing() {
         "thresholds  match_rate >= 0.95 · duplicates == 0",
         "backup      the whole target, about ",
         "backup      clientes, about ",
+        "undo        put back the rows migrate changed (by change set); a schema change: restore the backup",
     ] {
         assert!(text.contains(want), "`{want}` in:\n{text}");
     }
@@ -61,6 +62,7 @@ fn the_quickstart_preview_shows_every_step_and_changes_nothing() {
         serde_json::json!(["match_rate", "duplicates"])
     );
     assert_eq!(first["backup_scope"], serde_json::json!([]));
+    assert!(first["undo"].as_str().unwrap().contains("by change set"));
     use sha2::Digest;
     let wasm = std::fs::read(plugin("sqlite.wasm")).unwrap();
     assert_eq!(

@@ -1007,4 +1007,81 @@ mod tests {
         drop(app);
         db.drop().await;
     }
+
+    #[tokio::test]
+    async fn recording_left_by_a_crashed_session_is_dropped_by_the_next() {
+        use crate::datastores::changes::ChangeCapture;
+        let db = Scratch::new().await;
+        let (admin, _) = connect_client(&db.url).await.unwrap();
+        admin
+            .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+            .await
+            .unwrap();
+        let open = |capture: ChangeCapture| {
+            Session::open(
+                &db.url,
+                Access::ReadWrite,
+                None,
+                Duration::from_secs(30),
+                None,
+                Some(capture),
+            )
+        };
+        let triggers = || async {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sluice_capture%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        };
+        // A session whose sluice died: its recording is never read, its
+        // backend goes away.
+        let crashed = open(ChangeCapture::new()).await.unwrap();
+        crashed.execute("UPDATE t SET v = 'crashed'", &[]).await.unwrap();
+        let pid: i32 = crashed
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        std::mem::forget(crashed);
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        while admin
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", &[&pid])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(triggers().await, 2, "what the crash left");
+        // The application's writes meanwhile are not logged by the leftover.
+        admin.execute("UPDATE t SET v = 'app'", &[]).await.unwrap();
+
+        let capture = ChangeCapture::new();
+        let next = open(capture.clone()).await.unwrap();
+        assert_eq!(triggers().await, 2, "only the new session's own");
+        next.execute("UPDATE t SET v = 'step'", &[]).await.unwrap();
+        drop(next);
+        let set = tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(set.rows.len(), 1, "{set:?}");
+        assert_eq!(triggers().await, 0);
+        let log_schema: i64 = admin
+            .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = 'sluice_capture'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(log_schema, 0, "nothing left behind");
+        drop(admin);
+        db.drop().await;
+    }
 }
