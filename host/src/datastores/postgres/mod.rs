@@ -1060,13 +1060,13 @@ mod tests {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(triggers().await, 2, "what the crash left");
+        assert_eq!(triggers().await, 4, "what the crash left");
         // The application's writes meanwhile are not logged by the leftover.
         admin.execute("UPDATE t SET v = 'app'", &[]).await.unwrap();
 
         let capture = ChangeCapture::new();
         let next = open(capture.clone()).await.unwrap();
-        assert_eq!(triggers().await, 2, "only the new session's own");
+        assert_eq!(triggers().await, 4, "only the new session's own");
         next.execute("UPDATE t SET v = 'step'", &[]).await.unwrap();
         drop(next);
         let set = tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
