@@ -1084,4 +1084,68 @@ mod tests {
         drop(admin);
         db.drop().await;
     }
+
+    #[tokio::test]
+    async fn an_undo_sets_a_sequence_back_only_while_no_one_drew_from_it() {
+        use crate::datastores::changes::{ChangeCapture, UndoOutcome};
+        let db = Scratch::new().await;
+        let (app, _) = connect_client(&db.url).await.unwrap();
+        app.batch_execute(
+            "CREATE TABLE a (id serial PRIMARY KEY, v text); CREATE TABLE b (id serial PRIMARY KEY, v text)",
+        )
+        .await
+        .unwrap();
+        let tables: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let pre = fingerprint(&db.url, &tables).await.unwrap();
+        let capture = ChangeCapture::new();
+        let step = Session::open(
+            &db.url,
+            Access::ReadWrite,
+            None,
+            Duration::from_secs(30),
+            None,
+            Some(capture.clone()),
+        )
+        .await
+        .unwrap();
+        step.script("INSERT INTO a (v) VALUES ('s'), ('s'); INSERT INTO b (v) VALUES ('s')")
+            .await
+            .unwrap();
+        drop(step);
+        let mut set = tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap();
+        let post = fingerprint(&db.url, &tables).await.unwrap();
+        for (name, before) in &pre.sequences {
+            set.sequences
+                .insert(name.clone(), (before.clone(), post.sequences[name].clone()));
+        }
+        assert_eq!(set.sequences.len(), 2, "{:?}", post.sequences);
+        // The application draws an id of `b`'s sequence (and rolls back).
+        app.batch_execute("BEGIN; INSERT INTO b (v) VALUES ('app'); ROLLBACK")
+            .await
+            .unwrap();
+        let UndoOutcome::Undone(undone) = changes::undo(&db.url, &set, &[], false).await.unwrap()
+        else {
+            panic!("undone")
+        };
+        assert_eq!(undone.sequences_kept, vec!["public.b_id_seq".to_string()]);
+        let next = |table: &'static str| {
+            let app = &app;
+            async move {
+                app.query_one(
+                    &format!("INSERT INTO {table} (v) VALUES ('next') RETURNING id"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
+            }
+        };
+        assert_eq!(next("a").await, 1, "`a`'s sequence set back");
+        assert_eq!(next("b").await, 3, "`b`'s drawn since: kept, no id reused");
+        drop(app);
+        db.drop().await;
+    }
 }
