@@ -116,6 +116,60 @@ impl RowChange {
     }
 }
 
+/// What an undo finds at a row's key, against what the step did.
+#[derive(Debug)]
+pub enum Found {
+    /// The row the step found: nothing to do.
+    AsBefore,
+    /// The row as the step left it: to put back.
+    AsLeft,
+    /// Changed since the step: a conflict (put back only if the operator
+    /// discards later writes).
+    ChangedSince(Conflict),
+}
+
+impl RowChange {
+    /// Judges `now`, what is at this row's key, against the step's images
+    /// `before` and `after` — all three in the form the driver compares
+    /// rows in. One rule for every datastore.
+    pub fn found<T: PartialEq>(
+        &self,
+        now: Option<T>,
+        before: Option<T>,
+        after: Option<T>,
+    ) -> Found {
+        if now == before {
+            return Found::AsBefore;
+        }
+        if now == after {
+            return Found::AsLeft;
+        }
+        let what = match (after, now) {
+            (None, Some(_)) => "inserted since",
+            (Some(_), None) => "deleted since",
+            _ => "updated since",
+        };
+        Found::ChangedSince(Conflict {
+            table: self.qualified_table(),
+            key: self.key.clone(),
+            what: what.into(),
+        })
+    }
+
+    /// The error of an undo whose read-back found this row not at its
+    /// pre-step image.
+    pub fn unproven(&self) -> super::DatastoreError {
+        super::DatastoreError::host(
+            "SLUICE_UNDO_UNPROVEN",
+            format!(
+                "after the undo, row {} of `{}` does not hold its pre-step value",
+                self.key,
+                self.qualified_table()
+            ),
+        )
+    }
+}
+
 /// `database.table` as fingerprints and reports name it (SQLite's `main.`
 /// and PostgreSQL's `public.` left out).
 pub fn qualified(database: &str, table: &str) -> String {

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
+use super::copy::quote_ident as ident;
 use super::{connect_client, pg_error};
 use crate::datastores::changes::{
-    qualified, Cell, ChangeCapture, ChangeSet, Conflict, Image, Key, RowChange, RowEvent, Undone,
+    qualified, Cell, ChangeCapture, ChangeSet, Found, Image, Key, RowChange, RowEvent, Undone,
     UndoOutcome,
 };
 use crate::datastores::DatastoreError;
@@ -98,11 +99,6 @@ pub(super) struct Recorder {
     pid: i32,
     logged: Vec<Logged>,
     capture: ChangeCapture,
-}
-
-/// `"name"` with quotes doubled.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Sets up recording on the plugin's `client` for every table the session
@@ -726,22 +722,14 @@ async fn undo_in(
         let mut touched = 0u64;
         for row in rows.iter() {
             let found = now.get(&row.key).map(String::as_str);
-            let (after, before) = (line_of(&row.after), line_of(&row.before));
-            if found == before {
-                undone.already += 1;
-                continue;
-            }
-            if found != after {
-                let what = match (after, found) {
-                    (None, Some(_)) => "inserted since",
-                    (Some(_), None) => "deleted since",
-                    _ => "updated since",
-                };
-                conflicts.push(Conflict {
-                    table: row.qualified_table(),
-                    key: row.key.clone(),
-                    what: what.into(),
-                });
+            let before = line_of(&row.before);
+            match row.found(found, before, line_of(&row.after)) {
+                Found::AsBefore => {
+                    undone.already += 1;
+                    continue;
+                }
+                Found::AsLeft => {}
+                Found::ChangedSince(conflict) => conflicts.push(conflict),
             }
             match (found, before) {
                 (Some(line), None) => delete.push(line.to_string()),
@@ -848,14 +836,7 @@ async fn undo_in(
         let now = current(client, shape, &format!("sluice_undo_keys_{n}")).await?;
         for row in rows.iter() {
             if now.get(&row.key).map(String::as_str) != line_of(&row.before) {
-                return Err(DatastoreError::host(
-                    "SLUICE_UNDO_UNPROVEN",
-                    format!(
-                        "after the undo, row {} of `{}` does not hold its pre-step value",
-                        row.key,
-                        row.qualified_table()
-                    ),
-                ));
+                return Err(row.unproven());
             }
         }
     }

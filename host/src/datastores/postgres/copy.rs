@@ -107,7 +107,7 @@ pub(super) async fn all_tables(url: &Secret) -> Result<Vec<String>, DatastoreErr
 }
 
 /// `"name"` with quotes doubled.
-fn quote_ident(name: &str) -> String {
+pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

@@ -26,7 +26,7 @@ use super::error;
 use super::session::{attach, quote, BUSY_TIMEOUT};
 use super::TableScope;
 use crate::datastores::changes::{
-    qualified, Cell, ChangeCapture, ChangeSet, Conflict, Image, Key, RowChange, RowEvent, Undone,
+    qualified, Cell, ChangeCapture, ChangeSet, Found, Image, Key, RowChange, RowEvent, Undone,
     UndoOutcome,
 };
 use crate::datastores::DatastoreError;
@@ -498,22 +498,13 @@ fn undo_in(
     let mut to_write: Vec<(&RowChange, Option<Image>)> = Vec::new();
     for row in rows.iter().copied() {
         let now = current(conn, shape_of(&shapes, row), rowid(row)?)?;
-        if now == row.after {
-            to_write.push((row, now));
-        } else if now == row.before {
-            undone.already += 1;
-        } else {
-            let what = match (&row.after, &now) {
-                (None, Some(_)) => "inserted since",
-                (Some(_), None) => "deleted since",
-                _ => "updated since",
-            };
-            conflicts.push(Conflict {
-                table: row.qualified_table(),
-                key: row.key.clone(),
-                what: what.into(),
-            });
-            to_write.push((row, now));
+        match row.found(now.as_ref(), row.before.as_ref(), row.after.as_ref()) {
+            Found::AsBefore => undone.already += 1,
+            Found::AsLeft => to_write.push((row, now)),
+            Found::ChangedSince(conflict) => {
+                conflicts.push(conflict);
+                to_write.push((row, now));
+            }
         }
     }
     if !conflicts.is_empty() {
@@ -557,14 +548,7 @@ fn undo_in(
     for row in rows.iter().copied() {
         let now = current(conn, shape_of(&shapes, row), rowid(row)?)?;
         if now != row.before {
-            return Err(DatastoreError::host(
-                "SLUICE_UNDO_UNPROVEN",
-                format!(
-                    "after the undo, row {} of `{}` does not hold its pre-step value",
-                    row.key,
-                    row.qualified_table()
-                ),
-            ));
+            return Err(row.unproven());
         }
     }
     Ok(UndoOutcome::Undone(undone))
