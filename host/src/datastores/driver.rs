@@ -121,12 +121,11 @@ pub trait Datastore: Send + Sync {
         false
     }
 
-    /// Whether [`Datastore::undo_changes`] can drop a schema object a step
-    /// created (`table notebooks`, as fingerprints name objects); a step
-    /// that created one it cannot is rolled back by restore.
-    fn drops_created(&self, object: &str) -> bool {
-        let _ = object;
-        false
+    /// The first of the schema objects a step `created` (`table notebooks`,
+    /// as fingerprints name objects) that [`Datastore::undo_changes`]
+    /// cannot drop; a step that created one is rolled back by restore.
+    fn undroppable<'c>(&self, created: &'c [String]) -> Option<&'c str> {
+        created.first().map(String::as_str)
     }
 
     /// Undoes a step's change set (see [`super::changes`]): every row back

@@ -74,7 +74,7 @@ impl Engine {
             }
         };
         let driver = datastores::driver(self.plan.targets[&step.target].kind);
-        if let Some(object) = created.iter().find(|o| !driver.drops_created(o)) {
+        if let Some(object) = driver.undroppable(&created) {
             tracing::info!(step = %step.id, "no change set: migrate created {object}, which an undo cannot drop; a rollback restores the backup");
             return Ok(None);
         }

@@ -643,14 +643,9 @@ pub async fn undo(
     created: &[String],
     discard_later_writes: bool,
 ) -> Result<UndoOutcome, DatastoreError> {
-    if let Some(object) = created.first() {
-        return Ok(UndoOutcome::Unusable(format!(
-            "the step created {object}, which an undo by change set does not drop on PostgreSQL"
-        )));
-    }
     let (client, _) = connect_client(url).await?;
     client.batch_execute("BEGIN").await.map_err(pg_error)?;
-    let outcome = undo_in(&client, set, discard_later_writes).await;
+    let outcome = undo_in(&client, set, created, discard_later_writes).await;
     match &outcome {
         Ok(UndoOutcome::Undone(_)) => {
             crate::failpoint!("undo:before-commit");
@@ -667,10 +662,20 @@ pub async fn undo(
 async fn undo_in(
     client: &Client,
     set: &ChangeSet,
+    created: &[String],
     discard_later_writes: bool,
 ) -> Result<UndoOutcome, DatastoreError> {
+    // As the schema digest names objects: `table public.notes`.
+    let created_here = |kind: &str, row: &RowChange, name: Option<&str>| {
+        let key = match name {
+            Some(name) => format!("{kind} {}.{}.{name}", row.database, row.table),
+            None => format!("{kind} {}.{}", row.database, row.table),
+        };
+        created.contains(&key)
+    };
     let mut by_table: BTreeMap<(String, String), Vec<&RowChange>> = BTreeMap::new();
-    for row in &set.rows {
+    // Rows of tables the step created go with them.
+    for row in set.rows.iter().filter(|r| !created_here("table", r, None)) {
         by_table
             .entry((row.database.clone(), row.table.clone()))
             .or_default()
@@ -747,11 +752,30 @@ async fn undo_in(
         undone.discarded = conflicts;
     }
 
+    // What the step created goes first: a constraint or trigger it added
+    // must not judge the rows put back.
+    match super::created::drop_created(client, created).await? {
+        Ok(dropped) => undone.dropped = dropped,
+        Err(why) => return Ok(UndoOutcome::Unusable(why)),
+    }
+    // The user triggers to hold off while rows go back: those enabled now,
+    // but not the step's own, dropped above.
+    let triggers: Vec<Vec<&(String, String)>> = plans
+        .iter()
+        .map(|(shape, rows, ..)| {
+            shape
+                .triggers
+                .iter()
+                .filter(|(name, _)| !created_here("trigger", rows[0], Some(name)))
+                .collect()
+        })
+        .collect();
+
     // Referenced tables before the tables referencing them: rows go back
     // parents first, and rows the step inserted go children first.
     let order = parents_first(client, &plans.iter().map(|p| p.0).collect::<Vec<_>>()).await?;
     for n in &order {
-        for (trigger, _) in &plans[*n].0.triggers {
+        for (trigger, _) in &triggers[*n] {
             client
                 .batch_execute(&format!(
                     "ALTER TABLE {} DISABLE TRIGGER {}",
@@ -818,7 +842,7 @@ async fn undo_in(
     }
     for (n, (shape, rows, _, _, touched)) in plans.iter().enumerate() {
         let t = &shape.sql_name;
-        for (trigger, enabled) in &shape.triggers {
+        for (trigger, enabled) in &triggers[n] {
             let how = match enabled.as_str() {
                 "A" => "ENABLE ALWAYS",
                 "R" => "ENABLE REPLICA",

@@ -49,6 +49,10 @@ impl Datastore for Postgres {
         true
     }
 
+    fn undroppable<'c>(&self, created: &'c [String]) -> Option<&'c str> {
+        super::created::undroppable(created)
+    }
+
     fn undo_changes<'a>(
         &'a self,
         endpoint: &'a Endpoint,

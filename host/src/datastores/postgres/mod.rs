@@ -11,6 +11,7 @@
 
 pub mod changes;
 mod copy;
+mod created;
 mod driver;
 mod fingerprint;
 pub mod policy;
@@ -1082,6 +1083,121 @@ mod tests {
             .get(0);
         assert_eq!(log_schema, 0, "nothing left behind");
         drop(admin);
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn an_undo_drops_what_the_step_created_and_keeps_the_applications_rows() {
+        use crate::datastores::changes::{ChangeCapture, UndoOutcome};
+        let db = Scratch::new().await;
+        let (app, _) = connect_client(&db.url).await.unwrap();
+        app.batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+             CREATE TABLE orders (id serial PRIMARY KEY, customer int REFERENCES customers, \
+               note text, updated_at timestamptz); \
+             INSERT INTO customers VALUES (1, 'ada'), (2, 'bob'); \
+             INSERT INTO orders (customer, note) VALUES (1, 'first'), (2, 'second')",
+        )
+        .await
+        .unwrap();
+        let tables: Vec<String> = ["customers", "orders"].map(String::from).to_vec();
+        let pre = fingerprint(&db.url, &tables).await.unwrap();
+        let role = format!("{}_reader", db.name);
+        let capture = ChangeCapture::new();
+        let step = Session::open(
+            &db.url,
+            Access::ReadWrite,
+            None,
+            Duration::from_secs(30),
+            None,
+            Some(capture.clone()),
+        )
+        .await
+        .unwrap();
+        // What real migrations create: a trigger function and a trigger on
+        // an existing table, an enum, a new table (serial key, foreign key,
+        // index, grants to a new role), a partitioned table with a
+        // partition, a view over them, an extension — and row changes.
+        step.script(&format!(
+            "CREATE FUNCTION set_updated_at() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$; \
+             CREATE TRIGGER set_updated_at BEFORE UPDATE ON orders \
+               FOR EACH ROW EXECUTE FUNCTION set_updated_at(); \
+             CREATE TYPE status AS ENUM ('open', 'shipped'); \
+             CREATE TABLE shipments (id bigserial PRIMARY KEY, \
+               order_id int NOT NULL REFERENCES orders, status status NOT NULL DEFAULT 'open'); \
+             CREATE INDEX shipments_by_order ON shipments (order_id); \
+             CREATE ROLE {role}; GRANT SELECT ON shipments TO {role}; \
+             CREATE TABLE events (at date NOT NULL, what text) PARTITION BY RANGE (at); \
+             CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01'); \
+             CREATE VIEW open_shipments AS SELECT * FROM shipments WHERE status = 'open'; \
+             CREATE EXTENSION IF NOT EXISTS pg_trgm; \
+             INSERT INTO shipments (order_id) SELECT id FROM orders; \
+             UPDATE orders SET note = note || '!' WHERE id = 1; \
+             INSERT INTO customers VALUES (3, 'cy')"
+        ))
+        .await
+        .unwrap();
+        drop(step);
+        let set = tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap();
+        let post = fingerprint(&db.url, &tables).await.unwrap();
+        let created: Vec<String> = post
+            .objects
+            .keys()
+            .filter(|k| !pre.objects.contains_key(*k))
+            .cloned()
+            .collect();
+        assert!(
+            pre.objects.iter().all(|(k, d)| post.objects.get(k) == Some(d)),
+            "the step only added objects"
+        );
+        assert_eq!(created::undroppable(&created), None, "{created:#?}");
+        set.accounts_for(&pre, &post).unwrap();
+
+        // The application writes into what the step created, and into an
+        // existing table.
+        app.batch_execute(
+            "INSERT INTO shipments (order_id, status) VALUES (2, 'shipped'); \
+             INSERT INTO events VALUES ('2026-05-01', 'app'); \
+             INSERT INTO customers VALUES (4, 'app')",
+        )
+        .await
+        .unwrap();
+        let UndoOutcome::Undone(undone) = changes::undo(&db.url, &set, &created, false)
+            .await
+            .unwrap()
+        else {
+            panic!("undone")
+        };
+        let dropped: BTreeMap<&str, Option<u64>> =
+            undone.dropped.iter().map(|(o, n)| (o.as_str(), *n)).collect();
+        assert_eq!(dropped["table public.shipments"], Some(3), "{dropped:?}");
+        assert_eq!(dropped["table public.events"], Some(1), "{dropped:?}");
+        assert!(dropped.contains_key("trigger public.orders.set_updated_at"));
+        assert!(dropped.contains_key(format!("role {role}").as_str()));
+        assert!(!dropped.contains_key("table public.events_2026"), "went with its parent");
+        assert!(!dropped.contains_key("index public.shipments_by_order"), "went with its table");
+        assert_eq!(undone.rows.values().sum::<u64>(), 2, "{undone:?}");
+        // The schema is the pre-step schema; the application's row in an
+        // existing table is kept.
+        let after = fingerprint(&db.url, &tables).await.unwrap();
+        assert_eq!(after.schema, pre.schema, "{:?}", {
+            let mut d: Vec<_> = after.objects.keys().filter(|k| !pre.objects.contains_key(*k)).collect();
+            d.extend(pre.objects.keys().filter(|k| !after.objects.contains_key(*k)));
+            d
+        });
+        assert_eq!(
+            lines(&app, "SELECT id, name FROM customers ORDER BY id").await,
+            ["(1,ada)", "(2,bob)", "(4,app)"]
+        );
+        assert_eq!(
+            lines(&app, "SELECT id, note FROM orders ORDER BY id").await,
+            ["(1,first)", "(2,second)"]
+        );
+        drop(app);
         db.drop().await;
     }
 

@@ -107,8 +107,11 @@ impl Datastore for Sqlite {
         true
     }
 
-    fn drops_created(&self, object: &str) -> bool {
-        changes::drops(object)
+    fn undroppable<'c>(&self, created: &'c [String]) -> Option<&'c str> {
+        created
+            .iter()
+            .map(String::as_str)
+            .find(|object| !changes::drops(object))
     }
 
     fn undo_changes<'a>(
