@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use sluice_e2e::services::{pg_scratch, PgScratch};
+use sluice_e2e::services::{pg_scratch, pg_scratch_exclusive, PgScratch};
 use sluice_e2e::{plugin, sluice_bin, Scenario};
 
 /// `src` with 100 rows and `audit_log`, a table the step never changes.
@@ -192,7 +192,11 @@ fn an_automatic_rollback_meeting_a_later_write_pauses_instead_of_discarding_it()
 
 /// A shop database and a plan whose one step runs `migrate` on it.
 fn pg_shop(migrate: &str) -> (PgScratch, Scenario) {
-    let db = pg_scratch();
+    pg_shop_on(pg_scratch(), migrate)
+}
+
+/// [`pg_shop`] on the database `db`.
+fn pg_shop_on(db: PgScratch, migrate: &str) -> (PgScratch, Scenario) {
     db.client()
         .batch_execute(
             "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
@@ -227,6 +231,105 @@ migrate = "{migrate}"
         ),
     );
     (db, s)
+}
+
+/// A completed step that added objects — a trigger function and its
+/// trigger on an existing table, an enum, a new table referencing an
+/// existing one, a view, a role with a grant — and changed rows is rolled
+/// back by dropping what it created and putting its rows back: the
+/// application's later writes to the existing tables stay, and its rows in
+/// the step's new table go with it, counted. Oracles: `pg_dump
+/// --schema-only`, `pg_dumpall --globals-only` (for the role) and `pg_dump
+/// --data-only` of the existing tables.
+#[test]
+fn postgres_a_later_rollback_drops_what_the_step_created() {
+    // The role is cluster-wide: no other test uses the server meanwhile.
+    let db = pg_scratch_exclusive();
+    let role = format!("{}_reader", db.name);
+    let (db, s) = pg_shop_on(
+        db,
+        &format!(
+            "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := NEW.name || '*'; RETURN NEW; END $$; \
+             CREATE TRIGGER touch BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION touch(); \
+             CREATE TYPE status AS ENUM ('open', 'shipped'); \
+             CREATE TABLE shipments (id bigserial PRIMARY KEY, item int NOT NULL REFERENCES items (id), status status NOT NULL DEFAULT 'open'); \
+             CREATE INDEX shipments_by_item ON shipments (item); \
+             CREATE VIEW open_shipments AS SELECT * FROM shipments WHERE status = 'open'; \
+             CREATE ROLE {role}; GRANT SELECT ON shipments, open_shipments TO {role}; \
+             INSERT INTO shipments (item) SELECT id FROM items WHERE id <= 3; \
+             UPDATE items SET name = upper(name) WHERE id <= 5"
+        ),
+    );
+    let env = [("SHOP_PG_URL", db.url.as_str())];
+    let sluice = |args: &[&str]| s.sluice_with(&sluice_bin(), args, &env);
+    let tool =
+        |name: &str, args: &[&str]| crate::field::run_tool(&crate::field::pg_tool(name), args);
+    let schema = || tool("pg_dump", &["--schema-only", &db.url]);
+    let globals = || {
+        tool("pg_dumpall", &["--globals-only", "--dbname", &db.url])
+            .lines()
+            .filter(|l| l.contains(&role))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    // pg_dump's rows, sorted: a row put back may sit elsewhere in the heap.
+    let data = || {
+        let mut lines: Vec<String> = tool("pg_dump", &["--data-only", "--table=items", &db.url])
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sluice(&["audit", "--accept", "sluice.toml"]).code, 0);
+    let (pre_schema, pre_globals, pre_data) = (schema(), globals(), data());
+    assert!(pre_globals.is_empty());
+    let out = sluice(&["run", "sluice.toml"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_ne!(globals(), pre_globals, "the step created its role");
+
+    // The application goes on: an order, an item the step did not touch
+    // (its new trigger marks it), and shipments in the step's new table.
+    db.client()
+        .batch_execute(
+            "INSERT INTO orders (item) VALUES (3); UPDATE items SET name = 'app' WHERE id = 40; \
+             INSERT INTO shipments (item, status) VALUES (7, 'shipped')",
+        )
+        .unwrap();
+    let undone = sluice(&["rollback", "sluice.toml"]);
+    assert_eq!(undone.code, 0, "{}", undone.all());
+    assert!(
+        undone.stderr.contains("undone by change set")
+            || undone.stdout.contains("undone by change set"),
+        "{}",
+        undone.all()
+    );
+    let report = undone.all();
+    assert!(
+        report.contains("the 6 objects it created are dropped with the 4 rows its tables held"),
+        "the application's shipment is counted with the step's: {report}"
+    );
+    assert_eq!(
+        schema(),
+        pre_schema,
+        "pg_dump --schema-only as before the step"
+    );
+    assert_eq!(globals(), pre_globals, "the step's role is gone");
+    let rows = |sql: &str| -> i64 { db.client().query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(
+        rows("SELECT count(*) FROM orders"),
+        1,
+        "the application's order kept"
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM items WHERE id = 40 AND name = 'app*'"),
+        1,
+        "the application's item kept as it wrote it (through the step's trigger)"
+    );
+    db.client()
+        .batch_execute("UPDATE items SET name = 'item 40' WHERE id = 40")
+        .unwrap();
+    assert_eq!(data(), pre_data, "the step's items put back");
 }
 
 /// A step that changed the schema as well as rows is rolled back by

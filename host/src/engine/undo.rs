@@ -264,6 +264,7 @@ impl Engine {
             undo: UndoneBy::ChangeSet {
                 rows: put_back,
                 dropped: undone.dropped.len(),
+                dropped_rows: undone.dropped.iter().filter_map(|(_, rows)| *rows).sum(),
             },
         }))
     }

@@ -181,6 +181,9 @@ pub enum UndoneBy {
         rows: u64,
         /// Objects the step had created, dropped.
         dropped: usize,
+        /// Rows the dropped tables held (the step's, and any the
+        /// application wrote into them since): they went with them.
+        dropped_rows: u64,
     },
 }
 
@@ -191,13 +194,22 @@ impl UndoneBy {
             UndoneBy::Restore => {
                 "restored; schema and table checksums equal the pre-step state".into()
             }
-            UndoneBy::ChangeSet { rows, dropped } => format!(
-                "undone by change set: the {rows} row{} the step changed hold their pre-step values again{}, and the schema equals the pre-step state; writes made since to other rows were kept",
+            UndoneBy::ChangeSet {
+                rows,
+                dropped,
+                dropped_rows,
+            } => format!(
+                "undone by change set: the {rows} row{} the step changed hold their pre-step values again{}{}, and the schema equals the pre-step state; writes made since to other rows were kept",
                 if *rows == 1 { "" } else { "s" },
                 match dropped {
                     0 => String::new(),
                     1 => ", the object it created is dropped".into(),
                     n => format!(", the {n} objects it created are dropped"),
+                },
+                match dropped_rows {
+                    0 => String::new(),
+                    1 => " with the 1 row its tables held".into(),
+                    n => format!(" with the {n} rows its tables held"),
                 }
             ),
         }

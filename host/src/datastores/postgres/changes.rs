@@ -1,6 +1,7 @@
 //! Change sets on PostgreSQL: while a step's read-write session is open,
-//! every table it may write carries `AFTER` statement triggers (insert,
-//! update, delete with their transition tables, and truncate) named for
+//! every table it may write carries statement triggers (`AFTER` insert,
+//! update, delete with their transition tables; `BEFORE` truncate, which
+//! reads the rows about to go) named for
 //! that session, calling `sluice_capture.record()`. The function logs the
 //! statement's old rows, then its new rows (their record text, which reads
 //! back exactly; an update is a delete and an insert at the same key) into
@@ -60,10 +61,23 @@ CREATE UNLOGGED TABLE IF NOT EXISTS sluice_capture.log (
 
 CREATE OR REPLACE FUNCTION sluice_capture.record() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$
+DECLARE
+  rows_now bigint;
 BEGIN
   IF current_setting('sluice.capture', true) IS DISTINCT FROM TG_ARGV[0] THEN RETURN NULL; END IF;
   IF TG_OP = 'TRUNCATE' THEN
-    INSERT INTO sluice_capture.log (session, relid, op) VALUES (TG_ARGV[0], TG_RELID, 't');
+    -- Fired before the truncate, which has no transition table: its rows
+    -- are logged as deletes (each child of an inheritance tree or
+    -- partitioned table logs its own), up to a million; past that the step
+    -- is restored instead of keeping such a log.
+    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM ONLY %s LIMIT 1000001) c', TG_RELID::regclass) INTO rows_now;
+    IF rows_now > 1000000 THEN
+      INSERT INTO sluice_capture.log (session, relid, op) VALUES (TG_ARGV[0], TG_RELID, 't');
+    ELSE
+      EXECUTE format('INSERT INTO sluice_capture.log (session, relid, op, old) SELECT $1, $2, ''d'', t::text FROM ONLY %s t',
+                     TG_RELID::regclass) USING TG_ARGV[0], TG_RELID;
+    END IF;
+    RETURN NULL;
   END IF;
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
     INSERT INTO sluice_capture.log (session, relid, op, old)
@@ -206,7 +220,7 @@ async fn install(
              CREATE TRIGGER {TRIGGER_PREFIX}{id}_d AFTER DELETE ON {on} \
                REFERENCING OLD TABLE AS sluice_old \
                FOR EACH STATEMENT EXECUTE FUNCTION sluice_capture.record('{id}'); \
-             CREATE TRIGGER {TRIGGER_PREFIX}{id}_t AFTER TRUNCATE ON {on} \
+             CREATE TRIGGER {TRIGGER_PREFIX}{id}_t BEFORE TRUNCATE ON {on} \
                FOR EACH STATEMENT EXECUTE FUNCTION sluice_capture.record('{id}'); \
              RELEASE SAVEPOINT sluice_capture_table;"
             ))
@@ -326,7 +340,7 @@ impl Recorder {
                 .map_or_else(|| relid.to_string(), |l| qualified(&l.schema, &l.name));
             return Err(DatastoreError::host(
                 "SLUICE_CAPTURE",
-                format!("the step truncated `{table}` (a truncate has no row images)"),
+                format!("the step truncated `{table}`, past a million rows (too many to log)"),
             ));
         }
         // One pass over the log for the tables it holds rows of: each table

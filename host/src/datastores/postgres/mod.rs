@@ -1095,14 +1095,15 @@ mod tests {
             "CREATE TABLE customers (id int PRIMARY KEY, name text); \
              CREATE TABLE orders (id serial PRIMARY KEY, customer int REFERENCES customers, \
                note text, updated_at timestamptz); \
+             CREATE TABLE versions (version bigint PRIMARY KEY, dirty boolean NOT NULL); \
              INSERT INTO customers VALUES (1, 'ada'), (2, 'bob'); \
-             INSERT INTO orders (customer, note) VALUES (1, 'first'), (2, 'second')",
+             INSERT INTO orders (customer, note) VALUES (1, 'first'), (2, 'second'); \
+             INSERT INTO versions VALUES (2, false)",
         )
         .await
         .unwrap();
-        let tables: Vec<String> = ["customers", "orders"].map(String::from).to_vec();
+        let tables: Vec<String> = ["customers", "orders", "versions"].map(String::from).to_vec();
         let pre = fingerprint(&db.url, &tables).await.unwrap();
-        let role = format!("{}_reader", db.name);
         let capture = ChangeCapture::new();
         let step = Session::open(
             &db.url,
@@ -1116,9 +1117,9 @@ mod tests {
         .unwrap();
         // What real migrations create: a trigger function and a trigger on
         // an existing table, an enum, a new table (serial key, foreign key,
-        // index, grants to a new role), a partitioned table with a
+        // index), a partitioned table with a
         // partition, a view over them, an extension — and row changes.
-        step.script(&format!(
+        step.script(
             "CREATE FUNCTION set_updated_at() RETURNS trigger LANGUAGE plpgsql AS \
                $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$; \
              CREATE TRIGGER set_updated_at BEFORE UPDATE ON orders \
@@ -1127,15 +1128,15 @@ mod tests {
              CREATE TABLE shipments (id bigserial PRIMARY KEY, \
                order_id int NOT NULL REFERENCES orders, status status NOT NULL DEFAULT 'open'); \
              CREATE INDEX shipments_by_order ON shipments (order_id); \
-             CREATE ROLE {role}; GRANT SELECT ON shipments TO {role}; \
              CREATE TABLE events (at date NOT NULL, what text) PARTITION BY RANGE (at); \
              CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01'); \
              CREATE VIEW open_shipments AS SELECT * FROM shipments WHERE status = 'open'; \
              CREATE EXTENSION IF NOT EXISTS pg_trgm; \
              INSERT INTO shipments (order_id) SELECT id FROM orders; \
              UPDATE orders SET note = note || '!' WHERE id = 1; \
-             INSERT INTO customers VALUES (3, 'cy')"
-        ))
+             INSERT INTO customers VALUES (3, 'cy'); \
+             TRUNCATE versions; INSERT INTO versions VALUES (3, false)"
+        )
         .await
         .unwrap();
         drop(step);
@@ -1177,10 +1178,9 @@ mod tests {
         assert_eq!(dropped["table public.shipments"], Some(3), "{dropped:?}");
         assert_eq!(dropped["table public.events"], Some(1), "{dropped:?}");
         assert!(dropped.contains_key("trigger public.orders.set_updated_at"));
-        assert!(dropped.contains_key(format!("role {role}").as_str()));
         assert!(!dropped.contains_key("table public.events_2026"), "went with its parent");
         assert!(!dropped.contains_key("index public.shipments_by_order"), "went with its table");
-        assert_eq!(undone.rows.values().sum::<u64>(), 2, "{undone:?}");
+        assert_eq!(undone.rows.values().sum::<u64>(), 4, "{undone:?}");
         // The schema is the pre-step schema; the application's row in an
         // existing table is kept.
         let after = fingerprint(&db.url, &tables).await.unwrap();
@@ -1197,6 +1197,8 @@ mod tests {
             lines(&app, "SELECT id, note FROM orders ORDER BY id").await,
             ["(1,first)", "(2,second)"]
         );
+        // golang-migrate's record, truncated and written again by the step.
+        assert_eq!(lines(&app, "SELECT * FROM versions").await, ["(2,f)"]);
         drop(app);
         db.drop().await;
     }
