@@ -246,7 +246,10 @@ fn undo_words(access: crate::plan::Access, kind: crate::plan::TargetKind) -> Str
     if access == crate::plan::Access::ReadOnly {
         "nothing (read-only)".into()
     } else if crate::datastores::driver(kind).captures_changes() {
-        format!("put back the rows migrate changed (by change set); a schema change: {RESTORE}")
+        format!(
+            "put back the rows migrate changed and drop what it created (by change set); \
+             a step that alters or drops existing objects: {RESTORE}"
+        )
     } else {
         RESTORE.into()
     }

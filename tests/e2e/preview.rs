@@ -44,7 +44,7 @@ fn the_quickstart_preview_shows_every_step_and_changes_nothing() {
         "thresholds  match_rate >= 0.95 · duplicates == 0",
         "backup      the whole target, about ",
         "backup      clientes, about ",
-        "undo        put back the rows migrate changed (by change set); a schema change: restore the backup",
+        "undo        put back the rows migrate changed and drop what it created (by change set); a step that alters or drops existing objects: restore the backup",
     ] {
         assert!(text.contains(want), "`{want}` in:\n{text}");
     }
