@@ -34,9 +34,9 @@ use sluice_plugin_postgres::schema;
 use sluice_sdk::sql::{Connection, Value};
 use sluice_sdk::{log, Error};
 use sqlparser::ast::{
-    CommentObject, DropBehavior, Expr, ObjectName, ObjectNamePart, ObjectType, Query,
-    ReferentialAction, Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Visit,
-    Visitor,
+    AlterTypeOperation, CommentObject, DropBehavior, Expr, ObjectName, ObjectNamePart, ObjectType,
+    Query, ReferentialAction, Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -302,6 +302,16 @@ impl Analysis {
                 }
                 Set::SetTimeZone { .. } | Set::SetTransaction { .. } => Ok(()),
                 _ => Err("is a SET form that is not analysed".into()),
+            },
+            // A label added, or the type renamed: no stored value reads
+            // differently. A label renamed changes every row holding it,
+            // in tables the text does not name.
+            Statement::AlterType(alter) => match alter.operation {
+                AlterTypeOperation::AddValue(_) | AlterTypeOperation::Rename(_) => Ok(()),
+                AlterTypeOperation::RenameValue(_) => Err(
+                    "renames an enum label: every row holding it changes, in tables the script does not name"
+                        .into(),
+                ),
             },
             Statement::CreateTrigger(_) => Err(
                 "creates a trigger: what it writes when later statements fire it is not analysed"
@@ -873,6 +883,9 @@ mod tests {
             ("DROP VIEW v", &[]),
             ("DROP FUNCTION f(int)", &[]),
             ("CREATE TYPE mood AS ENUM ('a', 'b')", &[]),
+            ("ALTER TYPE mood ADD VALUE IF NOT EXISTS 'c'", &[]),
+            ("ALTER TYPE mood ADD VALUE 'c' AFTER 'a'", &[]),
+            ("ALTER TYPE mood RENAME TO mood_old", &[]),
             ("SELECT 1", &[]),
         ];
         for (sql, written) in cases {
@@ -920,7 +933,10 @@ mod tests {
             ),
             ("CREATE EXTENSION hstore", "not analysed"),
             ("THIS IS NOT SQL", "cannot be analysed"),
-            ("ALTER TYPE mood RENAME VALUE 'a' TO 'b'", "statement 1"),
+            (
+                "ALTER TYPE mood RENAME VALUE 'a' TO 'b'",
+                "renames an enum label",
+            ),
         ];
         for (sql, expected) in cases {
             let err = of(sql).expect_err(sql);
