@@ -40,6 +40,7 @@ pub mod sqlite;
 pub mod sqlite_registry;
 pub mod sqlite_script;
 pub mod touched;
+mod trigger_body;
 mod validate;
 
 use serde::{Deserialize, Serialize};

@@ -6,10 +6,13 @@
 //! Sound first: a table is left out only when the analysis understood every
 //! statement of both scripts. Anything else — a statement `sqlparser` cannot
 //! read or of a kind not listed in [`Analysis::statement`] (`DO`, `CALL`,
-//! `COPY`, `CREATE TRIGGER`, `CREATE EXTENSION`, …), `SET search_path`, a
+//! `COPY`, `CREATE EXTENSION`, …), `SET search_path`, a
 //! `CASCADE` drop, a call to a function outside `pg_catalog` (or to one
 //! that runs SQL text), a view or foreign table read or written, a written
-//! table with triggers or rules or whose defaults, constraints, indexes or
+//! table with rules, a trigger (on a written table, or created by the
+//! scripts) whose function does more than set `NEW`'s fields, `PERFORM`
+//! and `RETURN` ([`crate::trigger_body`]), a written table whose
+//! defaults, constraints, indexes or
 //! policies call functions outside `pg_catalog` (a read table: whose
 //! policies do), a database with event
 //! triggers or its own operators, casts or base types — makes the backup
@@ -34,9 +37,9 @@ use sluice_plugin_postgres::schema;
 use sluice_sdk::sql::{Connection, Value};
 use sluice_sdk::{log, Error};
 use sqlparser::ast::{
-    AlterTypeOperation, CommentObject, DropBehavior, Expr, ObjectName, ObjectNamePart, ObjectType,
-    Query, ReferentialAction, Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
-    Visit, Visitor,
+    AlterTypeOperation, CommentObject, CreateFunctionBody, DropBehavior, Expr, ObjectName,
+    ObjectNamePart, ObjectType, Query, ReferentialAction, Set, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins, Value as SqlValue, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -61,6 +64,14 @@ pub struct Analysis {
     /// Functions called: lower case unless quoted, schema-qualified as
     /// written.
     pub functions: BTreeSet<String>,
+    /// Trigger functions of triggers the scripts create that the scripts
+    /// do not define (as written, e.g. `set_updated_at`): their bodies are
+    /// read from the catalog.
+    pub trigger_functions: BTreeSet<String>,
+    /// PL/pgSQL functions the scripts define (as [`function_name`] folds
+    /// them), with what their bodies do when [`crate::trigger_body`]
+    /// understands them.
+    defined: std::collections::BTreeMap<String, Option<Box<Analysis>>>,
 }
 
 /// SQL keywords `sqlparser` reads as function calls that PostgreSQL
@@ -109,6 +120,21 @@ fn function_name(name: &ObjectName) -> String {
         .join(".")
 }
 
+/// `CREATE [TEMP|TEMPORARY|UNLOGGED] SEQUENCE …` with no parenthesis,
+/// quote or dollar sign in it: literal options only.
+fn is_plain_create_sequence(text: &str) -> bool {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .take(3)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let creates = matches!(
+        words.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ["CREATE", "SEQUENCE", ..] | ["CREATE", "TEMP" | "TEMPORARY" | "UNLOGGED", "SEQUENCE"]
+    );
+    creates && !text.contains(['(', ')', '\'', '"', '$', ';'])
+}
+
 fn abbreviate(text: &str) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > 60 {
@@ -133,8 +159,14 @@ impl Analysis {
                         abbreviate(text)
                     ))
                 };
-                let parsed = Parser::parse_sql(&PostgreSqlDialect {}, text)
-                    .map_err(|e| at(format!("cannot be analysed ({e})")))?;
+                let parsed = match Parser::parse_sql(&PostgreSqlDialect {}, text) {
+                    Ok(parsed) => parsed,
+                    // `sqlparser` wants sequence options in one order;
+                    // PostgreSQL takes any. Without a parenthesis such a
+                    // statement calls nothing and writes no table.
+                    Err(_) if is_plain_create_sequence(text) => continue,
+                    Err(e) => return Err(at(format!("cannot be analysed ({e})"))),
+                };
                 for statement in &parsed {
                     analysis.statement(statement).map_err(at)?;
                 }
@@ -274,11 +306,35 @@ impl Analysis {
             Statement::CreateDomain(_) | Statement::CreateSequence { .. } => {
                 self.walk(statement, false)
             }
-            // Definitions only: a function's body runs when it is called,
-            // and calling one outside `pg_catalog` is unbounded.
+            // A function's body runs when it is called, and calling one
+            // outside `pg_catalog` is unbounded; a trigger function's body
+            // is kept for the triggers the scripts create.
+            Statement::CreateFunction(f) => {
+                let plpgsql = f
+                    .language
+                    .as_ref()
+                    .is_some_and(|l| l.value.eq_ignore_ascii_case("plpgsql"));
+                let body = match &f.function_body {
+                    Some(
+                        CreateFunctionBody::AsBeforeOptions(Expr::Value(v))
+                        | CreateFunctionBody::AsAfterOptions(Expr::Value(v)),
+                    ) => match &v.value {
+                        SqlValue::DollarQuotedString(d) => Some(d.value.as_str()),
+                        SqlValue::SingleQuotedString(s) => Some(s.as_str()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let understood = body
+                    .filter(|_| plpgsql)
+                    .and_then(crate::trigger_body::analyse)
+                    .map(Box::new);
+                self.defined.insert(function_name(&f.name), understood);
+                Ok(())
+            }
+            // Definitions only.
             Statement::CreateSchema { .. }
             | Statement::CreateType { .. }
-            | Statement::CreateFunction(_)
             | Statement::CreateProcedure { .. }
             | Statement::Grant { .. }
             | Statement::Revoke { .. }
@@ -313,10 +369,31 @@ impl Analysis {
                         .into(),
                 ),
             },
-            Statement::CreateTrigger(_) => Err(
-                "creates a trigger: what it writes when later statements fire it is not analysed"
-                    .into(),
-            ),
+            // What a trigger writes when later statements fire it: only
+            // the row being written, when its function's body is one the
+            // analysis reads (defined here, or in the catalog at backup).
+            Statement::CreateTrigger(t) => {
+                let Some(exec) = &t.exec_body else {
+                    return Err("creates a trigger without a function".into());
+                };
+                let function = &exec.func_desc.name;
+                match self.defined.get(&function_name(function)) {
+                    Some(Some(body)) => {
+                        let body = body.clone();
+                        self.functions.extend(body.functions);
+                        self.read.extend(body.read);
+                    }
+                    Some(None) => {
+                        return Err(format!(
+                            "creates a trigger running {function}, whose body does more than set NEW's fields, PERFORM and RETURN (not analysed)"
+                        ))
+                    }
+                    None => {
+                        self.trigger_functions.insert(name_of(function));
+                    }
+                }
+                self.walk(statement, false)
+            }
             other => {
                 let text = other.to_string();
                 let kind: Vec<&str> = text.split_whitespace().take(2).collect();
@@ -326,6 +403,17 @@ impl Analysis {
                 ))
             }
         }
+    }
+
+    /// An expression a trigger function evaluates, as `SELECT expr`: what
+    /// it reads and calls. `Err` if it writes anything.
+    pub(crate) fn expression(&mut self, query: &Statement) -> Result<(), String> {
+        let written = self.written.len();
+        self.walk(query, true)?;
+        if self.written.len() != written {
+            return Err("an expression writes a table".into());
+        }
+        Ok(())
     }
 
     /// Walks a statement's expressions and nested queries: functions
@@ -671,17 +759,71 @@ impl Analysis {
         if let Some(what) = first(
             conn,
             &format!(
-                "SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text FROM pg_catalog.pg_trigger \
-                  WHERE NOT tgisinternal AND tgrelid = ANY({oids}) \
-                 UNION ALL \
-                 SELECT 'rule ' || rulename || ' on ' || ev_class::regclass::text FROM pg_catalog.pg_rewrite \
+                "SELECT 'rule ' || rulename || ' on ' || ev_class::regclass::text FROM pg_catalog.pg_rewrite \
                   WHERE rulename <> '_RETURN' AND ev_class = ANY({oids}) \
                  LIMIT 1"
             ),
         )? {
-            return unbounded(format!(
-                "{what}: what it writes is not analysed"
-            ));
+            return unbounded(format!("{what}: what it writes is not analysed"));
+        }
+        // Triggers on the written tables, and the functions of triggers
+        // the scripts create: each body must be one the analysis reads.
+        let mut triggers = conn
+            .query(
+                &format!(
+                    "SELECT 'trigger ' || g.tgname || ' on ' || g.tgrelid::regclass::text, \
+                            p.oid::regprocedure::text, l.lanname::text, p.prosrc \
+                       FROM pg_catalog.pg_trigger g JOIN pg_catalog.pg_proc p ON p.oid = g.tgfoid \
+                       JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+                      WHERE NOT g.tgisinternal AND g.tgrelid = ANY({oids})"
+                ),
+                &[],
+            )?
+            .values()?;
+        for function in &self.trigger_functions {
+            let found = conn.query(
+                "SELECT 'a trigger the scripts create', p.oid::regprocedure::text, l.lanname::text, p.prosrc \
+                   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+                  WHERE p.oid = pg_catalog.to_regprocedure($1 || '()')",
+                &[function.as_str().into()],
+            )?;
+            match found.values()?.into_iter().next() {
+                Some(row) => triggers.push(row),
+                None => {
+                    return unbounded(format!(
+                        "a trigger the scripts create runs {function}(), which the database does not have yet"
+                    ))
+                }
+            }
+        }
+        let mut bodies = Analysis::default();
+        for row in &triggers {
+            let (what, function, language) = (text(&row[0]), text(&row[1]), text(&row[2]));
+            let body = (language == "plpgsql")
+                .then(|| crate::trigger_body::analyse(&text(&row[3])))
+                .flatten();
+            let Some(body) = body else {
+                return unbounded(format!(
+                    "{what} runs {function} ({language}), whose body does more than set NEW's fields, PERFORM and RETURN: what it writes is not analysed"
+                ));
+            };
+            bodies.functions.extend(body.functions);
+            bodies.read.extend(body.read);
+        }
+        for f in &bodies.functions {
+            if let Some(why) = function_problem(conn, f)? {
+                return unbounded(format!("a trigger's function: {why}"));
+            }
+        }
+        for name in &bodies.read {
+            if let Some(r) = resolve(conn, name)? {
+                if !matches!(r.kind.as_str(), "r" | "p" | "m" | "S") {
+                    return unbounded(format!(
+                        "a trigger's function reads `{name}`, a {} (its definition or server runs when read)",
+                        kind_name(&r.kind)
+                    ));
+                }
+            }
         }
         // Defaults, generated columns, check constraints (also of the
         // columns' domains), index expressions and policies run functions
@@ -798,7 +940,7 @@ fn param_name(schema: &str, table: &str) -> String {
 pub fn scope_summary(tables: &[String], scripts: &str) -> String {
     if tables.is_empty() {
         format!(
-            "the backup saves the existing tables its {scripts} can write (found by parsing them at backup time), or every table of every schema (extension-owned tables aside) when they do something the analysis cannot bound (DO blocks, CALL, COPY, triggers, functions outside pg_catalog, …; the backup's log says which)"
+            "the backup saves the existing tables its {scripts} can write (found by parsing them at backup time), or every table of every schema (extension-owned tables aside) when they do something the analysis cannot bound (DO blocks, CALL, COPY, triggers doing more than set NEW's fields, functions outside pg_catalog, …; the backup's log says which)"
         )
     } else {
         format!("the backup saves {}", tables.join(", "))
@@ -886,6 +1028,8 @@ mod tests {
             ("ALTER TYPE mood ADD VALUE IF NOT EXISTS 'c'", &[]),
             ("ALTER TYPE mood ADD VALUE 'c' AFTER 'a'", &[]),
             ("ALTER TYPE mood RENAME TO mood_old", &[]),
+            // Options in an order `sqlparser` does not take.
+            ("CREATE SEQUENCE n START WITH 5000 INCREMENT BY 1 CACHE 1", &[]),
             ("SELECT 1", &[]),
         ];
         for (sql, written) in cases {
@@ -927,12 +1071,12 @@ mod tests {
             ("SET ROLE owner", "not analysed"),
             ("DROP TABLE users CASCADE", "CASCADE"),
             ("DROP FUNCTION f() CASCADE", "CASCADE"),
-            (
-                "CREATE TRIGGER t AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION f()",
-                "trigger",
-            ),
             ("CREATE EXTENSION hstore", "not analysed"),
             ("THIS IS NOT SQL", "cannot be analysed"),
+            (
+                "CREATE SEQUENCE n START WITH 1 INCREMENT BY f() CACHE 1",
+                "cannot be analysed",
+            ),
             (
                 "ALTER TYPE mood RENAME VALUE 'a' TO 'b'",
                 "renames an enum label",
@@ -956,6 +1100,42 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.0.starts_with("revert/a.sql: statement 2"), "{err}");
+    }
+
+    #[test]
+    fn triggers_whose_functions_only_set_new_are_bounded() {
+        // Defined in the script: its body is read there, its calls kept for
+        // the catalog check.
+        let a = of("CREATE OR REPLACE FUNCTION set_updated_at() RETURNS TRIGGER AS $$\n\
+                    BEGIN\n    NEW.updated_at = now();\n    RETURN NEW;\nEND;\n$$ LANGUAGE plpgsql;\n\
+                    CREATE TRIGGER accounts_set_updated_at BEFORE UPDATE ON accounts \
+                    FOR EACH ROW EXECUTE PROCEDURE set_updated_at();\n\
+                    UPDATE accounts SET name = 'x'")
+        .unwrap();
+        assert_eq!(a.written, set(&["accounts"]));
+        assert!(a.functions.contains("now"), "{a:?}");
+        assert!(a.trigger_functions.is_empty(), "{a:?}");
+        // Defined in an earlier change: read from the catalog at backup.
+        let a = of(
+            "CREATE TRIGGER orders_set_updated_at BEFORE UPDATE ON orders \
+                    FOR EACH ROW EXECUTE PROCEDURE set_updated_at()",
+        )
+        .unwrap();
+        assert_eq!(a.trigger_functions, set(&["set_updated_at"]));
+        // A body that writes another table is not bounded.
+        let err = of("CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS \
+                      $$ BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END $$; \
+                      CREATE TRIGGER t AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION f()")
+        .unwrap_err();
+        assert!(err.0.starts_with("deploy/x.sql: statement 2"), "{err}");
+        assert!(err.0.contains("whose body does more"), "{err}");
+        // A SQL-language function is not read.
+        let err = of(
+            "CREATE FUNCTION g() RETURNS trigger LANGUAGE sql AS $$ SELECT 1 $$; \
+                      CREATE TRIGGER t AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION g()",
+        )
+        .unwrap_err();
+        assert!(err.0.contains("whose body does more"), "{err}");
     }
 
     #[test]
