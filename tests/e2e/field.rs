@@ -1018,7 +1018,7 @@ fn tally_sqitch_on_postgres_rolls_back_every_step_keeping_the_apps_writes() {
 }
 
 #[test]
-#[ignore = "issue 15: steps 1–6 roll back by change set keeping the writer's rows; step 7 adds an enum label (an existing object altered), whose restore is refused while the app writes (exit 6); see tests/fixtures/field/BASELINE.md; run with --ignored"]
+#[ignore = "issue 15: steps 1–12 roll back keeping the writer's rows; step 13 adds a column to `accounts`, which the writer writes: its restore is refused (exit 6); see tests/fixtures/field/BASELINE.md; run with --ignored"]
 fn orders_golang_migrate_on_postgres_rolls_back_every_step_keeping_the_apps_writes() {
     let db = pg_scratch();
     let scenario = Scenario::new();
