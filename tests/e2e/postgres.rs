@@ -458,7 +458,10 @@ mod crash {
     // covers the merge path for referenced tables.
     const STEP1_SQL: &str = "ALTER TABLE orders ADD COLUMN tier text; \
         UPDATE orders SET tier = CASE WHEN id % 2 = 0 THEN 'gold' ELSE 'basic' END";
-    const STEP2_SQL: &str = "INSERT INTO orders_archive \
+    /// Step 2 also creates an index, so its undo by change set drops a
+    /// created object inside the transaction the kills interrupt.
+    const STEP2_SQL: &str = "CREATE INDEX orders_archive_note ON orders_archive (note); \
+        INSERT INTO orders_archive \
         SELECT id, customer_id, total, note FROM orders WHERE id > 5 AND note IS NOT NULL";
 
     fn scenario() -> PgPlan {
@@ -488,6 +491,7 @@ thresholds = ["archived >= 0.99"]
 
 [steps.params]
 tables = ["orders_archive"]
+migrate = "CREATE INDEX orders_archive_note ON orders_archive (note)"
 copy = [{{ from = "SELECT id, customer_id, total, note FROM orders WHERE id > 5 AND note IS NOT NULL", into = "orders_archive" }}]
 
 [[steps.params.metrics]]

@@ -17,6 +17,15 @@ impl sluice_sdk::Migrate for PostgresPlugin {
             ));
         }
         let conn = Connection::open(&ctx.target)?;
+        // The copies' source connection opens now, before the step's
+        // transaction holds locks: the host prepares every connection of a
+        // read-write step (its change recording), which waits for the
+        // locks of an open transaction.
+        let source = if params.copy.is_empty() {
+            None
+        } else {
+            Some(Connection::open(&ctx.target)?)
+        };
         let change = params.change();
         if change.transactional {
             // A failing statement leaves nothing behind: PostgreSQL DDL is
@@ -26,7 +35,7 @@ impl sluice_sdk::Migrate for PostgresPlugin {
                     conn.execute_script(script)?;
                     log::info("migration applied in one transaction", &[]);
                 }
-                copies(conn, &ctx.target, &params.copy)
+                copies(conn, source.as_ref(), &params.copy)
             });
         }
         log::warn(
@@ -34,7 +43,7 @@ impl sluice_sdk::Migrate for PostgresPlugin {
             &[("statements", &change.statements.len().to_string())],
         );
         run_one_by_one(&conn, &change.statements)?;
-        conn.transaction(|conn| copies(conn, &ctx.target, &params.copy))
+        conn.transaction(|conn| copies(conn, source.as_ref(), &params.copy))
     }
 }
 
@@ -77,14 +86,17 @@ fn first_line(statement: &str) -> String {
     line.chars().take(120).collect()
 }
 
-fn copies(conn: &Connection, target: &str, copies: &[CopySpec]) -> Result<(), Error> {
-    if copies.is_empty() {
-        return Ok(());
-    }
+fn copies(
+    conn: &Connection,
+    source: Option<&Connection>,
+    copies: &[CopySpec],
+) -> Result<(), Error> {
     // One connection cannot run two COPYs at once: the rows are read on a
-    // second connection (the committed state before this transaction) and
-    // written on the step's transaction.
-    let source = Connection::open(target)?;
+    // second connection (`source`: the committed state before this
+    // transaction) and written on the step's transaction.
+    let Some(source) = source else {
+        return Ok(());
+    };
     for (i, copy) in copies.iter().enumerate() {
         let into = copy_target(&copy.into, &format!("params.copy[{i}].into"))?;
         let from = copy.from.trim().trim_end_matches(';').trim_end();
