@@ -11,6 +11,7 @@
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use crate::touched::Analysis;
 
@@ -94,73 +95,23 @@ fn is_end(statement: &str) -> bool {
     })
 }
 
-/// The body's statements, split at `;` outside string literals, quoted
-/// names, dollar quotes and parentheses, comments removed. `None` when a
-/// quote or comment is left open.
+/// The body's statements, split at `;` by `sqlparser`'s tokenizer (string
+/// literals, quoted names and dollar quotes stay whole), comments made
+/// spaces. `None` when the tokenizer refuses the text (a quote or comment
+/// left open).
 fn split(body: &str) -> Option<Vec<String>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, body)
+        .tokenize()
+        .ok()?;
     let mut statements = vec![String::new()];
-    let mut chars = body.char_indices().peekable();
-    let mut depth = 0usize;
-    while let Some((at, c)) = chars.next() {
+    for token in tokens {
         let current = statements.last_mut().expect("one is open");
-        match c {
-            '-' if body[at..].starts_with("--") => {
-                for (_, c) in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-                current.push(' ');
-            }
-            '/' if body[at..].starts_with("/*") => {
-                let end = body[at + 2..].find("*/")?;
-                while chars.peek().is_some_and(|(i, _)| *i < at + 2 + end + 2) {
-                    chars.next();
-                }
-                current.push(' ');
-            }
-            '\'' | '"' => {
-                current.push(c);
-                loop {
-                    let (_, next) = chars.next()?;
-                    current.push(next);
-                    if next == c {
-                        // A doubled quote stays inside.
-                        if chars.peek().is_some_and(|(_, n)| *n == c) {
-                            current.push(chars.next()?.1);
-                            continue;
-                        }
-                        break;
-                    }
-                }
-            }
-            '$' => {
-                let tag_len = body[at + 1..]
-                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
-                    .filter(|n| body[at + 1 + n..].starts_with('$'));
-                match tag_len {
-                    Some(n) => {
-                        let tag = &body[at..at + n + 2];
-                        let close = body[at + tag.len()..].find(tag)?;
-                        let end = at + tag.len() + close + tag.len();
-                        current.push_str(&body[at..end]);
-                        while chars.peek().is_some_and(|(i, _)| *i < end) {
-                            chars.next();
-                        }
-                    }
-                    None => current.push(c),
-                }
-            }
-            '(' => {
-                depth += 1;
-                current.push(c);
-            }
-            ')' => {
-                depth = depth.checked_sub(1)?;
-                current.push(c);
-            }
-            ';' if depth == 0 => statements.push(String::new()),
-            _ => current.push(c),
+        match token {
+            Token::SemiColon => statements.push(String::new()),
+            Token::Whitespace(
+                Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_),
+            ) => current.push(' '),
+            other => current.push_str(&other.to_string()),
         }
     }
     if statements.last().is_some_and(|s| s.trim().is_empty()) {

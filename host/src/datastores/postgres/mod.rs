@@ -875,6 +875,28 @@ mod tests {
             .collect()
     }
 
+    /// Runs `script` in a read-write session recording into a new
+    /// capture, as a step's migrate does, and returns what it recorded.
+    async fn recorded(url: &Secret, script: &str) -> crate::datastores::changes::ChangeSet {
+        let capture = crate::datastores::changes::ChangeCapture::new();
+        let step = Session::open(
+            url,
+            Access::ReadWrite,
+            None,
+            Duration::from_secs(30),
+            None,
+            Some(capture.clone()),
+        )
+        .await
+        .unwrap();
+        step.script(script).await.unwrap();
+        drop(step);
+        tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_session_records_its_changes_and_the_undo_keeps_the_applications() {
         use crate::datastores::changes::{ChangeCapture, Key, UndoOutcome};
@@ -1088,7 +1110,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_undo_drops_what_the_step_created_and_keeps_the_applications_rows() {
-        use crate::datastores::changes::{ChangeCapture, UndoOutcome};
+        use crate::datastores::changes::UndoOutcome;
         let db = Scratch::new().await;
         let (app, _) = connect_client(&db.url).await.unwrap();
         app.batch_execute(
@@ -1104,22 +1126,12 @@ mod tests {
         .unwrap();
         let tables: Vec<String> = ["customers", "orders", "versions"].map(String::from).to_vec();
         let pre = fingerprint(&db.url, &tables).await.unwrap();
-        let capture = ChangeCapture::new();
-        let step = Session::open(
-            &db.url,
-            Access::ReadWrite,
-            None,
-            Duration::from_secs(30),
-            None,
-            Some(capture.clone()),
-        )
-        .await
-        .unwrap();
         // What real migrations create: a trigger function and a trigger on
         // an existing table, an enum, a new table (serial key, foreign key,
         // index), a partitioned table with a
         // partition, a view over them, an extension — and row changes.
-        step.script(
+        let set = recorded(
+            &db.url,
             "CREATE FUNCTION set_updated_at() RETURNS trigger LANGUAGE plpgsql AS \
                $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$; \
              CREATE TRIGGER set_updated_at BEFORE UPDATE ON orders \
@@ -1137,13 +1149,7 @@ mod tests {
              INSERT INTO customers VALUES (3, 'cy'); \
              TRUNCATE versions; INSERT INTO versions VALUES (3, false)"
         )
-        .await
-        .unwrap();
-        drop(step);
-        let set = tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
-            .await
-            .unwrap()
-            .unwrap();
+        .await;
         let post = fingerprint(&db.url, &tables).await.unwrap();
         let created: Vec<String> = post
             .objects
@@ -1205,7 +1211,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_undo_sets_a_sequence_back_only_while_no_one_drew_from_it() {
-        use crate::datastores::changes::{ChangeCapture, UndoOutcome};
+        use crate::datastores::changes::UndoOutcome;
         let db = Scratch::new().await;
         let (app, _) = connect_client(&db.url).await.unwrap();
         app.batch_execute(
@@ -1215,25 +1221,11 @@ mod tests {
         .unwrap();
         let tables: Vec<String> = ["a", "b"].map(String::from).to_vec();
         let pre = fingerprint(&db.url, &tables).await.unwrap();
-        let capture = ChangeCapture::new();
-        let step = Session::open(
+        let mut set = recorded(
             &db.url,
-            Access::ReadWrite,
-            None,
-            Duration::from_secs(30),
-            None,
-            Some(capture.clone()),
+            "INSERT INTO a (v) VALUES ('s'), ('s'); INSERT INTO b (v) VALUES ('s')",
         )
-        .await
-        .unwrap();
-        step.script("INSERT INTO a (v) VALUES ('s'), ('s'); INSERT INTO b (v) VALUES ('s')")
-            .await
-            .unwrap();
-        drop(step);
-        let mut set = tokio::task::spawn_blocking(move || capture.take(Duration::from_secs(20)))
-            .await
-            .unwrap()
-            .unwrap();
+        .await;
         let post = fingerprint(&db.url, &tables).await.unwrap();
         for (name, before) in &pre.sequences {
             set.sequences
